@@ -1,0 +1,25 @@
+# The studio's two commands: `make run` and `make test` (see README).
+VENV := .venv
+PY := $(VENV)/bin/python
+export STUDIO_DATA_DIR ?= $(CURDIR)/var
+# The embedded default runs with DEBUG on, so SECRET_KEY is generated into the data dir.
+export DEBUG ?= 1
+
+.PHONY: run test install install-test lint
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py studio_bootstrap
+	exec $(PY) -m portal.supervisor
+
+test: install-test
+	$(PY) -m pytest
+
+install:
+	@bash scripts/install.sh run
+
+install-test:
+	@bash scripts/install.sh test
+
+lint: install-test
+	$(VENV)/bin/ruff check .

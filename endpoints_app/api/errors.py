@@ -1,0 +1,84 @@
+"""One error shape for the whole API: {"error": {"code", "message", "field"?}}."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from endpoints_app.errors import StudioError
+
+logger = logging.getLogger(__name__)
+
+CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "UnprocessableEntity",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
+
+
+def error_body(status_code: int, message: str, field: str | None = None, code: str | None = None) -> dict:
+    error = {"code": code or CODES.get(status_code, "Error"), "message": message}
+    if field:
+        error["field"] = field
+    return {"error": error}
+
+
+def _first_validation_error(detail, prefix: str = "") -> tuple[str | None, str]:
+    """Flatten DRF's nested validation detail to the first (field, message)."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = prefix if key in ("non_field_errors", "__all__") else (f"{prefix}.{key}" if prefix else str(key))
+            return _first_validation_error(value, name)
+    if isinstance(detail, list) and detail:
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            return prefix or None, " ".join(str(item) for item in detail)
+        for index, item in enumerate(detail):
+            if item:
+                return _first_validation_error(item, f"{prefix}[{index}]" if prefix else str(index))
+    return prefix or None, str(detail)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, StudioError):
+        return Response(exc.as_dict(), status=exc.status)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, Http404):
+        return Response(error_body(404, str(exc) or "Not found."), status=404)
+    if isinstance(exc, PermissionDenied):
+        return Response(error_body(403, str(exc) or "Permission denied."), status=403)
+    if isinstance(exc, exceptions.ValidationError):
+        field, message = _first_validation_error(exc.detail)
+        text = f"{field}: {message}" if field else message
+        return Response(error_body(400, text, field), status=400)
+    if isinstance(exc, exceptions.APIException):
+        headers = {}
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait) + 1)
+        if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+            headers["WWW-Authenticate"] = "Token"
+            exc.status_code = status.HTTP_401_UNAUTHORIZED
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return Response(error_body(exc.status_code, detail), status=exc.status_code, headers=headers)
+    logger.exception("Unhandled API error")
+    return Response(error_body(500, "Internal server error."), status=500)
+
+
+def json_error_view(status_code: int, message: str):
+    def view(request, exception=None, *args, **kwargs):
+        return JsonResponse(error_body(status_code, message), status=status_code)
+
+    return view

@@ -1,0 +1,85 @@
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+
+from endpoints_app.models import InstanceType, Membership, Role
+from endpoints_app.permissions import check_workspace
+from endpoints_app.services.audit import Actor
+from endpoints_app.services.workspaces import do_add_member, do_change_member_role, do_remove_member
+
+
+class InstanceTypeSerializer(serializers.ModelSerializer):
+    memory_gb = serializers.FloatField()
+    price_per_hour = serializers.FloatField()
+
+    class Meta:
+        model = InstanceType
+        fields = ["name", "family", "cores", "memory_gb", "price_per_hour"]
+
+
+class WorkspaceMembershipSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(source="workspace.name")
+    display_name = serializers.CharField(source="workspace.display_name")
+
+    class Meta:
+        model = Membership
+        fields = ["name", "display_name", "role"]
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Membership
+        fields = ["username", "role", "created_at"]
+
+
+class MemberCreateSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    role = serializers.CharField()
+
+
+class MemberUpdateSerializer(serializers.Serializer):
+    role = serializers.CharField()
+
+
+@api_view(["GET"])
+def instance_types(request):
+    rows = InstanceType.objects.filter(is_active=True)
+    return Response(InstanceTypeSerializer(rows, many=True).data)
+
+
+@api_view(["GET"])
+def workspaces(request):
+    rows = Membership.objects.filter(user=request.user).select_related("workspace")
+    return Response(WorkspaceMembershipSerializer(rows, many=True).data)
+
+
+@api_view(["GET", "POST"])
+def members(request, ws: str):
+    if request.method == "GET":
+        workspace = check_workspace(request.user, ws)
+        rows = workspace.memberships.select_related("user")
+        return Response(MemberSerializer(rows, many=True).data)
+    workspace = check_workspace(request.user, ws, Role.OWNER)
+    body = MemberCreateSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    membership = do_add_member(Actor.from_request(request), workspace, **body.validated_data)
+    return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+@api_view(["GET", "PATCH", "PUT", "DELETE"])
+def member(request, ws: str, username: str):
+    need = Role.READER if request.method == "GET" else Role.OWNER
+    workspace = check_workspace(request.user, ws, need)
+    membership = get_object_or_404(Membership.objects.select_related("user"), workspace=workspace, user__username=username)
+    if request.method == "GET":
+        return Response(MemberSerializer(membership).data)
+    if request.method == "DELETE":
+        do_remove_member(Actor.from_request(request), membership)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    body = MemberUpdateSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    membership = do_change_member_role(Actor.from_request(request), membership, body.validated_data["role"])
+    return Response(MemberSerializer(membership).data)

@@ -1,0 +1,32 @@
+from endpoints_app.models.workspaces import AuditLog, Membership, QuotaLimit, Role, Workspace
+from endpoints_app.models.catalog import CatalogModel, InstanceType
+from endpoints_app.models.endpoints import (
+    Deployment,
+    Endpoint,
+    Instance,
+    InstanceState,
+    MirrorComparison,
+    Node,
+    ProvisioningState,
+    RouteVersion,
+)
+from endpoints_app.models.usage import UsageMinute
+
+__all__ = [
+    "AuditLog",
+    "CatalogModel",
+    "Deployment",
+    "Endpoint",
+    "Instance",
+    "InstanceState",
+    "InstanceType",
+    "Membership",
+    "MirrorComparison",
+    "Node",
+    "ProvisioningState",
+    "QuotaLimit",
+    "Role",
+    "RouteVersion",
+    "UsageMinute",
+    "Workspace",
+]

@@ -1,0 +1,83 @@
+from django.conf import settings
+from django.db import models
+
+from endpoints_app.models.workspaces import Workspace
+
+
+class InstanceType(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    family = models.CharField(max_length=40, help_text="Quota family, e.g. DSv2")
+    cores = models.PositiveIntegerField()
+    memory_gb = models.DecimalField(max_digits=8, decimal_places=2)
+    price_per_hour = models.DecimalField(max_digits=10, decimal_places=4)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["cores", "memory_gb", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CatalogModel(models.Model):
+    class Format(models.TextChoices):
+        SKLEARN = "sklearn", "scikit-learn"
+        ONNX = "onnx", "ONNX"
+        SENTENCE_TRANSFORMERS = "sentence-transformers", "sentence-transformers"
+        CUSTOM = "custom", "Custom (score.py)"
+        GGUF = "gguf", "GGUF (llama.cpp)"
+
+    class Task(models.TextChoices):
+        CLASSIFICATION = "classification"
+        REGRESSION = "regression"
+        IMAGE_CLASSIFICATION = "image-classification"
+        EMBEDDINGS = "embeddings"
+        CHAT_COMPLETION = "chat-completion"
+        TEXT_GENERATION = "text-generation"
+        CUSTOM = "custom"
+
+    # "studio" for the shared catalog; a workspace's name for models it registered itself.
+    registry = models.CharField(max_length=64, default="studio")
+    workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.CASCADE, related_name="models")
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField(default=1)
+    display_name = models.CharField(max_length=120, blank=True)
+    task = models.CharField(max_length=32, choices=Task.choices)
+    format = models.CharField(max_length=32, choices=Format.choices)
+    license = models.CharField(max_length=64)
+    publisher = models.CharField(max_length=64, default="Studio")
+    summary = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True)
+    intended_use = models.TextField(blank=True)
+    limitations = models.TextField(blank=True)
+    input_schema = models.JSONField(default=dict, blank=True)
+    output_schema = models.JSONField(default=dict, blank=True)
+    sample_request = models.JSONField(default=dict, blank=True)
+    sample_response = models.JSONField(default=dict, blank=True)
+    deployment_kinds = models.JSONField(default=list)
+    # Foundation models: price per 1K tokens.
+    price_input_per_1k = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
+    price_output_per_1k = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
+    # Where the artifact lives: relative to MEDIA_ROOT, or absolute for files a package ships.
+    artifact_path = models.CharField(max_length=500, blank=True)
+    scoring_script = models.CharField(max_length=200, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["registry", "name", "version"], name="unique_model_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def asset_id(self) -> str:
+        return f"studio://registries/{self.registry}/models/{self.name}/versions/{self.version}"
+
+    @property
+    def is_foundation(self) -> bool:
+        return self.price_input_per_1k is not None

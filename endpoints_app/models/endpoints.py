@@ -1,0 +1,161 @@
+from django.core.validators import RegexValidator
+from django.db import models
+
+from endpoints_app.models.catalog import CatalogModel, InstanceType
+from endpoints_app.models.workspaces import DNS_LABEL, Workspace
+
+DEPLOYMENT_NAME = RegexValidator(
+    r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$",
+    "Use 1-32 lowercase letters, digits and hyphens, not starting or ending with a hyphen.",
+)
+
+
+class ProvisioningState(models.TextChoices):
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+class Endpoint(models.Model):
+    class Kind(models.TextChoices):
+        ONLINE = "online"
+        BATCH = "batch"
+        SERVERLESS = "serverless"
+
+    class AuthMode(models.TextChoices):
+        KEY = "key"
+        AML_TOKEN = "aml_token"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="endpoints")
+    name = models.CharField(max_length=32, unique=True, validators=[DNS_LABEL])
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ONLINE)
+    auth_mode = models.CharField(max_length=16, choices=AuthMode.choices, default=AuthMode.KEY)
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    traffic = models.JSONField(default=dict, blank=True)
+    mirror_traffic = models.JSONField(default=dict, blank=True)
+    provisioning_state = models.CharField(
+        max_length=16, choices=ProvisioningState.choices, default=ProvisioningState.CREATING
+    )
+    error = models.TextField(blank=True)
+    # Keys are derived from SECRET_KEY and a per-slot nonce; only the nonce and a digest are stored.
+    primary_key_nonce = models.CharField(max_length=64, blank=True)
+    primary_key_digest = models.CharField(max_length=64, blank=True)
+    secondary_key_nonce = models.CharField(max_length=64, blank=True)
+    secondary_key_digest = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deployment(models.Model):
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="deployments")
+    name = models.CharField(max_length=32, validators=[DEPLOYMENT_NAME])
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="deployments")
+    instance_type = models.ForeignKey(InstanceType, on_delete=models.PROTECT, related_name="deployments")
+    instance_count = models.PositiveIntegerField(default=1)
+    code_configuration = models.JSONField(default=dict, blank=True)
+    environment_variables = models.JSONField(default=dict, blank=True)
+    scale_settings = models.JSONField(default=dict, blank=True)
+    request_settings = models.JSONField(default=dict, blank=True)
+    liveness_probe = models.JSONField(default=dict, blank=True)
+    readiness_probe = models.JSONField(default=dict, blank=True)
+    # Batch deployments: mini_batch_size, max_concurrency_per_instance, error_threshold, ...
+    batch_settings = models.JSONField(default=dict, blank=True)
+    provisioning_state = models.CharField(
+        max_length=16, choices=ProvisioningState.choices, default=ProvisioningState.CREATING
+    )
+    error = models.TextField(blank=True)
+    # Bumped on every change that needs new processes (model, code, environment);
+    # the controller replaces instances of older generations with a surge.
+    generation = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["endpoint__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["endpoint", "name"], name="unique_deployment_name")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name}/{self.name}"
+
+
+class Node(models.Model):
+    """A host that runs a worker on its own queue and model-server instances."""
+
+    name = models.CharField(max_length=64, unique=True)
+    host = models.CharField(max_length=255, default="127.0.0.1")
+    cores = models.PositiveIntegerField()
+    memory_gb = models.DecimalField(max_digits=8, decimal_places=2)
+    queue = models.CharField(max_length=100)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class InstanceState(models.TextChoices):
+    STARTING = "Starting"
+    READY = "Ready"
+    UNHEALTHY = "Unhealthy"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+
+class Instance(models.Model):
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="instances")
+    name = models.CharField(max_length=64, unique=True)
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="instances")
+    port = models.PositiveIntegerField(null=True, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=InstanceState.choices, default=InstanceState.STARTING)
+    generation = models.PositiveIntegerField(default=1)
+    log_path = models.CharField(max_length=500, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["deployment_id", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RouteVersion(models.Model):
+    """One row; its number goes up whenever anything the gateway routes on changes,
+    so gateway workers reload their in-memory route table off the hot path."""
+
+    version = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class MirrorComparison(models.Model):
+    """One mirrored request: how the live and the shadow deployment answered it."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="mirror_comparisons")
+    live_deployment = models.CharField(max_length=32)
+    shadow_deployment = models.CharField(max_length=32)
+    time = models.DateTimeField(db_index=True)
+    live_status = models.PositiveSmallIntegerField()
+    shadow_status = models.PositiveSmallIntegerField()
+    live_latency_ms = models.FloatField()
+    shadow_latency_ms = models.FloatField()
+    agreed = models.BooleanField()
+
+    class Meta:
+        ordering = ["-time"]

@@ -1,0 +1,37 @@
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from endpoints_app.middleware import SESSION_KEY
+from endpoints_app.models import CatalogModel, Endpoint
+from endpoints_app.permissions import check_workspace
+
+
+@login_required
+def overview(request):
+    workspace = request.workspace
+    context = {
+        "endpoint_count": Endpoint.objects.filter(workspace=workspace).count() if workspace else 0,
+        "model_count": CatalogModel.objects.filter(workspace__isnull=True).count(),
+    }
+    return render(request, "overview.html", context)
+
+
+@login_required
+@require_POST
+def switch_workspace(request):
+    name = request.POST.get("workspace", "")
+    check_workspace(request.user, name)  # 404 unless a member
+    request.session[SESSION_KEY] = name
+    target = request.POST.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = "/"
+    return redirect(target)
+
+
+def require_workspace(request):
+    if request.workspace is None:
+        raise Http404("You are not a member of any workspace yet; ask an Owner to add you.")
+    return request.workspace

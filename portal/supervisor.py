@@ -1,0 +1,141 @@
+"""`make run`: web, worker and beat under one supervisor in the foreground.
+
+Ctrl-C (SIGINT) or SIGTERM stops every child, then every model-server
+instance they started, within 30 s, and leaves no process behind."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GRACE_SECONDS = 20
+INSTANCE_GRACE_SECONDS = 5
+
+
+def _venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def commands(port: int, host: str) -> dict[str, list[str]]:
+    web_workers = os.environ.get("STUDIO_WEB_WORKERS", "2")
+    node = os.environ.get("STUDIO_NODE_NAME") or socket.gethostname()
+    concurrency = os.environ.get("STUDIO_WORKER_CONCURRENCY", "4")
+    return {
+        "web": [
+            _venv_bin("gunicorn"), "portal.asgi:application",
+            "-k", "uvicorn_worker.UvicornWorker",
+            "-b", f"{host}:{port}", "-w", web_workers,
+            "--graceful-timeout", "10", "--timeout", "120",
+            "--access-logfile", "-",
+        ],
+        "worker": [
+            _venv_bin("celery"), "-A", "portal", "worker", "-B",
+            "-Q", f"celery,node.{node}", "-n", f"worker@{node}",
+            "-c", concurrency, "-l", "info",
+        ],
+    }
+
+
+def stop_instances(data_dir: Path) -> None:
+    """Stop model servers recorded by the controller (one pid file per instance)."""
+    pid_dir = data_dir / "run" / "instances"
+    pids = []
+    for pid_file in pid_dir.glob("*.pid"):
+        try:
+            pids.append(int(pid_file.read_text().strip()))
+        except (ValueError, OSError):
+            continue
+    _signal_groups(pids, signal.SIGTERM)
+    deadline = time.monotonic() + INSTANCE_GRACE_SECONDS
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    _signal_groups([p for p in pids if _alive(p)], signal.SIGKILL)
+    for pid_file in pid_dir.glob("*.pid"):
+        pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _signal_groups(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    port = int(os.environ.get("STUDIO_PORT", "8000"))
+    host = os.environ.get("STUDIO_HOST", "127.0.0.1")
+    data_dir = Path(os.environ.get("STUDIO_DATA_DIR", "var")).resolve()
+
+    children: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def request_stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    for name, argv in commands(port, host).items():
+        # Own session: the terminal's Ctrl-C reaches only us, and we stop children in order.
+        children[name] = subprocess.Popen(argv, start_new_session=True)
+    print(f"Studio is starting on http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)
+
+    exit_code = 0
+    while not stopping:
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with status {proc.returncode}; stopping the studio.", flush=True)
+                exit_code = proc.returncode or 1
+                stopping = True
+                break
+        time.sleep(0.3)
+
+    print("Stopping web, worker and beat...", flush=True)
+    for proc in children.values():
+        if proc.poll() is None:
+            _signal_groups([proc.pid], signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for proc in children.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in children.values():
+        # Kill whatever is left in each child's group (gunicorn/celery pool processes too).
+        _signal_groups([proc.pid], signal.SIGKILL)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+    print("Stopping model servers...", flush=True)
+    stop_instances(data_dir)
+    print("Stopped.", flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

