@@ -13,7 +13,7 @@ run: install
 	exec $(PY) -m portal.supervisor
 
 test: install-test
-	$(PY) -m pytest
+	STUDIO_DATA_DIR=$(CURDIR)/var/test $(PY) -m pytest
 
 install:
 	@bash scripts/install.sh run
