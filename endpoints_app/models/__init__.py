@@ -10,7 +10,7 @@ from endpoints_app.models.endpoints import (
     ProvisioningState,
     RouteVersion,
 )
-from endpoints_app.models.usage import UsageMinute
+from endpoints_app.models.usage import InstanceSample, PriceChange, RollupCursor, UsageMinute, UsageRollup
 
 __all__ = [
     "AuditLog",
@@ -28,5 +28,9 @@ __all__ = [
     "Role",
     "RouteVersion",
     "UsageMinute",
+    "UsageRollup",
+    "RollupCursor",
+    "PriceChange",
+    "InstanceSample",
     "Workspace",
 ]

@@ -27,3 +27,77 @@ class UsageMinute(models.Model):
             models.UniqueConstraint(fields=["endpoint", "deployment", "minute"], name="one_usage_row_per_minute"),
         ]
         indexes = [models.Index(fields=["endpoint", "minute"])]
+
+
+class UsageRollup(models.Model):
+    """UsageMinute rows summed per hour or per day, so reads over long ranges stay fast.
+    Written only by endpoints_app.metering.rollup (recomputed, so it may run twice)."""
+
+    class Period(models.TextChoices):
+        HOUR = "hour"
+        DAY = "day"
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="usage_rollups")
+    deployment = models.CharField(max_length=32, blank=True)
+    period = models.CharField(max_length=8, choices=Period.choices)
+    start = models.DateTimeField()
+    requests = models.PositiveBigIntegerField(default=0)
+    status_2xx = models.PositiveBigIntegerField(default=0)
+    status_4xx = models.PositiveBigIntegerField(default=0)
+    status_5xx = models.PositiveBigIntegerField(default=0)
+    bytes_in = models.PositiveBigIntegerField(default=0)
+    bytes_out = models.PositiveBigIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0)
+    latency_histogram = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["start"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "deployment", "period", "start"], name="one_usage_rollup_row"),
+        ]
+        indexes = [models.Index(fields=["period", "endpoint", "start"])]
+
+
+class RollupCursor(models.Model):
+    """One row: every whole hour before `rolled_until` has its UsageRollup rows (and every
+    whole day before it too). Readers use rollups before it and minute rows after it."""
+
+    rolled_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class PriceChange(models.Model):
+    """Price history: one row per price that IT set, effective from a whole minute on.
+    Exactly one of instance_type / catalog_model is set. Before an item's first row,
+    its current price applies (a price nobody changed has always been the price)."""
+
+    instance_type = models.ForeignKey(
+        "endpoints_app.InstanceType", null=True, blank=True, on_delete=models.CASCADE, related_name="price_changes"
+    )
+    catalog_model = models.ForeignKey(
+        "endpoints_app.CatalogModel", null=True, blank=True, on_delete=models.CASCADE, related_name="price_changes"
+    )
+    effective_from = models.DateTimeField()
+    price_per_hour = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    price_input_per_1k = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
+    price_output_per_1k = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["effective_from", "id"]
+        indexes = [models.Index(fields=["instance_type", "effective_from"])]
+
+
+class InstanceSample(models.Model):
+    """CPU and memory of one instance process, sampled by its node's worker."""
+
+    instance = models.ForeignKey("endpoints_app.Instance", on_delete=models.CASCADE, related_name="samples")
+    time = models.DateTimeField()
+    cpu_percent = models.FloatField()
+    memory_mb = models.FloatField()
+
+    class Meta:
+        ordering = ["time"]
+        indexes = [models.Index(fields=["instance", "time"])]
