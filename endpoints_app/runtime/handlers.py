@@ -1,0 +1,324 @@
+"""Model handlers of the generic model server: each loads one artifact and turns
+a parsed request into a JSON-ready answer.
+
+This module runs inside model-server processes only (never in web, gateway or
+worker processes): it unpickles models and imports users' score.py files.
+
+Request conventions (the same as the model cards document):
+- tabular (sklearn, onnx): {"input_data": {"columns": [...], "data": [[...], ...]}},
+  {"input_data": [[...], ...]} or {"data": [[...], ...]};
+- embeddings: {"input_data": ["text", ...]}, {"inputs": [...]} or {"input": "text" | [...]};
+- custom: the raw request body goes to the user's run(raw_data) unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import inspect
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+class BadRequest(Exception):
+    """The request is not in a shape the server understands (400)."""
+
+
+class ModelInputError(Exception):
+    """The model rejected the input: wrong shape, wrong types (422)."""
+
+
+def _tabular_rows(payload: Any) -> tuple[list, list[str] | None]:
+    if not isinstance(payload, dict):
+        raise BadRequest('Expected a JSON object with "input_data" or "data".')
+    if "input_data" in payload:
+        data = payload["input_data"]
+    elif "data" in payload:
+        data = payload["data"]
+    else:
+        raise BadRequest('Expected "input_data": {"columns": [...], "data": [[...]]} or "data": [[...]].')
+    columns = None
+    if isinstance(data, dict):
+        columns = data.get("columns")
+        if "data" not in data:
+            raise BadRequest('"input_data" needs a "data" list of rows.')
+        data = data["data"]
+        if columns is not None and (
+            not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+        ):
+            raise BadRequest('"columns" must be a list of strings.')
+    if not isinstance(data, list) or not data:
+        raise BadRequest('"data" must be a non-empty list of rows.')
+    return data, columns
+
+
+def _to_matrix(rows: list, columns: list[str] | None, feature_names: list[str] | None, dtype) -> Any:
+    import numpy as np
+
+    if columns is not None and feature_names is not None and columns != feature_names:
+        missing = [f for f in feature_names if f not in columns]
+        if missing:
+            raise ModelInputError(f"Missing columns: {', '.join(missing)}.")
+        order = [columns.index(f) for f in feature_names]
+        rows = [[row[i] for i in order] if isinstance(row, list) else row for row in rows]
+    try:
+        matrix = np.asarray(rows, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ModelInputError(f"Rows must be lists of numbers of the same length: {exc}") from None
+    if matrix.ndim == 1:
+        raise ModelInputError("Each row must be a list of feature values (got a flat list).")
+    if matrix.ndim > 2:
+        matrix = matrix.reshape(matrix.shape[0], -1)
+    return matrix
+
+
+def _jsonable(values: Any) -> Any:
+    tolist = getattr(values, "tolist", None)
+    return tolist() if tolist is not None else values
+
+
+class Handler:
+    format = ""
+    # Fast models answer small batches on the event loop; threads cost more than they save.
+    inline_rows = 0
+
+    def __init__(self, artifact: str | None, name: str = ""):
+        self.artifact = artifact
+        self.name = name
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def rows(self, payload: Any) -> int:
+        return 0
+
+    def score(self, body: bytes) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def parse(body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+
+
+class SklearnHandler(Handler):
+    format = "sklearn"
+    inline_rows = 64
+
+    def load(self) -> None:
+        import joblib
+
+        self.model = joblib.load(self.artifact)
+        if not hasattr(self.model, "predict"):
+            raise TypeError(f"{type(self.model).__name__} has no predict() method")
+        names = getattr(self.model, "feature_names_in_", None)
+        self.feature_names = [str(n) for n in names] if names is not None else None
+        self.classes = _jsonable(getattr(self.model, "classes_", None))
+
+    def predict(self, rows: list, columns: list[str] | None) -> dict:
+        matrix = _to_matrix(rows, columns, self.feature_names, float)
+        try:
+            with warnings.catch_warnings():
+                # Rows arrive without feature names by design; sklearn would warn on every call.
+                warnings.simplefilter("ignore", UserWarning)
+                result: dict[str, Any] = {"predictions": _jsonable(self.model.predict(matrix))}
+                if self.classes is not None and hasattr(self.model, "predict_proba"):
+                    result["classes"] = self.classes
+                    result["probabilities"] = [
+                        [round(p, 6) for p in row] for row in self.model.predict_proba(matrix).tolist()
+                    ]
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ModelInputError(str(exc)) from None
+        return result
+
+    def score(self, body: bytes) -> Any:
+        rows, columns = _tabular_rows(self.parse(body))
+        return self.predict(rows, columns)
+
+
+class OnnxHandler(Handler):
+    format = "onnx"
+    inline_rows = 64
+
+    def load(self) -> None:
+        import numpy as np
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(self.artifact, sess_options=options, providers=["CPUExecutionProvider"])
+        self.inputs = self.session.get_inputs()
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        kinds = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                 "tensor(int32)": np.int32}
+        self.dtype = kinds.get(self.inputs[0].type, np.float32)
+        meta = self.session.get_modelmeta().custom_metadata_map or {}
+        self.feature_names = json.loads(meta["feature_names"]) if "feature_names" in meta else None
+        self.classes = json.loads(meta["classes"]) if "classes" in meta else None
+
+    def score(self, body: bytes) -> Any:
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+
+        rows, columns = _tabular_rows(self.parse(body))
+        matrix = _to_matrix(rows, columns, self.feature_names, self.dtype)
+        try:
+            values = self.session.run(None, {self.inputs[0].name: matrix})
+        except (InvalidArgument, Fail) as exc:
+            raise ModelInputError(str(exc)) from None
+        named = dict(zip(self.outputs, values, strict=True))
+        if "label" in named:
+            result: dict[str, Any] = {"predictions": _jsonable(named["label"])}
+            if "probabilities" in named:
+                probs = named["probabilities"]
+                if isinstance(probs, list):  # a ZipMap output: one dict per row
+                    result["probabilities"] = [[round(float(v), 6) for v in d.values()] for d in probs]
+                else:
+                    result["probabilities"] = [[round(p, 6) for p in row] for row in probs.tolist()]
+                if self.classes is not None:
+                    result["classes"] = self.classes
+            return result
+        if len(values) == 1:
+            return {"predictions": _jsonable(values[0])}
+        return {"outputs": {k: _jsonable(v) for k, v in named.items()}}
+
+
+class EmbeddingsHandler(Handler):
+    format = "sentence-transformers"
+
+    def load(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(self.artifact, device="cpu", local_files_only=True)
+        self.dimensions = int(self.model.get_sentence_embedding_dimension())
+
+    @staticmethod
+    def texts(value: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise BadRequest("Input must be a string or a non-empty list of strings.")
+        if not all(isinstance(t, str) for t in value):
+            raise ModelInputError("Every input must be a string.")
+        return value
+
+    def embed(self, texts: list[str]) -> tuple[Any, int]:
+        vectors = self.model.encode(texts, convert_to_numpy=True, normalize_embeddings=False)
+        tokens = sum(len(ids) for ids in self.model.tokenizer(texts, truncation=True)["input_ids"])
+        return vectors, tokens
+
+    def score(self, body: bytes) -> Any:
+        payload = self.parse(body)
+        if isinstance(payload, list):
+            value = payload
+        elif isinstance(payload, dict):
+            for key in ("input_data", "inputs", "input"):
+                if key in payload:
+                    value = payload[key]
+                    break
+            else:
+                raise BadRequest('Expected "input_data": ["text", ...] (or "inputs" / "input").')
+        else:
+            raise BadRequest('Expected "input_data": ["text", ...].')
+        vectors, tokens = self.embed(self.texts(value))
+        return {"embeddings": vectors.tolist(), "dimensions": self.dimensions, "usage": {"prompt_tokens": tokens}}
+
+    def openai_embeddings(self, body: bytes) -> Any:
+        import numpy as np
+
+        payload = self.parse(body)
+        if not isinstance(payload, dict) or "input" not in payload:
+            raise BadRequest('Expected {"input": "text" | ["text", ...], "model": ...}.')
+        encoding = payload.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise BadRequest('"encoding_format" must be "float" or "base64".')
+        vectors, tokens = self.embed(self.texts(payload["input"]))
+        data = []
+        for i, vector in enumerate(vectors):
+            if encoding == "base64":
+                embedding: Any = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+            else:
+                embedding = vector.tolist()
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        return {
+            "object": "list",
+            "data": data,
+            "model": payload.get("model") or self.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+
+class CustomHandler(Handler):
+    """A user's score.py: init() once, then run(raw_data) with the request body as text."""
+
+    format = "custom"
+
+    def __init__(self, artifact: str | None, name: str = "", code_dir: str | None = None,
+                 scoring_script: str = "score.py"):
+        super().__init__(artifact, name)
+        self.code_dir = Path(code_dir) if code_dir else None
+        self.scoring_script = scoring_script or "score.py"
+
+    def load(self) -> None:
+        module = load_scoring_module(self.code_dir, self.scoring_script)
+        module.init()
+        self.run = module.run
+
+    def score(self, body: bytes) -> Any:
+        try:
+            raw = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("Request body must be UTF-8 text.") from None
+        try:
+            result = self.run(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            # The model's own complaint about its input.
+            raise ModelInputError(f"{type(exc).__name__}: {exc}") from None
+        if isinstance(result, (bytes, bytearray)):
+            result = result.decode("utf-8")
+        if isinstance(result, str):
+            # Many score.py files return json.dumps(...): pass such text through as JSON.
+            try:
+                return json.loads(result)
+            except ValueError:
+                return result
+        return _jsonable(result)
+
+
+def load_scoring_module(code_dir: Path | None, scoring_script: str):
+    """Import a user's scoring script as a module and check it has init() and run()."""
+    if code_dir is None:
+        raise FileNotFoundError("No code directory given for the scoring script")
+    script = (code_dir / scoring_script).resolve()
+    if not script.is_file():
+        raise FileNotFoundError(f"Scoring script {scoring_script!r} not found in {code_dir}")
+    # The script's folder first on sys.path so it can import its helper modules.
+    sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[script.stem] = module
+    spec.loader.exec_module(module)
+    for fn in ("init", "run"):
+        if not callable(getattr(module, fn, None)):
+            raise AttributeError(f"{scoring_script} must define a function {fn}()")
+    params = inspect.signature(module.run).parameters
+    if not params:
+        raise TypeError(f"{scoring_script}: run() must take the request data as an argument")
+    return module
+
+
+def make_handler(fmt: str, artifact: str | None, name: str = "", code_dir: str | None = None,
+                 scoring_script: str = "score.py") -> Handler:
+    if fmt == "sklearn":
+        return SklearnHandler(artifact, name)
+    if fmt == "onnx":
+        return OnnxHandler(artifact, name)
+    if fmt == "sentence-transformers":
+        return EmbeddingsHandler(artifact, name)
+    if fmt == "custom":
+        return CustomHandler(artifact, name, code_dir=code_dir, scoring_script=scoring_script)
+    raise ValueError(f"Unknown format {fmt!r}")

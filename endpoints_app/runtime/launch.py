@@ -1,0 +1,124 @@
+"""How to start one instance of a deployment: the command line, the environment,
+and which paths tell the controller that the process is alive and ready.
+
+The controller (endpoints_app.controller) owns processes; this module only
+describes them, so it never imports a model runtime.
+
+    spec = launch_spec(deployment, port=8123)
+    subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT)
+    # poll http://127.0.0.1:8123{spec.live_path} and {spec.ready_path}
+
+`env` is the COMPLETE environment for the child (pass it as `env=`): it does not
+inherit the web or worker environment, so SECRET_KEY, DATABASE_URL and friends
+never reach user code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+# Variables a model server may legitimately need from the parent environment.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LD_LIBRARY_PATH")
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+GENERIC_FORMATS = {"sklearn", "onnx", "sentence-transformers", "custom"}
+
+
+@dataclass
+class LaunchSpec:
+    argv: list[str]
+    env: dict[str, str]
+    ready_path: str
+    live_path: str
+    cwd: str | None = field(default=None)
+
+
+def resolve_artifact(path: str) -> Path:
+    """Catalog artifact paths are relative to MEDIA_ROOT, or absolute for files a package ships."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(settings.MEDIA_ROOT) / p
+
+
+def _threads(deployment) -> int:
+    cores = getattr(getattr(deployment, "instance_type", None), "cores", None) or 1
+    return max(1, min(int(cores), os.cpu_count() or 1))
+
+
+def _base_env(deployment) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+    env.update(OFFLINE_ENV)
+    threads = str(_threads(deployment))
+    env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    # The generic server lives in this project; make it importable from any cwd.
+    env["PYTHONPATH"] = str(settings.BASE_DIR)
+    return env
+
+
+def _code_configuration(deployment, model) -> tuple[Path | None, str]:
+    """(code dir, scoring script) from the deployment's code_configuration, else the model's own."""
+    cc = deployment.code_configuration or {}
+    code = cc.get("code")
+    script = cc.get("scoring_script") or ""
+    if code:
+        return resolve_artifact(code), script or "score.py"
+    if model.format == "custom":
+        return resolve_artifact(model.artifact_path), model.scoring_script or "score.py"
+    return None, ""
+
+
+def launch_spec(deployment, port: int, host: str = "127.0.0.1") -> LaunchSpec:
+    model = deployment.model
+    env = _base_env(deployment)
+    artifact = resolve_artifact(model.artifact_path) if model.artifact_path else None
+
+    if model.format == "gguf":
+        argv = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(artifact),
+            "--model_alias", model.name,
+            "--host", host,
+            "--port", str(port),
+            "--n_ctx", "2048",
+            "--n_threads", str(_threads(deployment)),
+            "--n_threads_batch", str(_threads(deployment)),
+        ]
+        # User variables last so they can tune the runtime, but never the offline flags.
+        env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
+        env.update(OFFLINE_ENV)
+        # llama_cpp.server loads the model before it binds, so any answer means ready.
+        return LaunchSpec(
+            argv=argv, env=env, ready_path="/v1/models", live_path="/v1/models", cwd=str(settings.DATA_DIR)
+        )
+
+    if model.format not in GENERIC_FORMATS:
+        raise ValueError(f"No runtime for model format {model.format!r}")
+
+    code_dir, script = _code_configuration(deployment, model)
+    fmt = "custom" if code_dir is not None else model.format
+    argv = [sys.executable, "-m", "endpoints_app.runtime.server", "--format", fmt]
+    if artifact is not None:
+        argv += ["--artifact", str(artifact)]
+    if code_dir is not None:
+        argv += ["--code-dir", str(code_dir), "--scoring-script", script]
+    argv += ["--host", host, "--port", str(port), "--name", str(deployment)]
+    if artifact is not None:
+        # The convention users' score.py files follow: init() finds the model here.
+        env["AZUREML_MODEL_DIR"] = str(artifact if artifact.is_dir() else artifact.parent)
+        env["STUDIO_MODEL_PATH"] = str(artifact)
+    env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
+    env.update(OFFLINE_ENV)
+    # score.py files open their own files by relative path, as they would in their folder.
+    cwd = str(code_dir) if code_dir is not None and code_dir.is_dir() else str(settings.DATA_DIR)
+    return LaunchSpec(argv=argv, env=env, ready_path="/health/ready", live_path="/health/live", cwd=cwd)

@@ -1,0 +1,172 @@
+"""The studio's generic model server: one process serves one model.
+
+    python -m endpoints_app.runtime.server --format sklearn --artifact model.joblib --port 8123
+    python -m endpoints_app.runtime.server --format custom --code-dir ./src --scoring-script score.py --port 8123
+
+Routes: GET /health/live (200 while serving), GET /health/ready (503 until the
+model is loaded, then 200), POST /score, and for embeddings POST /v1/embeddings
+(OpenAI shape). Errors are {"error": {"code", "message"}}: 400 for a request the
+server cannot read, 422 for input the model rejects, 500 otherwise.
+
+A plain ASGI app on uvicorn with uvloop and httptools: no framework on the hot
+path. The model loads in a background thread after the port is bound, so the
+controller sees "live" at once and "ready" when loading finishes; if loading
+fails the traceback goes to stderr and the process exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+from endpoints_app.runtime.handlers import BadRequest, EmbeddingsHandler, Handler, ModelInputError, make_handler
+
+log = logging.getLogger("studio.model_server")
+
+LOAD_FAILED_EXIT = 3
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+class ModelServer:
+    """The ASGI application."""
+
+    def __init__(self, handler: Handler, threads: int = 4):
+        self.handler = handler
+        self.ready = False
+        self.load_error: str | None = None
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="score")
+        self.embeddings = isinstance(handler, EmbeddingsHandler)
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> None:
+        began = time.perf_counter()
+        try:
+            self.handler.load()
+        except BaseException:  # noqa: BLE001 - any failure to load must end the process visibly
+            self.load_error = traceback.format_exc()
+            print(f"Model failed to load:\n{self.load_error}", file=sys.stderr, flush=True)
+            os._exit(LOAD_FAILED_EXIT)
+        self.ready = True
+        print(f"Model ready ({self.handler.format}) in {time.perf_counter() - began:.2f}s", flush=True)
+
+    # -- ASGI --------------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "GET":
+            if path == "/health/live":
+                status, body = 200, b'{"status":"live"}'
+            elif path == "/health/ready":
+                status, body = (200, b'{"status":"ready"}') if self.ready else (503, b'{"status":"loading"}')
+            elif path == "/":
+                status, body = 200, json.dumps(
+                    {"name": self.handler.name, "format": self.handler.format, "ready": self.ready}
+                ).encode()
+            else:
+                status, body = _error(404, "NotFound", f"No route {path}")
+        elif method == "POST" and (path == "/score" or (path == "/v1/embeddings" and self.embeddings)):
+            request_body = await self._read_body(receive)
+            if request_body is None:
+                status, body = _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes")
+            else:
+                status, body = await self._score(path, request_body)
+        else:
+            status, body = _error(404 if method in ("GET", "POST") else 405, "NotFound", f"No route {method} {path}")
+        await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                threading.Thread(target=self.load, name="load-model", daemon=True).start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.executor.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _read_body(receive) -> bytes | None:
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _score(self, path: str, request_body: bytes) -> tuple[int, bytes]:
+        if not self.ready:
+            return _error(503, "ServiceUnavailable", "The model is still loading.")
+        fn = self.handler.openai_embeddings if path == "/v1/embeddings" else self.handler.score
+        try:
+            if self.handler.inline_rows and len(request_body) < self.handler.inline_rows * 256:
+                result = fn(request_body)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self.executor, fn, request_body)
+            return 200, json.dumps(result).encode()
+        except BadRequest as exc:
+            return _error(400, "BadRequest", str(exc))
+        except ModelInputError as exc:
+            return _error(422, "ModelInputError", str(exc))
+        except Exception as exc:  # noqa: BLE001 - the model's failure becomes a 500 with its message
+            log.exception("Scoring failed")
+            return _error(500, "ModelError", f"{type(exc).__name__}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The studio's generic model server")
+    parser.add_argument("--format", required=True, choices=["sklearn", "onnx", "sentence-transformers", "custom"])
+    parser.add_argument("--artifact", help="Model file or folder")
+    parser.add_argument("--code-dir", help="Folder holding the scoring script (custom format)")
+    parser.add_argument("--scoring-script", default="score.py")
+    parser.add_argument("--name", default="", help="Deployment name, for logs and the OpenAI 'model' field")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=4, help="Scoring thread pool size")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.format != "custom" and not args.artifact:
+        parser.error(f"--artifact is required for --format {args.format}")
+    if args.format == "custom" and not args.code_dir:
+        parser.error("--code-dir is required for --format custom")
+
+    handler = make_handler(args.format, args.artifact, name=args.name, code_dir=args.code_dir,
+                           scoring_script=args.scoring_script)
+    app = ModelServer(handler, threads=args.threads)
+    print(f"Model server {args.name or args.format} on {args.host}:{args.port} (pid {os.getpid()})", flush=True)
+
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+                access_log=False, log_level="warning", timeout_keep_alive=30)
+
+
+if __name__ == "__main__":
+    main()
