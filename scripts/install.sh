@@ -57,5 +57,12 @@ if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+# The `studio` CLI, a thin REST client living in the repo.
+cat > "$VENV/bin/studio" <<SH
+#!/bin/sh
+PYTHONPATH="$PWD\${PYTHONPATH:+:\$PYTHONPATH}" exec "$PWD/$VENV/bin/python" -m endpoints_app.cli "\$@"
+SH
+chmod +x "$VENV/bin/studio"
+
 rm -f "$VENV"/.installed-"$mode"-*
 touch "$stamp"

@@ -1,0 +1,3 @@
+from endpoints_app.cli.main import main
+
+raise SystemExit(main())
