@@ -76,6 +76,8 @@ class Deployment(models.Model):
     # Bumped on every change that needs new processes (model, code, environment);
     # the controller replaces instances of older generations with a surge.
     generation = models.PositiveIntegerField(default=1)
+    # Autoscale: when the controller last changed instance_count (for the cool-down).
+    last_scaled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -124,6 +126,11 @@ class Instance(models.Model):
     log_path = models.CharField(max_length=500, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Liveness probing: consecutive failures and when the last probe ran.
+    probe_failures = models.PositiveIntegerField(default=0)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    # Set when the controller decides to stop it: the gateway drains it before the signal.
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
