@@ -1,0 +1,156 @@
+"""Catalog pages: the grid with search and filters, a model's page, and the upload form.
+
+The filter form is a plain GET form; with htmx it swaps only the results and
+pushes the URL, without JavaScript it reloads the page with the same URL."""
+
+import json
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+
+from endpoints_app.catalog.runtimes import runtime_status
+from endpoints_app.errors import InvalidInput, StudioError
+from endpoints_app.filters import filter_catalog, find_model, licence_choices
+from endpoints_app.models import CatalogModel, Endpoint, Role
+from endpoints_app.permissions import can, check_workspace
+from endpoints_app.services.audit import Actor
+from endpoints_app.views.home import require_workspace
+
+PAGE_SIZE = 24
+KIND_LABELS = {
+    Endpoint.Kind.ONLINE: "Online endpoint",
+    Endpoint.Kind.BATCH: "Batch endpoint",
+    Endpoint.Kind.SERVERLESS: "Serverless API",
+}
+FILTER_LABELS = {"search": "Search", "task": "Task", "format": "Format", "license": "Licence",
+                 "deployment_kind": "Deployment"}
+
+
+def _active_filters(form) -> list[dict]:
+    """Chips for the filters in use, each with a link that drops it."""
+    chips = []
+    values = {key: value for key, value in form.data.items() if key in FILTER_LABELS and value}
+    for key, value in values.items():
+        rest = {k: v for k, v in values.items() if k != key}
+        chips.append({"label": FILTER_LABELS[key], "value": value, "href": "?" + urlencode(rest)})
+    return chips
+
+
+@login_required
+def catalog(request):
+    workspace = require_workspace(request)
+    form, models = filter_catalog(workspace, request.GET)
+    page = Paginator(models, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "form": form,
+        "page": page,
+        "chips": _active_filters(form),
+        "licences": licence_choices(workspace),
+    }
+    # An htmx request from the filter form or a page link swaps the results only.
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "catalog/index.html#results", context)
+    return render(request, "catalog/index.html", context)
+
+
+def _wizard_url() -> str | None:
+    try:
+        return reverse("deploy-wizard")
+    except NoReverseMatch:
+        return None
+
+
+def _pretty(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) if value not in (None, {}, []) else ""
+
+
+@login_required
+def model_page(request, name: str):
+    workspace = require_workspace(request)
+    version = request.GET.get("version")
+    model = find_model(
+        workspace, name, int(version) if version and version.isdigit() else None, request.GET.get("registry")
+    )
+    versions = list(
+        CatalogModel.objects.filter(registry=model.registry, name=model.name)
+        .only("id", "registry", "name", "version", "format", "created_at", "created_by__username")
+        .select_related("created_by")
+        .order_by("-version")
+    )
+    available, reason = runtime_status(model)
+    wizard = _wizard_url()
+    can_deploy = can(request.user, workspace, Role.CONTRIBUTOR)
+    deploy_buttons = []
+    for kind in model.deployment_kinds:
+        href = f"{wizard}?{urlencode({'model': model.asset_id, 'kind': kind})}" if wizard else ""
+        if not wizard:
+            why = "Deploy wizard coming soon"
+        elif not available:
+            why = reason
+        elif not can_deploy:
+            why = "Deploying needs the Contributor role"
+        else:
+            why = ""
+        deploy_buttons.append({"kind": kind, "label": KIND_LABELS.get(kind, kind), "href": href, "why": why})
+    context = {
+        "model": model,
+        "versions": versions,
+        "available": available,
+        "reason": reason,
+        "deploy_buttons": deploy_buttons,
+        "sample_request": _pretty(model.sample_request),
+        "sample_response": _pretty(model.sample_response),
+        "input_schema": _pretty(model.input_schema),
+        "output_schema": _pretty(model.output_schema),
+        "api_url": f"/api/v1/workspaces/{workspace.name}/models/{model.name}/versions/{model.version}",
+    }
+    return render(request, "catalog/model.html", context)
+
+
+@login_required
+def register(request):
+    workspace = require_workspace(request)
+    allowed = can(request.user, workspace, Role.CONTRIBUTOR)
+    values = {"name": "", "format": "", "task": "", "description": ""}
+    error = None
+    status = 200
+    if request.method == "POST":
+        check_workspace(request.user, workspace.name, Role.CONTRIBUTOR)  # 403 for Readers
+        values = {key: request.POST.get(key, "").strip() for key in values}
+        upload = request.FILES.get("file")
+        try:
+            if upload is None:
+                raise InvalidInput("Choose a model file to upload.", field="file")
+            if not values["name"]:
+                raise InvalidInput("Give the model a name.", field="name")
+            from endpoints_app.services.models import do_register_model
+
+            model = do_register_model(
+                Actor.from_request(request),
+                workspace,
+                name=values["name"],
+                file=upload,
+                format=values["format"] or None,
+                task=values["task"] or None,
+                description=values["description"],
+            )
+        except StudioError as exc:
+            error = exc
+            status = exc.status
+        else:
+            messages.success(request, f"Registered {model.name} version {model.version}.")
+            return redirect(reverse("catalog-model", args=[model.name]) + f"?version={model.version}")
+    context = {
+        "allowed": allowed,
+        "values": values,
+        "error": error,
+        "formats": [("", "Detect from the file"), ("sklearn", "scikit-learn (joblib / pickle)"),
+                    ("onnx", "ONNX"), ("custom", "Custom: zip with score.py")],
+        "tasks": [("", "Choose later / custom"), *CatalogModel.Task.choices],
+    }
+    return render(request, "catalog/register.html", context, status=status)
+
