@@ -1,0 +1,1 @@
+"""The data plane: the inference gateway (see app.py)."""

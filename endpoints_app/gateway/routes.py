@@ -1,0 +1,272 @@
+"""The gateway's in-memory route table and its loader.
+
+The hot path reads only these objects. `load_route_table()` builds a whole new
+table from the database (called in a worker thread, never on the event loop);
+`RouteTable.adopt()` carries each instance's in-flight count and failure mark
+over to the new table, so a reload never resets load balancing.
+
+Anything that changes what the gateway routes on (traffic, keys, auth mode,
+instances becoming ready or going away) calls `bump_route_version()` after the
+change; every gateway worker polls that one row and reloads."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.db.models import F
+
+# Defaults of the cloud ML CLI v2 request_settings, used when a deployment omits them.
+DEFAULT_REQUEST_TIMEOUT_MS = 5000
+DEFAULT_MAX_CONCURRENT_REQUESTS = 1
+# An instance that refused a connection is skipped for this long (unless nothing else is ready).
+FAILED_INSTANCE_BACKOFF_S = 3.0
+
+
+@dataclass(eq=False)
+class InstanceRoute:
+    name: str
+    host: str
+    port: int
+    base_url: str = ""
+    inflight: int = 0
+    failed_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.base_url = f"http://{self.host}:{self.port}"
+
+
+@dataclass(eq=False)
+class DeploymentRoute:
+    name: str
+    instances: list[InstanceRoute]
+    request_timeout_s: float
+    max_concurrent_per_instance: int
+    model_name: str = ""
+    model_version: int = 0
+    model_format: str = ""
+    model_task: str = ""
+    input_schema: dict = field(default_factory=dict)
+    output_schema: dict = field(default_factory=dict)
+    sample_request: dict | list | None = None
+    sample_response: dict | list | None = None
+    _rotor: int = 0
+
+    @property
+    def inflight(self) -> int:
+        return sum(i.inflight for i in self.instances)
+
+    @property
+    def capacity(self) -> int:
+        """In-flight requests above this get 429 (twice the per-instance limit times ready instances)."""
+        return 2 * self.max_concurrent_per_instance * len(self.instances)
+
+    def pick(self, exclude: InstanceRoute | None = None) -> InstanceRoute | None:
+        """The ready instance with the fewest in-flight requests; ties rotate so idle instances share load.
+        Instances that recently refused a connection are used only when nothing else is left."""
+        instances = self.instances
+        count = len(instances)
+        if count == 0:
+            return None
+        if count == 1:
+            only = instances[0]
+            return None if only is exclude else only
+        now = time.monotonic()
+        self._rotor = start = (self._rotor + 1) % count
+        best: InstanceRoute | None = None
+        fallback: InstanceRoute | None = None
+        for offset in range(count):
+            inst = instances[(start + offset) % count]
+            if inst is exclude:
+                continue
+            if inst.failed_until > now:
+                if fallback is None or inst.inflight < fallback.inflight:
+                    fallback = inst
+                continue
+            if best is None or inst.inflight < best.inflight:
+                best = inst
+        return best or fallback
+
+
+@dataclass(eq=False)
+class EndpointRoute:
+    id: int
+    name: str
+    kind: str
+    auth_mode: str
+    key_digests: tuple[str, ...]
+    deployments: dict[str, DeploymentRoute]
+    traffic: dict[str, int]
+    mirror_traffic: dict[str, int]
+    # Cumulative weights over deployments with traffic > 0, for weighted choice.
+    _names: tuple[str, ...] = ()
+    _cumulative: tuple[int, ...] = ()
+    mirror_deployment: str | None = None
+    mirror_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        names, cumulative, total = [], [], 0
+        for name, percent in sorted(self.traffic.items()):
+            if percent and percent > 0:
+                total += int(percent)
+                names.append(name)
+                cumulative.append(total)
+        self._names, self._cumulative = tuple(names), tuple(cumulative)
+        for name, percent in self.mirror_traffic.items():
+            if percent and percent > 0:
+                self.mirror_deployment, self.mirror_fraction = name, min(float(percent), 100.0) / 100.0
+                break
+
+    def choose(self) -> DeploymentRoute | None:
+        """A deployment by traffic weight; if the drawn one has no ready instance, another live one that has."""
+        if not self._cumulative:
+            return None
+        draw = random.random() * self._cumulative[-1]
+        chosen = self._names[-1]
+        for name, bound in zip(self._names, self._cumulative, strict=True):
+            if draw < bound:
+                chosen = name
+                break
+        route = self.deployments.get(chosen)
+        if route is not None and route.instances:
+            return route
+        for name in self._names:
+            other = self.deployments.get(name)
+            if other is not None and other.instances:
+                return other
+        return route
+
+    def default_deployment(self) -> DeploymentRoute | None:
+        """The deployment with the most traffic (for swagger.json), else any."""
+        if self._names:
+            best = max(self._names, key=lambda n: self.traffic.get(n, 0))
+            if best in self.deployments:
+                return self.deployments[best]
+        return next(iter(self.deployments.values()), None)
+
+
+@dataclass
+class RouteTable:
+    version: int = -1
+    endpoints: dict[str, EndpointRoute] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+    def adopt(self, old: RouteTable) -> None:
+        """Keep live counters of instances that are still the same process address."""
+        previous: dict[tuple, InstanceRoute] = {}
+        for ep in old.endpoints.values():
+            for dep in ep.deployments.values():
+                for inst in dep.instances:
+                    previous[(ep.name, dep.name, inst.name, inst.host, inst.port)] = inst
+        for ep in self.endpoints.values():
+            for dep in ep.deployments.values():
+                for index, inst in enumerate(dep.instances):
+                    kept = previous.get((ep.name, dep.name, inst.name, inst.host, inst.port))
+                    if kept is not None:
+                        dep.instances[index] = kept
+
+
+def current_version() -> int:
+    from endpoints_app.models import RouteVersion
+
+    row = RouteVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    return int(row) if row is not None else 0
+
+
+def bump_route_version() -> None:
+    """Tell every gateway worker to reload its route table (call after committing the change)."""
+    from endpoints_app.models import RouteVersion
+
+    with transaction.atomic():
+        updated = RouteVersion.objects.filter(pk=1).update(version=F("version") + 1)
+        if not updated:
+            RouteVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+
+
+def _timeout_s(settings: dict) -> float:
+    try:
+        ms = int(settings.get("request_timeout_ms") or DEFAULT_REQUEST_TIMEOUT_MS)
+    except (TypeError, ValueError):
+        ms = DEFAULT_REQUEST_TIMEOUT_MS
+    return max(ms, 1) / 1000.0
+
+
+def _max_concurrent(settings: dict) -> int:
+    try:
+        value = int(settings.get("max_concurrent_requests_per_instance") or DEFAULT_MAX_CONCURRENT_REQUESTS)
+    except (TypeError, ValueError):
+        value = DEFAULT_MAX_CONCURRENT_REQUESTS
+    return max(value, 1)
+
+
+def load_route_table() -> RouteTable:
+    """Read everything the gateway routes on, in one consistent snapshot (blocking ORM; run off the loop)."""
+    from endpoints_app.models import Deployment, Endpoint, Instance, InstanceState, ProvisioningState
+
+    with transaction.atomic():
+        version = current_version()
+        endpoints = list(
+            Endpoint.objects.exclude(kind=Endpoint.Kind.BATCH)
+            .exclude(provisioning_state=ProvisioningState.DELETING)
+            .values(
+                "id", "name", "kind", "auth_mode", "traffic", "mirror_traffic",
+                "primary_key_digest", "secondary_key_digest",
+            )
+        )
+        ids = [e["id"] for e in endpoints]
+        deployments = list(
+            Deployment.objects.filter(endpoint_id__in=ids)
+            .exclude(provisioning_state=ProvisioningState.DELETING)
+            .values(
+                "id", "endpoint_id", "name", "request_settings",
+                "model__name", "model__version", "model__format", "model__task",
+                "model__input_schema", "model__output_schema",
+                "model__sample_request", "model__sample_response",
+            )
+        )
+        instances = list(
+            Instance.objects.filter(
+                deployment_id__in=[d["id"] for d in deployments], state=InstanceState.READY, port__isnull=False
+            )
+            .order_by("name")
+            .values("deployment_id", "name", "port", "node__host")
+        )
+
+    by_deployment: dict[int, list[InstanceRoute]] = {}
+    for inst in instances:
+        by_deployment.setdefault(inst["deployment_id"], []).append(
+            InstanceRoute(name=inst["name"], host=inst["node__host"] or "127.0.0.1", port=int(inst["port"]))
+        )
+    by_endpoint: dict[int, dict[str, DeploymentRoute]] = {}
+    for dep in deployments:
+        settings = dep["request_settings"] or {}
+        by_endpoint.setdefault(dep["endpoint_id"], {})[dep["name"]] = DeploymentRoute(
+            name=dep["name"],
+            instances=by_deployment.get(dep["id"], []),
+            request_timeout_s=_timeout_s(settings),
+            max_concurrent_per_instance=_max_concurrent(settings),
+            model_name=dep["model__name"] or "",
+            model_version=dep["model__version"] or 0,
+            model_format=dep["model__format"] or "",
+            model_task=dep["model__task"] or "",
+            input_schema=dep["model__input_schema"] or {},
+            output_schema=dep["model__output_schema"] or {},
+            sample_request=dep["model__sample_request"] or None,
+            sample_response=dep["model__sample_response"] or None,
+        )
+    table = RouteTable(version=version, loaded_at=time.monotonic())
+    for ep in endpoints:
+        digests = tuple(d for d in (ep["primary_key_digest"], ep["secondary_key_digest"]) if d)
+        table.endpoints[ep["name"]] = EndpointRoute(
+            id=ep["id"],
+            name=ep["name"],
+            kind=ep["kind"],
+            auth_mode=ep["auth_mode"],
+            key_digests=digests,
+            deployments=by_endpoint.get(ep["id"], {}),
+            traffic={k: int(v) for k, v in (ep["traffic"] or {}).items() if isinstance(v, int | float)},
+            mirror_traffic={k: int(v) for k, v in (ep["mirror_traffic"] or {}).items() if isinstance(v, int | float)},
+        )
+    return table
