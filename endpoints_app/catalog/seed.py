@@ -214,7 +214,9 @@ def _save(name: str, artifact_path: str, extra_tags: dict | None = None, sample_
     return model
 
 
-def seed_catalog() -> list[CatalogModel]:
+def build_artifacts() -> dict[str, tuple[str, dict, dict | None]]:
+    """Every seeded model's files, without touching the database:
+    {name: (artifact_path, extra tags, sample_response or None)}."""
     from endpoints_app.catalog.cards import DIABETES_COLUMNS, IRIS_COLUMNS, breast_cancer_columns
 
     Path(settings.MEDIA_ROOT).mkdir(parents=True, exist_ok=True)
@@ -228,7 +230,7 @@ def seed_catalog() -> list[CatalogModel]:
          lambda: _sklearn_artifact("digits-classifier", lambda: _train_classifier("load_digits", False, None))),
         ("breast-cancer-onnx", "onnx", lambda: _onnx_artifact("breast-cancer-onnx", breast_cancer_columns())),
     ]
-    prepared = []
+    built: dict[str, tuple[str, dict, dict | None]] = {}
     for name, fmt, build in tabular:
         try:
             relative, metrics = build()
@@ -237,13 +239,14 @@ def seed_catalog() -> list[CatalogModel]:
             # e.g. skl2onnx or onnxruntime not installed: seed the card, runtime_status explains.
             log.warning("Could not build %s: %s", name, exc)
             relative, metrics, response = "", {}, None
-        prepared.append((name, relative, {"metrics": metrics} if metrics else {}, response))
-    foundation = [
-        ("all-minilm-l6-v2", minilm_dir()),
-        ("smollm2-135m-instruct", smollm2_file()),
-        ("gemma-3-270m", gemma_file()),
-    ]
+        built[name] = (relative, {"metrics": metrics} if metrics else {}, response)
+    built["all-minilm-l6-v2"] = (minilm_dir(), {}, None)
+    built["smollm2-135m-instruct"] = (smollm2_file(), {}, None)
+    built["gemma-3-270m"] = (gemma_file(), {}, None)
+    return built
+
+
+def seed_catalog() -> list[CatalogModel]:
+    built = build_artifacts()
     with transaction.atomic():
-        models = [_save(name, path, tags, response) for name, path, tags, response in prepared]
-        models += [_save(name, path) for name, path in foundation]
-    return models
+        return [_save(name, path, tags, response) for name, (path, tags, response) in built.items()]

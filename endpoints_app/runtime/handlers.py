@@ -194,7 +194,8 @@ class EmbeddingsHandler(Handler):
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(self.artifact, device="cpu", local_files_only=True)
-        self.dimensions = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimensions = int(dimension())
 
     @staticmethod
     def texts(value: Any) -> list[str]:
@@ -207,7 +208,7 @@ class EmbeddingsHandler(Handler):
         return value
 
     def embed(self, texts: list[str]) -> tuple[Any, int]:
-        vectors = self.model.encode(texts, convert_to_numpy=True, normalize_embeddings=False)
+        vectors = self.model.encode(texts, convert_to_numpy=True, normalize_embeddings=False, show_progress_bar=False)
         tokens = sum(len(ids) for ids in self.model.tokenizer(texts, truncation=True)["input_ids"])
         return vectors, tokens
 

@@ -56,6 +56,11 @@ def _threads(deployment) -> int:
     return max(1, min(int(cores), os.cpu_count() or 1))
 
 
+def _display_name(deployment) -> str:
+    endpoint = getattr(deployment, "endpoint", None) if deployment.endpoint_id else None
+    return f"{endpoint.name}/{deployment.name}" if endpoint is not None else (deployment.name or deployment.model.name)
+
+
 def _base_env(deployment) -> dict[str, str]:
     env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
     env.update(OFFLINE_ENV)
@@ -112,7 +117,7 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1") -> LaunchSpec:
         argv += ["--artifact", str(artifact)]
     if code_dir is not None:
         argv += ["--code-dir", str(code_dir), "--scoring-script", script]
-    argv += ["--host", host, "--port", str(port), "--name", str(deployment)]
+    argv += ["--host", host, "--port", str(port), "--name", _display_name(deployment)]
     if artifact is not None:
         # The convention users' score.py files follow: init() finds the model here.
         env["AZUREML_MODEL_DIR"] = str(artifact if artifact.is_dir() else artifact.parent)
