@@ -1,0 +1,169 @@
+"""Monitoring charts, built server-side with plotly.graph_objects and drawn in the
+browser by the vendored plotly.js from each figure's JSON."""
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import plotly.graph_objects as go
+
+from endpoints_app.metering import costs, query
+from endpoints_app.metering.percentiles import merge, p50_p90_p99
+from endpoints_app.models import Endpoint, Instance, InstanceSample, MirrorComparison
+
+RANGES: dict[str, tuple[timedelta, str]] = {
+    "1h": (timedelta(hours=1), "1m"),
+    "24h": (timedelta(hours=24), "15m"),
+    "7d": (timedelta(days=7), "1h"),
+    "30d": (timedelta(days=30), "6h"),
+}
+PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#db2777", "#65a30d", "#7c3aed"]
+REQ = query.COUNTERS.index("requests")
+S4XX, S5XX = query.COUNTERS.index("status_4xx"), query.COUNTERS.index("status_5xx")
+TIN, TOUT = query.COUNTERS.index("tokens_in"), query.COUNTERS.index("tokens_out")
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, **extra) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        margin={"l": 55, "r": 15, "t": 40, "b": 40},
+        height=280,
+        legend={"orientation": "h", "y": -0.18},
+        yaxis={"title": {"text": y_title}, "rangemode": "tozero"},
+        template="plotly_white",
+        **extra,
+    )
+    return fig
+
+
+def _times(buckets: list[int]) -> list[datetime]:
+    return [datetime.fromtimestamp(b, UTC) for b in buckets]
+
+
+def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dict:
+    span, interval = RANGES[range_key]
+    step = query.INTERVALS[interval]
+    # Whole buckets: the first one starts at a boundary, the last one is the current, partial one.
+    start = query.floor_to(now - span, step) + timedelta(seconds=step)
+    end = now
+    buckets = list(range(int(start.timestamp()), int(end.timestamp()), step))
+    rows = query.series([endpoint.pk], start, end, step)
+    deployments = sorted({dep for (_, _, dep) in rows} | set(endpoint.traffic) | set(endpoint.mirror_traffic))
+    per_minute = step / 60
+    colors = {dep: PALETTE[i % len(PALETTE)] for i, dep in enumerate(deployments)}
+    x = _times(buckets)
+
+    def values(dep: str, index: int, scale: float = 1.0) -> list[float]:
+        out = []
+        for b in buckets:
+            acc = rows.get((b, endpoint.pk, dep))
+            out.append(acc[index] / scale if acc else 0)
+        return out
+
+    figures: dict[str, go.Figure] = {}
+    fig = go.Figure()
+    for dep in deployments:
+        fig.add_trace(go.Scatter(x=x, y=values(dep, REQ, per_minute), name=dep or "(none)", stackgroup="requests",
+                                 mode="lines", line={"color": colors[dep], "width": 1}))
+    figures["requests"] = _layout(fig, "Requests per minute, by deployment", "requests/min")
+
+    by_bucket: dict[int, list] = defaultdict(list)
+    sums: dict[int, list] = defaultdict(lambda: [0] * query.N)  # all deployments of a bucket
+    for (b, _, _), acc in rows.items():
+        by_bucket[b].append(acc[query.N + 1])
+        total = sums[b]
+        for i in range(query.N):
+            total[i] += acc[i]
+    quantiles = {b: p50_p90_p99(merge(h)) for b, h in by_bucket.items()}
+    fig = go.Figure()
+    for i, label in enumerate(("p50", "p90", "p99")):
+        fig.add_trace(go.Scatter(x=x, y=[quantiles.get(b, (None,) * 3)[i] for b in buckets], name=label,
+                                 mode="lines+markers", connectgaps=False, marker={"size": 3}))
+    figures["latency"] = _layout(fig, "Latency", "ms")
+
+    fig = go.Figure()
+    totals_4xx = [sums[b][S4XX] if b in sums else 0 for b in buckets]
+    totals_5xx = [sums[b][S5XX] if b in sums else 0 for b in buckets]
+    fig.add_trace(go.Bar(x=x, y=totals_4xx, name="4xx", marker_color="#d97706"))
+    fig.add_trace(go.Bar(x=x, y=totals_5xx, name="5xx", marker_color="#dc2626"))
+    figures["errors"] = _layout(fig, "Errors by status class", "requests", barmode="stack")
+
+    requests_by_dep = {dep: sum(values(dep, REQ)) for dep in deployments}
+    live = [d for d in deployments if d not in endpoint.mirror_traffic]
+    live_total = sum(requests_by_dep[d] for d in live)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=deployments, y=[endpoint.traffic.get(d, 0) or endpoint.mirror_traffic.get(d, 0)
+                                           for d in deployments], name="configured %", marker_color="#94a3b8"))
+    fig.add_trace(go.Bar(x=deployments, y=[round(100 * requests_by_dep[d] / live_total, 2) if live_total else 0
+                                           for d in deployments], name="actual %", marker_color="#2563eb"))
+    figures["traffic"] = _layout(fig, "Traffic share: actual against configured (mirror as % of live)", "%",
+                                 barmode="group")
+
+    fig = go.Figure()
+    tin = [sums[b][TIN] if b in sums else 0 for b in buckets]
+    tout = [sums[b][TOUT] if b in sums else 0 for b in buckets]
+    fig.add_trace(go.Bar(x=x, y=tin, name="tokens in", marker_color="#0891b2"))
+    fig.add_trace(go.Bar(x=x, y=tout, name="tokens out", marker_color="#9333ea"))
+    figures["tokens"] = _layout(fig, "Tokens", "tokens", barmode="stack")
+
+    lines = costs.cost_lines([endpoint], start, end, step, now=now)
+    cost_by = defaultdict(Decimal)
+    for line in lines:
+        cost_by[(line.bucket, line.deployment)] += line.cost
+    cost_deps = sorted({d for (_, d) in cost_by})
+    fig = go.Figure()
+    for dep in cost_deps:
+        fig.add_trace(go.Bar(x=x, y=[float(cost_by.get((b, dep), 0)) for b in buckets], name=dep or "(none)",
+                             marker_color=colors.get(dep, "#64748b")))
+    figures["cost"] = _layout(fig, "Cost", "USD", barmode="stack")
+
+    samples = defaultdict(list)
+    qs = (InstanceSample.objects.filter(instance__deployment__endpoint=endpoint, time__gte=start, time__lt=end)
+          .values_list("instance__name", "time", "cpu_percent", "memory_mb").order_by("time"))
+    for name, when, cpu, mem in qs:
+        samples[name].append((when, cpu, mem))
+    cpu_fig, mem_fig = go.Figure(), go.Figure()
+    for i, (name, points) in enumerate(sorted(samples.items())):
+        color = PALETTE[i % len(PALETTE)]
+        cpu_fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=name, mode="lines",
+                                     line={"color": color}))
+        mem_fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[2] for p in points], name=name, mode="lines",
+                                     line={"color": color}))
+    figures["cpu"] = _layout(cpu_fig, "Instance CPU", "% of one core")
+    figures["memory"] = _layout(mem_fig, "Instance memory", "MB")
+
+    for fig in figures.values():
+        fig.update_xaxes(range=[start, end], type="date")
+    figures["traffic"].update_xaxes(type="category", range=None, autorange=True)
+
+    total_requests = sum(requests_by_dep.values())
+    total_cost = costs.round_cents(sum((line.cost for line in lines), Decimal(0)))
+    all_hist = merge(acc[query.N + 1] for acc in rows.values())
+    mirror = MirrorComparison.objects.filter(endpoint=endpoint, time__gte=start, time__lt=end)
+    mirror_total = mirror.count()
+    mirror_agreed = mirror.filter(agreed=True).count() if mirror_total else 0
+    return {
+        "figures": figures,
+        "start": start,
+        "end": end,
+        "interval": interval,
+        "summary": {
+            "requests": total_requests,
+            "errors_4xx": sum(totals_4xx),
+            "errors_5xx": sum(totals_5xx),
+            "tokens_in": sum(tin),
+            "tokens_out": sum(tout),
+            "cost": total_cost,
+            "p50": p50_p90_p99(all_hist)[0],
+            "p99": p50_p90_p99(all_hist)[2],
+            "by_deployment": [
+                {"name": d, "requests": requests_by_dep[d], "configured": endpoint.traffic.get(d, 0),
+                 "mirror": endpoint.mirror_traffic.get(d, 0),
+                 "actual": round(100 * requests_by_dep[d] / live_total, 1) if live_total else 0}
+                for d in deployments
+            ],
+            "mirror_total": mirror_total,
+            "mirror_agreement": round(100 * mirror_agreed / mirror_total, 1) if mirror_total else None,
+            "instances": Instance.objects.filter(deployment__endpoint=endpoint).exclude(state="Stopped").count(),
+        },
+    }

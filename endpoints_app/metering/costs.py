@@ -1,0 +1,254 @@
+"""Cost meters, with price history.
+
+- Online and batch deployments: instance uptime (started_at until stopped_at, or now
+  while it runs) x the instance type's price per hour. Batch scoring processes are
+  instances of batch deployments, so their compute minutes are metered the same way.
+- Serverless endpoints: tokens x the model's price per 1K input and output tokens.
+
+Prices come from PriceChange rows: a change applies from its minute on, never before.
+An item with no history has always had its current price. Sums are exact Decimals;
+round_cents() rounds once, at the end."""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from endpoints_app.metering import query
+from endpoints_app.models import CatalogModel, Deployment, Endpoint, Instance, InstanceState, InstanceType, PriceChange
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CENT = Decimal("0.01")
+SECONDS_PER_HOUR = Decimal(3600)
+THOUSAND = Decimal(1000)
+
+
+def round_cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def floor_minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+# --- price history -------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def record_instance_price(instance_type: InstanceType, old_price: Decimal, new_price: Decimal, at: datetime) -> None:
+    """Called when IT changes an instance type's price: the new price applies from `at`'s minute on."""
+    if old_price == new_price:
+        return
+    if not PriceChange.objects.filter(instance_type=instance_type).exists():
+        # Keep the price that applied until now, so earlier usage keeps its price.
+        PriceChange.objects.create(instance_type=instance_type, effective_from=EPOCH, price_per_hour=old_price)
+    PriceChange.objects.create(instance_type=instance_type, effective_from=floor_minute(at), price_per_hour=new_price)
+
+
+@transaction.atomic
+def record_token_price(model: CatalogModel, old: tuple, new: tuple, at: datetime) -> None:
+    """Called when IT changes a model's (input, output) price per 1K tokens."""
+    if tuple(old) == tuple(new):
+        return
+    if not PriceChange.objects.filter(catalog_model=model).exists():
+        PriceChange.objects.create(
+            catalog_model=model, effective_from=EPOCH, price_input_per_1k=old[0], price_output_per_1k=old[1]
+        )
+    PriceChange.objects.create(
+        catalog_model=model, effective_from=floor_minute(at), price_input_per_1k=new[0], price_output_per_1k=new[1]
+    )
+
+
+Timeline = list[tuple[datetime, object]]  # (effective_from, price), sorted; the first starts at EPOCH
+
+
+def instance_price_timeline(instance_type: InstanceType, history: list[PriceChange] | None = None) -> Timeline:
+    rows = history if history is not None else list(instance_type.price_changes.all())
+    if not rows:
+        return [(EPOCH, instance_type.price_per_hour)]
+    return [(row.effective_from, row.price_per_hour) for row in rows]
+
+
+def token_price_timeline(model: CatalogModel, history: list[PriceChange] | None = None) -> Timeline:
+    rows = history if history is not None else list(model.price_changes.all())
+    if not rows:
+        return [(EPOCH, (model.price_input_per_1k or Decimal(0), model.price_output_per_1k or Decimal(0)))]
+    return [(r.effective_from, (r.price_input_per_1k or Decimal(0), r.price_output_per_1k or Decimal(0))) for r in rows]
+
+
+def split_by_prices(start: datetime, end: datetime, timeline: Timeline) -> list[tuple[datetime, datetime, object]]:
+    """Cut [start, end) where the price changes."""
+    out = []
+    for i, (since, price) in enumerate(timeline):
+        until = timeline[i + 1][0] if i + 1 < len(timeline) else None
+        lo = max(start, since)
+        hi = end if until is None else min(end, until)
+        if lo < hi:
+            out.append((lo, hi, price))
+    return out
+
+
+def split_by_step(start: datetime, end: datetime, step: int) -> list[tuple[int, datetime, datetime]]:
+    """Cut [start, end) at bucket boundaries (epoch-aligned buckets of `step` seconds)."""
+    out = []
+    lo = start
+    while lo < end:
+        bucket = query.floor_to(lo, step)
+        hi = min(end, bucket + timedelta(seconds=step))
+        out.append((int(bucket.timestamp()), lo, hi))
+        lo = hi
+    return out
+
+
+# --- meters --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CostLine:
+    """What one deployment cost in one bucket, for one kind of meter."""
+
+    bucket: int  # epoch seconds of the bucket start
+    endpoint_id: int
+    endpoint: str
+    deployment: str
+    model: str
+    kind: str  # "instance" (quantity in instance-hours) or "tokens" (quantity in tokens)
+    instance_type: str = ""
+    instance_hours: Decimal = Decimal(0)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: Decimal = Decimal(0)
+
+
+def _uptime(instance: Instance, now: datetime) -> tuple[datetime, datetime] | None:
+    if instance.started_at is None:
+        return None
+    if instance.stopped_at is not None:
+        return instance.started_at, instance.stopped_at
+    if instance.state in (InstanceState.STOPPED, InstanceState.FAILED):
+        # A stopped instance the controller gave no stop time: it bills nothing past its start.
+        return None
+    return instance.started_at, now
+
+
+def instance_costs(
+    endpoints: Iterable[Endpoint], start: datetime, end: datetime, step: int, deployment: str | None = None,
+    now: datetime | None = None,
+) -> list[CostLine]:
+    now = now or timezone.now()
+    end = min(end, now)
+    by_id = {e.pk: e for e in endpoints}
+    instances = (
+        Instance.objects.filter(deployment__endpoint_id__in=list(by_id), started_at__lt=end)
+        .filter(Q(stopped_at__isnull=True) | Q(stopped_at__gt=start))
+        .select_related("deployment__instance_type", "deployment__model")
+    )
+    if deployment is not None:
+        instances = instances.filter(deployment__name=deployment)
+    instances = list(instances)
+    type_ids = {i.deployment.instance_type_id for i in instances}
+    history: dict[int, list[PriceChange]] = defaultdict(list)
+    for change in PriceChange.objects.filter(instance_type_id__in=type_ids):
+        history[change.instance_type_id].append(change)
+    timelines = {}
+    lines: dict[tuple, CostLine] = {}
+    for instance in instances:
+        span = _uptime(instance, now)
+        if span is None:
+            continue
+        lo, hi = max(span[0], start), min(span[1], end)
+        if lo >= hi:
+            continue
+        dep = instance.deployment
+        itype = dep.instance_type
+        if itype.pk not in timelines:
+            timelines[itype.pk] = instance_price_timeline(itype, history.get(itype.pk, []))
+        for plo, phi, price in split_by_prices(lo, hi, timelines[itype.pk]):
+            for bucket, blo, bhi in split_by_step(plo, phi, step):
+                key = (bucket, dep.endpoint_id, dep.name, itype.name)
+                line = lines.get(key)
+                if line is None:
+                    endpoint = by_id[dep.endpoint_id]
+                    line = lines[key] = CostLine(
+                        bucket, dep.endpoint_id, endpoint.name, dep.name, dep.model.name, "instance", itype.name
+                    )
+                seconds = Decimal((bhi - blo) // timedelta(microseconds=1)) / Decimal(1_000_000)
+                hours = seconds / SECONDS_PER_HOUR
+                line.instance_hours += hours
+                line.cost += hours * Decimal(price)
+    return list(lines.values())
+
+
+def serverless_models(endpoints: Iterable[Endpoint]) -> dict[tuple[int, str], CatalogModel]:
+    """Which model each serverless endpoint's usage rows are priced by: its deployments'
+    models by name, and under "" (rows with no deployment) the endpoint's only model."""
+    serverless = [e for e in endpoints if e.kind == Endpoint.Kind.SERVERLESS]
+    out: dict[tuple[int, str], CatalogModel] = {}
+    for dep in Deployment.objects.filter(endpoint__in=serverless).select_related("model"):
+        out[(dep.endpoint_id, dep.name)] = dep.model
+        out.setdefault((dep.endpoint_id, ""), dep.model)
+    for endpoint in serverless:
+        model = getattr(endpoint, "model", None)
+        if isinstance(model, CatalogModel):
+            out.setdefault((endpoint.pk, ""), model)
+    return out
+
+
+def token_costs(
+    endpoints: Iterable[Endpoint], start: datetime, end: datetime, step: int, deployment: str | None = None
+) -> list[CostLine]:
+    endpoints = list(endpoints)
+    by_id = {e.pk: e for e in endpoints}
+    models = serverless_models(endpoints)
+    if not models:
+        return []
+    history: dict[int, list[PriceChange]] = defaultdict(list)
+    for change in PriceChange.objects.filter(catalog_model_id__in={m.pk for m in models.values()}):
+        history[change.catalog_model_id].append(change)
+    # Group endpoints by model timeline cut points, so each price period is read once.
+    cuts = sorted({c.effective_from for changes in history.values() for c in changes if c.effective_from > start})
+    bounds = [start, *[c for c in cuts if c < end], end]
+    lines: dict[tuple, CostLine] = {}
+    timelines = {m.pk: token_price_timeline(m, history.get(m.pk, [])) for m in models.values()}
+    endpoint_ids = {e_id for e_id, _ in models}
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        rows = query.series(endpoint_ids, lo, hi, step, deployment=deployment, with_latency=False)
+        for (bucket, endpoint_id, dep_name), acc in rows.items():
+            model = models.get((endpoint_id, dep_name)) or models.get((endpoint_id, ""))
+            if model is None:
+                continue
+            price_in, price_out = _price_at(timelines[model.pk], lo)
+            tokens_in, tokens_out = acc[query.COUNTERS.index("tokens_in")], acc[query.COUNTERS.index("tokens_out")]
+            key = (bucket, endpoint_id, dep_name)
+            line = lines.get(key)
+            if line is None:
+                name = by_id[endpoint_id].name
+                line = lines[key] = CostLine(bucket, endpoint_id, name, dep_name, model.name, "tokens")
+            line.tokens_in += tokens_in
+            line.tokens_out += tokens_out
+            line.cost += Decimal(tokens_in) * Decimal(price_in) / THOUSAND
+            line.cost += Decimal(tokens_out) * Decimal(price_out) / THOUSAND
+    return list(lines.values())
+
+
+def _price_at(timeline: Timeline, t: datetime):
+    price = timeline[0][1]
+    for since, value in timeline:
+        if since <= t:
+            price = value
+    return price
+
+
+def cost_lines(
+    endpoints: Iterable[Endpoint], start: datetime, end: datetime, step: int, deployment: str | None = None,
+    now: datetime | None = None,
+) -> list[CostLine]:
+    endpoints = list(endpoints)
+    return instance_costs(endpoints, start, end, step, deployment, now) + token_costs(
+        endpoints, start, end, step, deployment
+    )

@@ -1,0 +1,58 @@
+"""Percentiles from latency histograms (counts per bucket of LATENCY_BUCKETS_MS).
+
+Histograms add bucket by bucket, so a percentile over many minutes or deployments
+is exact up to the bucket: inside a bucket we interpolate linearly, the way
+Prometheus' histogram_quantile does."""
+
+from collections.abc import Iterable, Sequence
+
+from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS
+
+BUCKETS = len(LATENCY_BUCKETS_MS)
+
+
+def empty_histogram() -> list[int]:
+    return [0] * BUCKETS
+
+
+def add_into(total: list[int], histogram: Sequence[int] | None) -> list[int]:
+    """Add `histogram` into `total` in place (shorter or missing histograms count as zeros)."""
+    if histogram:
+        for index, count in enumerate(histogram[:BUCKETS]):
+            if count:
+                total[index] += count
+    return total
+
+
+def merge(histograms: Iterable[Sequence[int] | None]) -> list[int]:
+    total = empty_histogram()
+    for histogram in histograms:
+        add_into(total, histogram)
+    return total
+
+
+def percentile(histogram: Sequence[int] | None, q: float) -> float | None:
+    """The q-th quantile (0 < q <= 1) in ms, or None for an empty histogram."""
+    if not histogram:
+        return None
+    count = sum(histogram)
+    if count == 0:
+        return None
+    rank = q * count
+    seen = 0
+    for index, bucket_count in enumerate(histogram[:BUCKETS]):
+        if bucket_count == 0:
+            continue
+        if seen + bucket_count >= rank:
+            lower = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
+            upper = LATENCY_BUCKETS_MS[index]
+            if upper == float("inf"):
+                # The open bucket has no upper bound: report its lower one.
+                return float(lower)
+            return lower + (upper - lower) * (rank - seen) / bucket_count
+        seen += bucket_count
+    return float(LATENCY_BUCKETS_MS[-2])
+
+
+def p50_p90_p99(histogram: Sequence[int] | None) -> tuple[float | None, float | None, float | None]:
+    return percentile(histogram, 0.50), percentile(histogram, 0.90), percentile(histogram, 0.99)

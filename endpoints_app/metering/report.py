@@ -1,0 +1,129 @@
+"""Usage reports: totals and series for the usage API, the Monitoring tab and the Usage page."""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from endpoints_app.errors import InvalidInput
+from endpoints_app.metering import costs, query
+from endpoints_app.metering.percentiles import p50_p90_p99
+from endpoints_app.models import Endpoint
+
+MAX_BUCKETS = 5000
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+    interval: str
+
+    @property
+    def step(self) -> int:
+        return query.INTERVALS[self.interval]
+
+
+def parse_time(value: str, field: str) -> datetime:
+    value = value.strip()
+    try:
+        # A "+01:00" offset arrives as " 01:00" when the caller did not URL-encode it.
+        parsed = parse_datetime(value) or parse_datetime(value.replace(" ", "+"))
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        try:
+            day = parse_date(value)
+        except ValueError:
+            day = None
+        if day is None:
+            raise InvalidInput(f"{field} must be an ISO 8601 date or date-time; got {value!r}.", field=field)
+        parsed = datetime.combine(day, time.min)
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_window(params, now: datetime | None = None, default_span: timedelta = timedelta(hours=24)) -> Window:
+    """from/to/interval from query parameters; `to` defaults to now, `from` to `to` - default_span."""
+    now = now or timezone.now()
+    end = parse_time(params["to"], "to") if params.get("to") else now
+    start = parse_time(params["from"], "from") if params.get("from") else end - default_span
+    if start >= end:
+        raise InvalidInput("from must be before to.", field="from")
+    interval = params.get("interval") or query.default_interval(start, end)
+    if interval not in query.INTERVALS:
+        choices = ", ".join(query.INTERVALS)
+        raise InvalidInput(f"interval must be one of {choices}; got {interval!r}.", field="interval")
+    if (end - start).total_seconds() / query.INTERVALS[interval] > MAX_BUCKETS:
+        raise InvalidInput(f"That range has more than {MAX_BUCKETS} {interval} buckets; use a longer interval.",
+                           field="interval")
+    return Window(start, end, interval)
+
+
+def iso(ts: int | datetime) -> str:
+    if isinstance(ts, int):
+        ts = datetime.fromtimestamp(ts, UTC)
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def usage_report(
+    endpoints: Iterable[Endpoint], window: Window, deployment: str | None = None, now: datetime | None = None
+) -> dict:
+    endpoints = list(endpoints)
+    ids = [e.pk for e in endpoints]
+    names = {e.pk: e.name for e in endpoints}
+    counts = query.totals(ids, window.start, window.end, deployment)
+    lines = costs.cost_lines(endpoints, window.start, window.end, window.step, deployment, now)
+    instance_hours = sum((line.instance_hours for line in lines), Decimal(0))
+    cost = sum((line.cost for line in lines), Decimal(0))
+    cost_by_key: dict[tuple, list] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for line in lines:
+        entry = cost_by_key[(line.bucket, line.endpoint_id, line.deployment)]
+        entry[0] += line.instance_hours
+        entry[1] += line.cost
+    rows = query.series(ids, window.start, window.end, window.step, deployment)
+    series = []
+    for key in sorted(set(rows) | set(cost_by_key), key=lambda k: (k[0], names.get(k[1], ""), k[2])):
+        acc = rows.get(key) or query.new_accumulator(True)
+        bucket, endpoint_id, dep = key
+        p50, p90, p99 = p50_p90_p99(acc[query.N + 1])
+        requests = acc[0]
+        hours, bucket_cost = cost_by_key.get(key, (Decimal(0), Decimal(0)))
+        item = {"time": iso(bucket), "endpoint": names[endpoint_id], "deployment": dep}
+        item.update({name: acc[i] for i, name in enumerate(query.COUNTERS)})
+        item.update(
+            latency_avg_ms=_round(acc[query.N] / requests) if requests else None,
+            latency_p50_ms=_round(p50),
+            latency_p90_ms=_round(p90),
+            latency_p99_ms=_round(p99),
+            instance_hours=float(round(hours, 6)),
+            cost=float(round(bucket_cost, 6)),
+        )
+        series.append(item)
+    return {
+        "from": iso(window.start),
+        "to": iso(window.end),
+        "interval": window.interval,
+        "totals": {
+            "requests": counts["requests"],
+            "status_2xx": counts["status_2xx"],
+            "status_4xx": counts["status_4xx"],
+            "status_5xx": counts["status_5xx"],
+            "bytes_in": counts["bytes_in"],
+            "bytes_out": counts["bytes_out"],
+            "tokens_in": counts["tokens_in"],
+            "tokens_out": counts["tokens_out"],
+            "instance_hours": float(round(instance_hours, 6)),
+            "cost": float(costs.round_cents(cost)),
+        },
+        "series": series,
+    }

@@ -1,0 +1,108 @@
+"""Rollup: UsageMinute rows -> hourly and daily UsageRollup rows.
+
+Level-triggered and idempotent: every run recomputes whole hours from the cursor up
+to the last hour that ended more than GRACE ago (so the gateway's last flushes for
+it are in), replaces their rows, and moves the cursor. Days are recomputed from hour
+rows once they end before the cursor. Running it twice, or in two workers at once,
+gives the same rows (the cursor row is locked while a chunk is written)."""
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from celery import shared_task
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from endpoints_app.metering.percentiles import add_into, empty_histogram
+from endpoints_app.metering.query import COUNTERS, DAY, HOUR, N, floor_to
+from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
+
+log = logging.getLogger(__name__)
+
+# Longer than the gateway's flush interval, so an hour is complete when it is rolled up.
+GRACE = timedelta(minutes=3)
+# One transaction per chunk, so a long catch-up never holds the database for long.
+CHUNK = timedelta(hours=6)
+
+
+def _aggregate(rows, start_field: str, period_seconds: int) -> dict[tuple[int, str, int], list]:
+    out: dict[tuple[int, str, int], list] = {}
+    for row in rows:
+        ts = int(row[start_field].timestamp())
+        key = (row["endpoint_id"], row["deployment"], ts - ts % period_seconds)
+        acc = out.get(key)
+        if acc is None:
+            acc = out[key] = [0] * N + [0.0, empty_histogram()]
+        for i, name in enumerate(COUNTERS):
+            acc[i] += row[name]
+        acc[N] += row["latency_ms_sum"]
+        add_into(acc[N + 1], row["latency_histogram"])
+    return out
+
+
+def _write(period: str, start: datetime, end: datetime, aggregated: dict) -> int:
+    UsageRollup.objects.filter(period=period, start__gte=start, start__lt=end).delete()
+    rows = [
+        UsageRollup(
+            endpoint_id=endpoint_id,
+            deployment=deployment,
+            period=period,
+            start=datetime.fromtimestamp(ts, UTC),
+            latency_ms_sum=acc[N],
+            latency_histogram=acc[N + 1],
+            **{name: acc[i] for i, name in enumerate(COUNTERS)},
+        )
+        for (endpoint_id, deployment, ts), acc in aggregated.items()
+    ]
+    UsageRollup.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+FIELDS = ["endpoint_id", "deployment", *COUNTERS, "latency_ms_sum", "latency_histogram"]
+
+
+def roll_hours(start: datetime, end: datetime) -> int:
+    rows = UsageMinute.objects.filter(minute__gte=start, minute__lt=end).order_by().values("minute", *FIELDS)
+    return _write(UsageRollup.Period.HOUR, start, end, _aggregate(rows.iterator(chunk_size=5000), "minute", HOUR))
+
+
+def roll_days(start: datetime, end: datetime) -> int:
+    rows = (
+        UsageRollup.objects.filter(period=UsageRollup.Period.HOUR, start__gte=start, start__lt=end)
+        .order_by()
+        .values("start", *FIELDS)
+    )
+    return _write(UsageRollup.Period.DAY, start, end, _aggregate(rows.iterator(chunk_size=5000), "start", DAY))
+
+
+def rollup_usage(now: datetime | None = None) -> datetime | None:
+    """Bring the rollups up to date; returns the new cursor."""
+    now = now or timezone.now()
+    target = floor_to(now - GRACE, HOUR)
+    RollupCursor.objects.get_or_create(pk=1)
+    while True:
+        with transaction.atomic():
+            cursor = RollupCursor.objects.select_for_update().get(pk=1)
+            start = cursor.rolled_until
+            if start is None:
+                first = UsageMinute.objects.aggregate(first=Min("minute"))["first"]
+                if first is None:
+                    return None  # nothing counted yet; start from the first minute once there is one
+                start = floor_to(first, HOUR)
+            if start >= target:
+                return start
+            end = min(target, start + CHUNK)
+            roll_hours(start, end)
+            # Days that end within this chunk are complete now: their hours are all rolled up.
+            day_start, day_end = floor_to(start, DAY), floor_to(end, DAY)
+            if day_start < day_end:
+                roll_days(day_start, day_end)
+            cursor.rolled_until = end
+            cursor.save(update_fields=["rolled_until", "updated_at"])
+
+
+@shared_task(name="metering.rollup_usage", ignore_result=True)
+def rollup_usage_task() -> None:
+    cursor = rollup_usage()
+    log.debug("usage rolled up until %s", cursor)

@@ -1,0 +1,133 @@
+"""The workspace Usage page: cost by endpoint, model and day, CSV export, monthly budget."""
+
+import csv
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import plotly.graph_objects as go
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from endpoints_app.errors import StudioError
+from endpoints_app.metering import costs
+from endpoints_app.metering.query import DAY
+from endpoints_app.models import Endpoint, Role
+from endpoints_app.permissions import can, check_workspace
+from endpoints_app.services.audit import Actor
+from endpoints_app.services.usage import budget_status, do_set_budget, month_start
+from endpoints_app.views.home import require_workspace
+from endpoints_app.views.monitoring import script_safe
+
+
+def _month(request, now: datetime) -> tuple[datetime, datetime]:
+    value = request.GET.get("month", "")
+    try:
+        start = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        start = month_start(now)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def _lines(workspace, start: datetime, end: datetime, now: datetime) -> list[costs.CostLine]:
+    endpoints = list(Endpoint.objects.filter(workspace=workspace))
+    if not endpoints or start >= now:
+        return []
+    return costs.cost_lines(endpoints, start, min(end, now), DAY, now=now)
+
+
+def _group(lines, key) -> list[dict]:
+    groups: dict = defaultdict(lambda: {"instance_hours": Decimal(0), "tokens_in": 0, "tokens_out": 0,
+                                        "cost": Decimal(0)})
+    for line in lines:
+        g = groups[key(line)]
+        g["instance_hours"] += line.instance_hours
+        g["tokens_in"] += line.tokens_in
+        g["tokens_out"] += line.tokens_out
+        g["cost"] += line.cost
+    rows = [{"key": k, **v, "cost": costs.round_cents(v["cost"]), "instance_hours": round(v["instance_hours"], 3)}
+            for k, v in groups.items()]
+    return rows
+
+
+@login_required
+def usage_page(request):
+    workspace = require_workspace(request)
+    check_workspace(request.user, workspace.name)
+    now = timezone.now()
+    start, end = _month(request, now)
+    lines = _lines(workspace, start, end, now)
+    total = costs.round_cents(sum((line.cost for line in lines), Decimal(0)))
+    by_endpoint = sorted(_group(lines, lambda ln: ln.endpoint), key=lambda r: (-r["cost"], r["key"]))
+    by_model = sorted(_group(lines, lambda ln: ln.model), key=lambda r: (-r["cost"], r["key"]))
+    by_day = sorted(_group(lines, lambda ln: datetime.fromtimestamp(ln.bucket, UTC).date()), key=lambda r: r["key"])
+
+    fig = go.Figure()
+    day_endpoint = defaultdict(Decimal)
+    for line in lines:
+        day_endpoint[(datetime.fromtimestamp(line.bucket, UTC).date(), line.endpoint)] += line.cost
+    days = [start.date() + timedelta(days=i) for i in range((end - start).days)]
+    for name in sorted({e for (_, e) in day_endpoint}):
+        fig.add_trace(go.Bar(x=days, y=[float(day_endpoint.get((d, name), 0)) for d in days], name=name))
+    fig.update_layout(barmode="stack", height=280, margin={"l": 55, "r": 15, "t": 30, "b": 40},
+                      template="plotly_white", title={"text": "Cost per day, by endpoint", "font": {"size": 14}},
+                      yaxis={"title": {"text": "USD"}}, legend={"orientation": "h", "y": -0.2})
+
+    this_month = month_start(now)
+    status = None
+    if workspace.monthly_budget is not None:
+        spent = total if start == this_month else costs.round_cents(
+            sum((ln.cost for ln in _lines(workspace, this_month, now, now)), Decimal(0)))
+        status = budget_status(workspace, spent)
+    context = {
+        "month": start,
+        "prev_month": (start - timedelta(days=1)).strftime("%Y-%m"),
+        "next_month": end.strftime("%Y-%m") if end <= now else None,
+        "total": total,
+        "by_endpoint": by_endpoint,
+        "by_model": by_model,
+        "by_day": by_day,
+        "chart_json": script_safe(fig.to_json()),
+        "budget": status,
+        "is_owner": can(request.user, workspace, Role.OWNER),
+    }
+    return render(request, "usage/index.html", context)
+
+
+@login_required
+def usage_csv(request):
+    workspace = require_workspace(request)
+    check_workspace(request.user, workspace.name)
+    now = timezone.now()
+    start, end = _month(request, now)
+    lines = sorted(_lines(workspace, start, end, now), key=lambda ln: (ln.bucket, ln.endpoint, ln.deployment, ln.kind))
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="usage-{workspace.name}-{start:%Y-%m}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(["date", "endpoint", "deployment", "model", "meter", "instance_type", "instance_hours",
+                     "tokens_in", "tokens_out", "cost"])
+    for ln in lines:
+        writer.writerow([
+            datetime.fromtimestamp(ln.bucket, UTC).date().isoformat(), ln.endpoint, ln.deployment, ln.model, ln.kind,
+            ln.instance_type, f"{ln.instance_hours:.6f}", ln.tokens_in, ln.tokens_out, f"{ln.cost:.6f}",
+        ])
+    return response
+
+
+@login_required
+@require_POST
+def set_budget(request):
+    workspace = require_workspace(request)
+    workspace = check_workspace(request.user, workspace.name, Role.OWNER)
+    try:
+        do_set_budget(Actor.from_request(request), workspace, request.POST.get("monthly_budget", ""))
+    except StudioError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Budget saved.")
+    return redirect("usage")
