@@ -64,16 +64,18 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None, ok: bool = False) -> None:
+    """Until the URL answers (with a 2xx if ok)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
         try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
+            if requests.get(url, timeout=1).ok or not ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
     raise TimeoutError(url)
 
 
@@ -97,6 +99,14 @@ class Processes:
         proc = self.start([sys.executable, str(UPSTREAM), "--port", str(port), "--bias", str(bias),
                            "--delay-ms", str(delay_ms)], name="upstream")
         wait_http(f"http://127.0.0.1:{port}/health/ready", proc=proc)
+        return port, proc
+
+    def sklearn_server(self, artifact: Path) -> tuple[int, subprocess.Popen]:
+        """The studio's real model server on a scikit-learn model."""
+        port = free_port()
+        proc = self.start([sys.executable, "-m", "endpoints_app.runtime.server", "--format", "sklearn",
+                           "--artifact", str(artifact), "--port", str(port), "--threads", "2"], name="model")
+        wait_http(f"http://127.0.0.1:{port}/health/ready", proc=proc, ok=True)
         return port, proc
 
     def gateway(self, workers: int = 1, **env: str) -> tuple[str, subprocess.Popen]:

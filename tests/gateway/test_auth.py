@@ -1,0 +1,92 @@
+import time
+
+import pytest
+import requests
+
+from endpoints_app import keys
+from endpoints_app.gateway.routes import bump_route_version
+from tests.gateway.conftest import auth, set_key
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+SETTINGS = {"max_concurrent_requests_per_instance": 4}
+BODY = {"data": [1.5]}
+
+
+def test_primary_and_secondary_keys_both_work_in_either_header(procs, make_endpoint):
+    port, _ = procs.upstream()
+    _, creds = make_endpoint("keyed", {"blue": ([port], 100, SETTINGS)})
+    url, _ = procs.gateway()
+    score = f"{url}/inference/keyed/score"
+
+    assert requests.post(score, json=BODY, headers=auth(creds["primary"])).status_code == 200
+    assert requests.post(score, json=BODY, headers=auth(creds["secondary"])).status_code == 200
+    assert requests.post(score, json=BODY, headers={"api-key": creds["secondary"]}).status_code == 200
+    # azure-ai-inference sends both headers.
+    both = {"api-key": creds["primary"], **auth(creds["primary"])}
+    assert requests.post(score, json=BODY, headers=both).status_code == 200
+
+
+def test_missing_or_wrong_key_gets_401_json(procs, make_endpoint):
+    port, _ = procs.upstream()
+    _, creds = make_endpoint("guarded", {"blue": ([port], 100, SETTINGS)})
+    url, _ = procs.gateway()
+    score = f"{url}/inference/guarded/score"
+
+    missing = requests.post(score, json=BODY)
+    wrong = requests.post(score, json=BODY, headers=auth(creds["primary"] + "x"))
+    other_scheme = requests.post(score, json=BODY, headers={"Authorization": f"Basic {creds['primary']}"})
+
+    for response in (missing, wrong, other_scheme):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "Unauthorized"
+
+
+def test_regenerated_key_is_rejected_within_two_seconds(procs, make_endpoint):
+    port, _ = procs.upstream()
+    endpoint, creds = make_endpoint("rotating", {"blue": ([port], 100, SETTINGS)})
+    url, _ = procs.gateway(workers=2)
+    score = f"{url}/inference/rotating/score"
+    assert requests.post(score, json=BODY, headers=auth(creds["primary"])).status_code == 200
+
+    new_primary = set_key(endpoint, "primary")
+    bump_route_version()
+    time.sleep(2.0)
+
+    # Fresh connections land on either gateway worker: every one must have dropped the old key.
+    old = [requests.post(score, json=BODY, headers=auth(creds["primary"])).status_code for _ in range(20)]
+    new = [requests.post(score, json=BODY, headers=auth(new_primary)).status_code for _ in range(20)]
+    assert set(old) == {401}
+    assert set(new) == {200}
+    assert requests.post(score, json=BODY, headers=auth(creds["secondary"])).status_code == 200
+
+
+def test_aml_token_endpoint_takes_tokens_until_they_expire(procs, make_endpoint):
+    port, _ = procs.upstream()
+    _, creds = make_endpoint("tokened", {"blue": ([port], 100, SETTINGS)}, auth_mode="aml_token")
+    url, _ = procs.gateway()
+    score = f"{url}/inference/tokened/score"
+    token, expiry = keys.issue_token("tokened", lifetime=2)
+    other_endpoints_token, _ = keys.issue_token("someone-else")
+
+    assert requests.post(score, json=BODY, headers=auth(token)).status_code == 200
+    # Keys are not tokens: an aml_token endpoint refuses them.
+    assert requests.post(score, json=BODY, headers=auth(creds["primary"])).status_code == 401
+    assert requests.post(score, json=BODY, headers=auth(other_endpoints_token)).status_code == 401
+
+    time.sleep(max(0.0, expiry - time.time()) + 0.5)
+    expired = requests.post(score, json=BODY, headers=auth(token))
+    assert expired.status_code == 401
+    assert expired.json()["error"]["code"] == "Unauthorized"
+
+
+def test_keys_never_reach_the_gateway_log(procs, make_endpoint):
+    port, _ = procs.upstream()
+    _, creds = make_endpoint("quiet", {"blue": ([port], 100, SETTINGS)})
+    url, gateway = procs.gateway()
+    for key in (creds["primary"], creds["primary"] + "wrong"):
+        requests.post(f"{url}/inference/quiet/score", json=BODY, headers=auth(key))
+
+    procs.stop(gateway)
+    log = open(gateway.log_file.name, encoding="utf-8", errors="replace").read()
+    assert creds["primary"] not in log
