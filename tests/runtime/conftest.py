@@ -1,0 +1,123 @@
+"""Real model-server processes on free ports, started the way the controller starts
+them (runtime.launch.launch_spec), and stopped after the tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+
+from endpoints_app.catalog.cards import card
+from endpoints_app.catalog.seed import build_artifacts
+from endpoints_app.models import CatalogModel, Deployment, InstanceType
+from endpoints_app.runtime.launch import launch_spec
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    base: str
+    log_path: Path
+    ready_path: str
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.base + path, timeout=kw.pop("timeout", 30), **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.base + path, timeout=kw.pop("timeout", 120), **kw)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> bool:
+        """True once ready_path answers 200; False if the process exits first or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if self.get(self.ready_path, timeout=2).status_code == 200:
+                    return True
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def make_deployment(model: CatalogModel, *, code_configuration: dict | None = None,
+                    environment_variables: dict | None = None) -> Deployment:
+    """An unsaved deployment: launch_spec only reads its fields."""
+    return Deployment(
+        name="blue",
+        model=model,
+        instance_type=InstanceType(name="Standard_DS2_v2", family="DSv2", cores=2, memory_gb=Decimal("7"),
+                                   price_per_hour=Decimal("0.14")),
+        code_configuration=code_configuration or {},
+        environment_variables=environment_variables or {},
+    )
+
+
+def start_server(deployment: Deployment, log_dir: Path) -> Server:
+    port = free_port()
+    spec = launch_spec(deployment, port)
+    log_path = log_dir / f"{deployment.model.name}-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    return Server(proc=proc, base=f"http://127.0.0.1:{port}", log_path=log_path, ready_path=spec.ready_path)
+
+
+@pytest.fixture(scope="session")
+def seeded_artifacts() -> dict:
+    """The seed's files (trained once per data dir), without the database."""
+    return build_artifacts()
+
+
+def catalog_model(name: str, artifacts: dict) -> CatalogModel:
+    fields = card(name)
+    path, _tags, _response = artifacts[name]
+    return CatalogModel(registry="studio", name=name, version=1, artifact_path=path,
+                        **{k: v for k, v in fields.items() if k in {"format", "task", "license"}})
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("instance-logs")
+
+
+@pytest.fixture(scope="session")
+def seeded_server(seeded_artifacts, log_dir):
+    """seeded_server(name) -> a ready Server for that catalog model, started once per session."""
+    servers: dict[str, Server] = {}
+
+    def get(name: str) -> Server:
+        if name not in servers:
+            server = start_server(make_deployment(catalog_model(name, seeded_artifacts)), log_dir)
+            servers[name] = server
+            assert server.wait_ready(180), f"{name} never became ready:\n{server.log()[-3000:]}"
+        return servers[name]
+
+    yield get
+    for server in servers.values():
+        server.stop()
