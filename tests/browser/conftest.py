@@ -1,0 +1,92 @@
+"""Browser tests: Playwright's sync API driving Debian's chromium against
+pytest-django's live server (a real HTTP server in a thread, transactional DB).
+
+Screenshots go to $STUDIO_DATA_DIR/screenshots/ so a person can look at them."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import PASSWORD
+
+# Playwright's sync API keeps an event loop running in this thread; the ORM calls the
+# tests make to set up rows are still plain synchronous code, so let Django allow them.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def screenshot_dir() -> Path:
+    path = Path(settings.DATA_DIR) / "screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def shoot(screenshot_dir):
+    """shoot(page, "name") saves a full-page PNG and returns its path."""
+
+    def save(page, name: str) -> Path:
+        path = screenshot_dir / f"{re.sub(r'[^a-z0-9_-]+', '-', name.lower())}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return save
+
+
+def log_in(page, base_url: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base_url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")
+
+
+def _page(browser, live_server, user, javascript: bool):
+    context = browser.new_context(java_script_enabled=javascript, viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    log_in(page, live_server.url, user.username)
+    return context, page
+
+
+@pytest.fixture
+def page(browser, live_server, owner):
+    """A logged-in page (the workspace Owner) with JavaScript on."""
+    context, page = _page(browser, live_server, owner, javascript=True)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def page_without_js(browser, live_server, owner):
+    """A logged-in page (the workspace Owner) with JavaScript off."""
+    context, page = _page(browser, live_server, owner, javascript=False)
+    yield page
+    context.close()
