@@ -10,7 +10,14 @@ from endpoints_app.models.endpoints import (
     ProvisioningState,
     RouteVersion,
 )
-from endpoints_app.models.usage import InstanceSample, PriceChange, RollupCursor, UsageMinute, UsageRollup
+from endpoints_app.models.usage import (
+    InstanceSample,
+    PriceChange,
+    RollupCursor,
+    UsageMinute,
+    UsageRollup,
+    WorkspaceCost,
+)
 
 __all__ = [
     "AuditLog",
@@ -32,5 +39,6 @@ __all__ = [
     "RollupCursor",
     "PriceChange",
     "InstanceSample",
+    "WorkspaceCost",
     "Workspace",
 ]

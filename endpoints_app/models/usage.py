@@ -1,6 +1,7 @@
 from django.db import models
 
 from endpoints_app.models.endpoints import Endpoint
+from endpoints_app.models.workspaces import Workspace
 
 
 class UsageMinute(models.Model):
@@ -101,3 +102,12 @@ class InstanceSample(models.Model):
     class Meta:
         ordering = ["time"]
         indexes = [models.Index(fields=["instance", "time"])]
+
+
+class WorkspaceCost(Workspace):
+    """Workspaces seen by their cost: the admin console's cost-across-workspaces page."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "cost by workspace"
+        verbose_name_plural = "cost by workspace"
