@@ -7,3 +7,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Controller tasks live in endpoints_app/controller/tasks.py (provisioning, reconcile).
+app.autodiscover_tasks(["endpoints_app.controller"])

@@ -3,6 +3,7 @@ through the typed helpers in portal.env; see the README's configuration table.""
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -150,6 +151,33 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 STUDIO_RECONCILE_SECONDS = env_int("STUDIO_RECONCILE_SECONDS", 5, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {
+        "task": "endpoints_app.controller.tasks.reconcile",
+        "schedule": float(STUDIO_RECONCILE_SECONDS),
+        "options": {"expires": float(STUDIO_RECONCILE_SECONDS) * 2},
+    },
+}
+# The node this process's worker runs on (the supervisor uses the same name for its queue).
+STUDIO_NODE_NAME = env_str("STUDIO_NODE_NAME") or socket.gethostname()
+# A node offers 4x its cores and 2x its memory by default: model servers on a dev box idle
+# most of the time, and 2-3 small instances (plus a surge) must fit on a 2-core machine.
+STUDIO_NODE_CORES = env_int("STUDIO_NODE_CORES", 4 * (os.cpu_count() or 1), minimum=1)
+STUDIO_NODE_MEMORY_GB = env_int(
+    "STUDIO_NODE_MEMORY_GB",
+    max(1, 2 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024**3),
+    minimum=1,
+)
+# Cores per instance family a workspace may use when IT set no QuotaLimit.
+STUDIO_DEFAULT_CORE_QUOTA = env_int("STUDIO_DEFAULT_CORE_QUOTA", 32, minimum=0)
+# Seconds a stopping instance stays up after the gateway stopped routing to it.
+STUDIO_DRAIN_SECONDS = env_int("STUDIO_DRAIN_SECONDS", 3, minimum=0)
+# Restarts of an instance that never stays up before the deployment is Failed.
+STUDIO_MAX_RESTARTS = env_int("STUDIO_MAX_RESTARTS", 3, minimum=0)
+STUDIO_INSTANCE_PORTS = (
+    env_int("STUDIO_INSTANCE_PORT_MIN", 20000, minimum=1024, maximum=65535),
+    env_int("STUDIO_INSTANCE_PORT_MAX", 29999, minimum=1024, maximum=65535),
+)
 
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from endpoints_app.api import endpoints as endpoints_api
 from endpoints_app.api import models as models_api
 from endpoints_app.api import usage as usage_api
 from endpoints_app.api import workspaces
@@ -17,4 +18,29 @@ urlpatterns = [
         name="api-model-version",
     ),
     path("workspaces/<str:ws>/usage", usage_api.usage, name="api-usage"),
+    # Online endpoints and deployments (endpoints_app/api/endpoints.py).
+    path("workspaces/<str:ws>/online-endpoints", endpoints_api.online_endpoints, name="api-online-endpoints"),
+    path("workspaces/<str:ws>/online-endpoints/<str:name>", endpoints_api.online_endpoint, name="api-online-endpoint"),
+    path("workspaces/<str:ws>/online-endpoints/<str:name>/list-keys", endpoints_api.list_keys, name="api-list-keys"),
+    path(
+        "workspaces/<str:ws>/online-endpoints/<str:name>/regenerate-keys",
+        endpoints_api.regenerate_keys,
+        name="api-regenerate-keys",
+    ),
+    path("workspaces/<str:ws>/online-endpoints/<str:name>/token", endpoints_api.token, name="api-endpoint-token"),
+    path(
+        "workspaces/<str:ws>/online-endpoints/<str:name>/deployments",
+        endpoints_api.deployments,
+        name="api-deployments",
+    ),
+    path(
+        "workspaces/<str:ws>/online-endpoints/<str:name>/deployments/<str:deployment_name>",
+        endpoints_api.deployment,
+        name="api-deployment",
+    ),
+    path(
+        "workspaces/<str:ws>/online-endpoints/<str:name>/deployments/<str:deployment_name>/logs",
+        endpoints_api.deployment_logs,
+        name="api-deployment-logs",
+    ),
 ]

@@ -1,0 +1,257 @@
+"""REST API for online endpoints and their deployments (see CONTRACT.md).
+
+A create or update that provisions answers 202 with the object; its
+provisioning_state then goes to Succeeded or Failed (with `error`). A delete
+answers 202 with the object while instances drain, 204 once nothing is left."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpResponse
+from rest_framework import status
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+
+from endpoints_app.errors import InvalidInput
+from endpoints_app.models import Deployment, Endpoint, ProvisioningState, Role, Workspace
+from endpoints_app.permissions import check_workspace
+from endpoints_app.services import endpoints as svc
+from endpoints_app.services.audit import Actor
+
+ENDPOINT_CREATE_FIELDS = ("name", "auth_mode", "description", "tags")
+
+
+def inference_base_url(request) -> str:
+    configured = getattr(settings, "STUDIO_GATEWAY_URL", "") or ""
+    return configured.rstrip("/") if configured else request.build_absolute_uri("/").rstrip("/")
+
+
+def endpoint_data(request, endpoint: Endpoint) -> dict:
+    base = inference_base_url(request)
+    return {
+        "name": endpoint.name,
+        "kind": endpoint.kind,
+        "auth_mode": endpoint.auth_mode,
+        "description": endpoint.description,
+        "tags": endpoint.tags,
+        "traffic": endpoint.traffic,
+        "mirror_traffic": endpoint.mirror_traffic,
+        "provisioning_state": endpoint.provisioning_state,
+        "error": endpoint.error,
+        "scoring_uri": f"{base}/inference/{endpoint.name}/score",
+        "swagger_uri": f"{base}/inference/{endpoint.name}/swagger.json",
+        "deployments": [d.name for d in endpoint.deployments.all()],
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+    }
+
+
+def deployment_data(deployment: Deployment) -> dict:
+    endpoint = deployment.endpoint
+    return {
+        "name": deployment.name,
+        "endpoint_name": endpoint.name,
+        "model": deployment.model.asset_id,
+        "model_format": deployment.model.format,
+        "code_configuration": deployment.code_configuration,
+        "environment_variables": deployment.environment_variables,
+        "instance_type": deployment.instance_type.name,
+        "instance_count": deployment.instance_count,
+        "scale_settings": deployment.scale_settings or {"type": "default"},
+        "request_settings": deployment.request_settings,
+        "liveness_probe": deployment.liveness_probe,
+        "readiness_probe": deployment.readiness_probe,
+        "provisioning_state": deployment.provisioning_state,
+        "error": deployment.error,
+        "generation": deployment.generation,
+        "traffic": int(endpoint.traffic.get(deployment.name, 0)),
+        "mirror_traffic": int(endpoint.mirror_traffic.get(deployment.name, 0)),
+        "instances": [
+            {
+                "name": i.name,
+                "node": i.node.name,
+                "pid": i.pid,
+                "port": i.port,
+                "state": i.state,
+                "generation": i.generation,
+                "restarts": i.restarts,
+                "started_at": i.started_at,
+                "ready_at": i.ready_at,
+            }
+            for i in deployment.instances.select_related("node").order_by("generation", "name")
+        ],
+        "created_at": deployment.created_at,
+        "updated_at": deployment.updated_at,
+    }
+
+
+def _body(request) -> dict:
+    data = request.data
+    if hasattr(data, "dict"):
+        data = data.dict()
+    if not isinstance(data, dict):
+        raise InvalidInput("The request body must be a JSON object.")
+    return data
+
+
+def _endpoint(workspace: Workspace, name: str) -> Endpoint:
+    endpoint = Endpoint.objects.filter(workspace=workspace, name=name, kind=Endpoint.Kind.ONLINE).first()
+    if endpoint is None:
+        raise Http404(f"No online endpoint '{name}' in workspace '{workspace.name}'.")
+    return endpoint
+
+
+def _deployment(endpoint: Endpoint, name: str) -> Deployment:
+    deployment = (
+        Deployment.objects.select_related("endpoint", "model", "instance_type")
+        .filter(endpoint=endpoint, name=name)
+        .first()
+    )
+    if deployment is None:
+        raise Http404(f"Endpoint '{endpoint.name}' has no deployment '{name}'.")
+    return deployment
+
+
+def _create_endpoint(request, workspace: Workspace, body: dict, name: str | None = None) -> Endpoint:
+    if name is not None and body.get("name") not in (None, "", name):
+        raise InvalidInput(f"The body names endpoint '{body['name']}' but the URL names '{name}'.", field="name")
+    traffic = body.get("traffic")
+    if traffic and any(traffic.values() if isinstance(traffic, dict) else [True]):
+        raise InvalidInput("A new endpoint has no deployments to send traffic to; set traffic later.", field="traffic")
+    fields = {k: body[k] for k in ENDPOINT_CREATE_FIELDS if k in body and body[k] is not None}
+    if name is not None:
+        fields["name"] = name
+    if "name" not in fields:
+        raise InvalidInput("Endpoint name is required.", field="name")
+    return svc.do_create_endpoint(Actor.from_request(request), workspace, **fields)
+
+
+def _update_endpoint(request, endpoint: Endpoint, body: dict) -> Endpoint:
+    if body.get("auth_mode") not in (None, endpoint.auth_mode):
+        raise InvalidInput("auth_mode cannot change; create a new endpoint.", field="auth_mode")
+    if body.get("name") not in (None, endpoint.name):
+        raise InvalidInput("An endpoint cannot be renamed.", field="name")
+    return svc.do_update_endpoint(
+        Actor.from_request(request),
+        endpoint,
+        traffic=body.get("traffic"),
+        mirror_traffic=body.get("mirror_traffic"),
+        description=body.get("description"),
+        tags=body.get("tags"),
+    )
+
+
+@api_view(["GET", "POST"])
+def online_endpoints(request, ws: str):
+    if request.method == "GET":
+        workspace = check_workspace(request.user, ws)
+        rows = Endpoint.objects.filter(workspace=workspace, kind=Endpoint.Kind.ONLINE).prefetch_related("deployments")
+        return Response([endpoint_data(request, e) for e in rows])
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    endpoint = _create_endpoint(request, workspace, _body(request))
+    return Response(endpoint_data(request, endpoint), status=status.HTTP_201_CREATED)
+
+
+@api_view(["GET", "PUT", "PATCH", "DELETE"])
+def online_endpoint(request, ws: str, name: str):
+    if request.method == "GET":
+        workspace = check_workspace(request.user, ws)
+        return Response(endpoint_data(request, _endpoint(workspace, name)))
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    if request.method == "PUT" and not Endpoint.objects.filter(workspace=workspace, name=name).exists():
+        endpoint = _create_endpoint(request, workspace, _body(request), name=name)
+        return Response(endpoint_data(request, endpoint), status=status.HTTP_201_CREATED)
+    endpoint = _endpoint(workspace, name)
+    if request.method == "DELETE":
+        svc.do_delete_endpoint(Actor.from_request(request), endpoint)
+        remaining = Endpoint.objects.filter(pk=endpoint.pk).first()
+        if remaining is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(endpoint_data(request, remaining), status=status.HTTP_202_ACCEPTED)
+    endpoint = _update_endpoint(request, endpoint, _body(request))
+    return Response(endpoint_data(request, endpoint))
+
+
+def _key_endpoint(request, ws: str, name: str) -> Endpoint:
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    return _endpoint(workspace, name)
+
+
+@api_view(["POST"])
+def list_keys(request, ws: str, name: str):
+    return Response(svc.get_keys(_key_endpoint(request, ws, name)))
+
+
+@api_view(["POST"])
+def regenerate_keys(request, ws: str, name: str):
+    endpoint = _key_endpoint(request, ws, name)
+    body = _body(request)
+    key_type = body.get("key_type", "primary")
+    key = svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
+    return Response({"key_type": key_type, f"{key_type}_key": key})
+
+
+@api_view(["POST"])
+def token(request, ws: str, name: str):
+    endpoint = _key_endpoint(request, ws, name)
+    return Response(svc.issue_endpoint_token(Actor.from_request(request), endpoint))
+
+
+def _provisioning_response(deployment: Deployment, created: bool = False) -> Response:
+    deployment.refresh_from_db()
+    provisioning = deployment.provisioning_state in (ProvisioningState.CREATING, ProvisioningState.UPDATING)
+    if provisioning:
+        code = status.HTTP_202_ACCEPTED
+    else:
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return Response(deployment_data(deployment), status=code)
+
+
+@api_view(["GET", "POST"])
+def deployments(request, ws: str, name: str):
+    if request.method == "GET":
+        workspace = check_workspace(request.user, ws)
+        endpoint = _endpoint(workspace, name)
+        rows = endpoint.deployments.select_related("endpoint", "model", "instance_type")
+        return Response([deployment_data(d) for d in rows])
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    endpoint = _endpoint(workspace, name)
+    deployment = svc.do_create_deployment(Actor.from_request(request), endpoint, _body(request))
+    return _provisioning_response(deployment, created=True)
+
+
+@api_view(["GET", "PUT", "PATCH", "DELETE"])
+def deployment(request, ws: str, name: str, deployment_name: str):
+    if request.method == "GET":
+        workspace = check_workspace(request.user, ws)
+        return Response(deployment_data(_deployment(_endpoint(workspace, name), deployment_name)))
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    endpoint = _endpoint(workspace, name)
+    actor = Actor.from_request(request)
+    if request.method == "PUT" and not endpoint.deployments.filter(name=deployment_name).exists():
+        body = _body(request)
+        if body.get("name") not in (None, "", deployment_name):
+            raise InvalidInput(
+                f"The body names deployment '{body['name']}' but the URL names '{deployment_name}'.", field="name"
+            )
+        body["name"] = deployment_name
+        return _provisioning_response(svc.do_create_deployment(actor, endpoint, body), created=True)
+    found = _deployment(endpoint, deployment_name)
+    if request.method == "DELETE":
+        svc.do_delete_deployment(actor, found)
+        remaining = Deployment.objects.filter(pk=found.pk).first()
+        if remaining is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(deployment_data(remaining), status=status.HTTP_202_ACCEPTED)
+    body = _body(request)
+    body.pop("endpoint_name", None)
+    return _provisioning_response(svc.do_update_deployment(actor, found, body))
+
+
+@api_view(["GET"])
+def deployment_logs(request, ws: str, name: str, deployment_name: str):
+    workspace = check_workspace(request.user, ws)
+    found = _deployment(_endpoint(workspace, name), deployment_name)
+    lines = request.query_params.get("lines", "100")
+    text = svc.read_deployment_logs(found, lines=lines, instance=request.query_params.get("instance") or None)
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")

@@ -1,0 +1,450 @@
+"""The reconcile loop: level-triggered and idempotent.
+
+Two halves, both safe to run twice or concurrently:
+
+- plan_deployment() (any worker) compares a deployment's desired state with its
+  Instance rows: creates rows for missing instances (placed on a node), marks
+  extra or superseded ones Stopping (after the new generation is ready: a
+  surge), applies autoscale, and finishes deletes.
+- converge_node() (only on the node's own worker) makes processes match the
+  rows on that node: launches Starting instances, probes readiness and
+  liveness, restarts dead or unhealthy ones (giving up after
+  STUDIO_MAX_RESTARTS quick failures), drains and stops Stopping ones, and
+  kills processes no instance wants. It re-adopts running processes after a
+  worker restart: a row with a pid whose process is alive is never relaunched.
+
+Every transition that launches or signals a process is claimed with a locked
+or conditional update first, so two passes never start or stop one twice."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from endpoints_app.controller import placement, process
+from endpoints_app.models import (
+    Deployment,
+    Endpoint,
+    Instance,
+    InstanceState,
+    Node,
+    ProvisioningState,
+    UsageMinute,
+)
+from endpoints_app.services.audit import SYSTEM, record
+
+log = logging.getLogger("studio.controller")
+
+ACTIVE = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY)
+LIVE = (*ACTIVE, InstanceState.STOPPING)
+# An instance that stayed ready this long has earned fresh restarts (kill -9 after a day is no crash loop).
+STABLE_AFTER = timedelta(seconds=60)
+# A pid file with no instance behind it is left alone this long (its launch may not be committed yet).
+ORPHAN_GRACE_SECONDS = 15
+
+
+def bump_route_version() -> None:
+    from endpoints_app.services.endpoints import bump_route_version as bump
+
+    bump()
+
+
+def _instance_name(deployment: Deployment) -> str:
+    import secrets
+
+    return f"{deployment.endpoint.name[:24]}-{deployment.name[:24]}-{secrets.token_hex(3)}"
+
+
+def _mark_stopping(instances: list[Instance]) -> bool:
+    """Mark instances Stopping; True if one of them was routable (the gateway must reload)."""
+    ids = [i.pk for i in instances if i.state in ACTIVE]
+    if not ids:
+        return False
+    was_ready = any(i.state == InstanceState.READY for i in instances if i.pk in ids)
+    Instance.objects.filter(pk__in=ids, state__in=ACTIVE).update(
+        state=InstanceState.STOPPING, stop_requested_at=timezone.now()
+    )
+    return was_ready
+
+
+# -- planning ----------------------------------------------------------------------------------------
+
+def plan_all() -> None:
+    ids = Deployment.objects.filter(endpoint__kind__in=placement.PROVISIONED_KINDS).values_list("pk", flat=True)
+    for deployment_id in list(ids):
+        try:
+            plan_deployment(deployment_id)
+        except Exception:  # one broken deployment must not stop the loop for the others
+            log.exception("planning deployment %s failed", deployment_id)
+    plan_all_deleted_endpoints()
+
+
+def plan_all_deleted_endpoints() -> None:
+    """Finish deleting endpoints whose deployments are all gone."""
+    for endpoint in Endpoint.objects.filter(provisioning_state=ProvisioningState.DELETING, deployments__isnull=True):
+        endpoint.delete()
+        bump_route_version()
+
+
+def plan_deployment(deployment_id: int) -> None:
+    bump = False
+    with transaction.atomic():
+        deployment = (
+            Deployment.objects.select_for_update()
+            .select_related("endpoint", "endpoint__workspace", "instance_type")
+            .filter(pk=deployment_id)
+            .first()
+        )
+        if deployment is None or deployment.endpoint.kind not in placement.PROVISIONED_KINDS:
+            return
+        endpoint = deployment.endpoint
+        instances = list(deployment.instances.all())
+        deleting = ProvisioningState.DELETING in (deployment.provisioning_state, endpoint.provisioning_state)
+        if deleting:
+            bump |= _mark_stopping(instances)
+            if not deployment.instances.filter(state__in=LIVE).exists():
+                deployment.delete()
+                if endpoint.provisioning_state == ProvisioningState.DELETING and not endpoint.deployments.exists():
+                    endpoint.delete()
+                bump = True
+        else:
+            deployment.instances.filter(state=InstanceState.STOPPED).delete()
+            deployment.instances.filter(state=InstanceState.FAILED).exclude(generation=deployment.generation).delete()
+            bump |= _autoscale(deployment)
+            bump |= _plan_instances(deployment)
+    if bump:
+        bump_route_version()
+    if not deleting:
+        refresh_deployment_state(deployment_id)
+
+
+def _plan_instances(deployment: Deployment) -> bool:
+    instances = list(deployment.instances.all())
+    current = [i for i in instances if i.generation == deployment.generation and i.state in ACTIVE]
+    old = [i for i in instances if i.generation != deployment.generation and i.state in ACTIVE]
+    desired = deployment.instance_count
+    bump = False
+    if deployment.provisioning_state != ProvisioningState.FAILED:
+        for _ in range(desired - len(current)):
+            node = placement.choose_node(deployment.instance_type)
+            if node is None:
+                log.warning("no live node for an instance of %s", deployment)
+                break
+            current.append(
+                Instance.objects.create(
+                    deployment=deployment,
+                    name=_instance_name(deployment),
+                    node=node,
+                    generation=deployment.generation,
+                    state=InstanceState.STARTING,
+                )
+            )
+    if len(current) > desired:
+        # Stop the least useful first: not ready, then newest.
+        ranked = sorted(current, key=lambda i: (i.state == InstanceState.READY, -i.pk))
+        bump |= _mark_stopping(ranked[: len(current) - desired])
+    ready = sum(1 for i in current if i.state == InstanceState.READY)
+    if old and deployment.provisioning_state != ProvisioningState.FAILED:
+        # Surge: old instances serve until as many new ones are ready; ones serving nothing go now.
+        leaving = [i for i in old if ready >= desired or i.state != InstanceState.READY]
+        bump |= _mark_stopping(leaving)
+    return bump
+
+
+def refresh_deployment_state(deployment_id: int) -> None:
+    """Creating/Updating -> Succeeded when enough current instances are ready, -> Failed when one gave up."""
+    with transaction.atomic():
+        deployment = (
+            Deployment.objects.select_for_update()
+            .select_related("endpoint", "endpoint__workspace")
+            .filter(pk=deployment_id)
+            .first()
+        )
+        if deployment is None or deployment.provisioning_state in (
+            ProvisioningState.DELETING, ProvisioningState.FAILED
+        ):
+            return
+        current = list(deployment.instances.filter(generation=deployment.generation))
+        failed = [i for i in current if i.state == InstanceState.FAILED]
+        ready = sum(1 for i in current if i.state == InstanceState.READY)
+        state = deployment.provisioning_state
+        if failed:
+            first = failed[0]
+            deployment.provisioning_state = ProvisioningState.FAILED
+            deployment.error = f"Instance {first.name} failed: {first.last_error}".strip()[:4000]
+            deployment.save(update_fields=["provisioning_state", "error", "updated_at"])
+            if state in (ProvisioningState.CREATING, ProvisioningState.UPDATING):
+                # Nothing of a failed rollout stays behind; instances that serve (old or current) stay.
+                _mark_stopping([i for i in current if i.state in (InstanceState.STARTING, InstanceState.UNHEALTHY)])
+            record(SYSTEM, "deployment.failed", deployment, deployment.endpoint.workspace, error=deployment.error[:500])
+        elif state in (ProvisioningState.CREATING, ProvisioningState.UPDATING) and ready >= deployment.instance_count:
+            deployment.provisioning_state = ProvisioningState.SUCCEEDED
+            deployment.error = ""
+            deployment.save(update_fields=["provisioning_state", "error", "updated_at"])
+
+
+# -- autoscale ---------------------------------------------------------------------------------------
+
+def measured_in_flight(deployment: Deployment) -> float:
+    """Average requests in flight over the last minute or two (Little's law on the gateway's
+    usage counters: seconds spent answering / seconds elapsed)."""
+    now = timezone.now()
+    since = (now - timedelta(seconds=60)).replace(second=0, microsecond=0)
+    rows = UsageMinute.objects.filter(endpoint_id=deployment.endpoint_id, deployment=deployment.name, minute__gte=since)
+    busy_ms = rows.aggregate(total=Sum("latency_ms_sum"))["total"] or 0.0
+    window = max(1.0, (now - since).total_seconds())
+    return busy_ms / 1000.0 / window
+
+
+def _autoscale(deployment: Deployment) -> bool:
+    scale = deployment.scale_settings or {}
+    if scale.get("type") != "target_utilization" or deployment.provisioning_state != ProvisioningState.SUCCEEDED:
+        return False
+    now = timezone.now()
+    cooldown = timedelta(seconds=int(scale.get("cooldown_seconds", 60)))
+    if deployment.last_scaled_at and now - deployment.last_scaled_at < cooldown:
+        return False
+    per_instance = int((deployment.request_settings or {}).get("max_concurrent_requests_per_instance") or 1)
+    target = max(0.01, per_instance * int(scale.get("target_utilization_percentage", 70)) / 100.0)
+    in_flight = measured_in_flight(deployment)
+    low, high = int(scale.get("min_instances", 1)), int(scale.get("max_instances", 1))
+    desired = max(low, min(high, math.ceil(in_flight / target) if in_flight > 0 else low))
+    if desired == deployment.instance_count:
+        return False
+    before = deployment.instance_count
+    deployment.instance_count = desired
+    deployment.last_scaled_at = now
+    if desired > before:
+        deployment.provisioning_state = ProvisioningState.UPDATING
+    deployment.save(update_fields=["instance_count", "last_scaled_at", "provisioning_state", "updated_at"])
+    record(
+        SYSTEM, "deployment.autoscale", deployment, deployment.endpoint.workspace,
+        from_instances=before, to_instances=desired, in_flight=round(in_flight, 3),
+        target_in_flight_per_instance=round(target, 3),
+    )
+    log.info("autoscale %s: %s -> %s instances (in flight %.2f)", deployment, before, desired, in_flight)
+    return False
+
+
+# -- converging processes on this node ---------------------------------------------------------------
+
+def converge_node(node: Node, deployment_id: int | None = None, starting_only: bool = False) -> set[int]:
+    """Make this node's processes match its Instance rows. Returns the deployments touched."""
+    rows = Instance.objects.filter(node=node).select_related(
+        "deployment", "deployment__model", "deployment__instance_type", "deployment__endpoint"
+    )
+    if deployment_id is not None:
+        rows = rows.filter(deployment_id=deployment_id)
+    if starting_only:
+        rows = rows.filter(state=InstanceState.STARTING)
+    touched: set[int] = set()
+    for instance in rows:
+        try:
+            if instance.state == InstanceState.STARTING:
+                _converge_starting(node, instance)
+            elif instance.state in (InstanceState.READY, InstanceState.UNHEALTHY):
+                _converge_running(node, instance)
+            elif instance.state == InstanceState.STOPPING:
+                _converge_stopping(instance)
+            elif instance.pid and process.is_running(instance.pid, instance.name):
+                # Stopped or Failed rows must hold no process.
+                process.stop(instance.pid, instance.name, grace=2)
+            touched.add(instance.deployment_id)
+        except Exception:
+            log.exception("converging instance %s failed", instance.name)
+    if deployment_id is None and not starting_only:
+        sweep_orphans(node)
+    return touched
+
+
+def _specs(node: Node, instance: Instance):
+    from endpoints_app.runtime.launch import launch_spec
+
+    return launch_spec(instance.deployment, instance.port or 0, host=node.host)
+
+
+def _launch(node: Node, instance: Instance) -> None:
+    with transaction.atomic():
+        row = (
+            Instance.objects.select_for_update()
+            .select_related("deployment", "deployment__model", "deployment__instance_type", "deployment__endpoint")
+            .filter(pk=instance.pk, state=InstanceState.STARTING, pid__isnull=True)
+            .first()
+        )
+        if row is None:
+            return  # another pass launched it
+        port = placement.pick_port(node)
+        row.port = port
+        try:
+            spec = _specs(node, row)
+        except Exception as exc:  # no runtime for this model: nothing to retry
+            row.state = InstanceState.FAILED
+            row.last_error = str(exc)
+            row.save(update_fields=["state", "last_error", "port"])
+            return
+        attempt = f"(attempt {row.restarts + 1}, port {port})"
+        row.pid = process.start(row.name, spec.argv, spec.env, spec.cwd, note=attempt)
+        row.log_path = str(process.log_path(row.name))
+        row.started_at = timezone.now()
+        row.probe_failures = 0
+        row.last_probe_at = None
+        row.save(update_fields=["pid", "port", "log_path", "started_at", "probe_failures", "last_probe_at"])
+    log.info("started %s pid %s port %s", row.name, row.pid, row.port)
+
+
+def _converge_starting(node: Node, instance: Instance) -> None:
+    if instance.pid is None:
+        _launch(node, instance)
+        return
+    if not process.is_running(instance.pid, instance.name):
+        code = process.exit_code(instance.pid)
+        reason = f"exited{f' with status {code}' if code is not None else ''} before it was ready"
+        _fail(instance, reason)
+        return
+    probe = instance.deployment.readiness_probe or {}
+    started = instance.started_at or timezone.now()
+    elapsed = (timezone.now() - started).total_seconds()
+    if elapsed < int(probe.get("initial_delay", 0)):
+        return
+    spec = _specs(node, instance)
+    timeout = float(probe.get("timeout", 2))
+    successes = int(probe.get("success_threshold", 1))
+    ok = all(process.probe(node.host, instance.port, spec.ready_path, timeout) for _ in range(successes))
+    if ok:
+        updated = Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid=instance.pid).update(
+            state=InstanceState.READY, ready_at=timezone.now(), probe_failures=0, last_probe_at=timezone.now()
+        )
+        if updated:
+            log.info("%s is ready after %.1fs", instance.name, elapsed)
+            bump_route_version()
+        return
+    period, threshold = int(probe.get("period", 1)), int(probe.get("failure_threshold", 180))
+    deadline = int(probe.get("initial_delay", 0)) + period * threshold
+    if elapsed > deadline:
+        _fail(instance, f"was not ready after {deadline} s (readiness probe {spec.ready_path})")
+
+
+def _converge_running(node: Node, instance: Instance) -> None:
+    if not process.is_running(instance.pid, instance.name):
+        code = process.exit_code(instance.pid) if instance.pid else None
+        _fail(instance, f"process exited{f' with status {code}' if code is not None else ''}")
+        return
+    probe = instance.deployment.liveness_probe or {}
+    now = timezone.now()
+    period = int(probe.get("period", 5))
+    if instance.last_probe_at and (now - instance.last_probe_at).total_seconds() < period:
+        return
+    spec = _specs(node, instance)
+    timeout = float(probe.get("timeout", 2))
+    live = process.probe(node.host, instance.port, spec.live_path, timeout)
+    ready = live and process.probe(node.host, instance.port, spec.ready_path, timeout)
+    failures = 0 if live else instance.probe_failures + 1
+    if failures >= int(probe.get("failure_threshold", 3)):
+        _fail(instance, f"liveness probe {spec.live_path} failed {failures} times")
+        return
+    state = InstanceState.READY if ready else InstanceState.UNHEALTHY
+    updated = Instance.objects.filter(pk=instance.pk, pid=instance.pid, state__in=(InstanceState.READY,
+                                      InstanceState.UNHEALTHY)).update(
+        state=state, probe_failures=failures, last_probe_at=now
+    )
+    if updated and state != instance.state:
+        log.info("%s is now %s", instance.name, state)
+        bump_route_version()
+
+
+def _fail(instance: Instance, reason: str) -> None:
+    """The process died or failed its probes: restart it, or give up after quick repeated failures."""
+    if instance.pid:
+        process.stop(instance.pid, instance.name, grace=2)
+    cause = process.last_attempt(instance.log_path or process.log_path(instance.name))
+    now = timezone.now()
+    with transaction.atomic():
+        row = (
+            Instance.objects.select_for_update()
+            .select_related("deployment", "deployment__endpoint__workspace")
+            .filter(pk=instance.pk, pid=instance.pid, state=instance.state)
+            .first()
+        )
+        if row is None:
+            return  # another pass handled it
+        stable = row.ready_at is not None and row.state == InstanceState.READY and now - row.ready_at > STABLE_AFTER
+        if stable:
+            row.restarts = 0
+        was_ready = row.state == InstanceState.READY
+        row.last_error = f"{reason}\n{cause}".strip()[:4000]
+        row.pid = None
+        row.port = None
+        row.probe_failures = 0
+        deleting = row.deployment.provisioning_state == ProvisioningState.DELETING
+        if row.restarts >= settings.STUDIO_MAX_RESTARTS and not deleting:
+            row.state = InstanceState.FAILED
+            row.stopped_at = now
+            process.note(row.name, f"instance {reason}; giving up after {row.restarts} restarts")
+        else:
+            row.restarts += 1
+            row.state = InstanceState.STARTING
+            process.note(row.name, f"instance {reason}; restarting (restart {row.restarts})")
+            record(SYSTEM, "instance.restart", row, row.deployment.endpoint.workspace, reason=reason,
+                   restarts=row.restarts)
+        row.save(update_fields=["state", "last_error", "pid", "port", "probe_failures", "restarts", "stopped_at"])
+    log.warning("%s %s (restarts %s, now %s)", instance.name, reason, row.restarts, row.state)
+    if was_ready:
+        bump_route_version()
+
+
+def _converge_stopping(instance: Instance) -> None:
+    now = timezone.now()
+    requested = instance.stop_requested_at or now
+    # Only an instance the gateway may have routed to needs draining.
+    drain = settings.STUDIO_DRAIN_SECONDS if instance.ready_at else 0
+    if (now - requested).total_seconds() < drain:
+        return
+    if instance.pid and process.is_running(instance.pid, instance.name):
+        timeout_ms = int((instance.deployment.request_settings or {}).get("request_timeout_ms") or 5000)
+        grace = timeout_ms / 1000.0 + 2
+        if instance.stopped_at is None:
+            # One SIGTERM only (a second one makes uvicorn drop requests in flight); claimed so passes agree.
+            claimed = Instance.objects.filter(pk=instance.pk, stopped_at__isnull=True).update(stopped_at=now)
+            if claimed:
+                process.signal_group(instance.pid, signal.SIGTERM)
+                process.note(instance.name, "stopping instance (SIGTERM)")
+            return
+        if (now - instance.stopped_at).total_seconds() > grace:
+            process.signal_group(instance.pid, signal.SIGKILL)
+            process.note(instance.name, "instance did not stop in time (SIGKILL)")
+        return
+    process.forget(instance.name)
+    Instance.objects.filter(pk=instance.pk, state=InstanceState.STOPPING).update(
+        state=InstanceState.STOPPED, pid=None, stopped_at=instance.stopped_at or now
+    )
+    log.info("stopped %s", instance.name)
+
+
+def sweep_orphans(node: Node) -> None:
+    """Kill model servers that no instance on this node wants (deleted rows, lost launches)."""
+    wanted = dict(
+        Instance.objects.filter(node=node, state__in=LIVE, pid__isnull=False).values_list("name", "pid")
+    )
+    for name, pid in process.pid_files().items():
+        if wanted.get(name) == pid:
+            continue
+        if process.pid_file_age(name) < ORPHAN_GRACE_SECONDS:
+            continue
+        if process.is_running(pid, name):
+            log.warning("stopping orphan model server %s (pid %s)", name, pid)
+            process.stop(pid, name, grace=3)
+        process.forget(name)
+
+
+def starting_here(node: Node, deployment_id: int | None = None) -> bool:
+    rows = Instance.objects.filter(node=node, state=InstanceState.STARTING)
+    if deployment_id is not None:
+        rows = rows.filter(deployment_id=deployment_id)
+    return rows.exists()

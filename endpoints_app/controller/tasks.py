@@ -1,0 +1,122 @@
+"""Celery tasks of the controller. Arguments are ids only; every task may run twice.
+
+- reconcile (Celery beat, every STUDIO_RECONCILE_SECONDS): plan every deployment,
+  converge this node, and ask every other live node's worker to converge its own.
+- provision_deployment (after a create or update commits): the same for one
+  deployment, polled quickly until it is Succeeded or Failed, so provisioning
+  takes little more than the model server's own start-up.
+- reconcile_deployment (after a delete): until the deployment is gone.
+- converge_node (on a node's queue `node.<name>`): that node's processes."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+
+from endpoints_app.controller import placement
+from endpoints_app.controller import reconcile as rc
+from endpoints_app.models import Deployment, Instance, InstanceState, Node, ProvisioningState
+
+log = logging.getLogger("studio.controller")
+
+# Fast polling while an instance starts: the cost of noticing "ready" late is provisioning time.
+POLL_SECONDS = 0.2
+PROVISION_MAX_SECONDS = 15 * 60
+DELETE_MAX_SECONDS = 120
+
+
+@worker_ready.connect
+def _register_on_start(sender=None, **kwargs) -> None:
+    node = placement.register_node()
+    log.info("node %s registered (%s cores, %s GB, queue %s)", node.name, node.cores, node.memory_gb, node.queue)
+
+
+def _remote_nodes(local: Node, deployment_id: int | None = None) -> list[Node]:
+    nodes = placement.live_nodes()
+    if deployment_id is not None:
+        ids = set(Instance.objects.filter(deployment_id=deployment_id).values_list("node_id", flat=True))
+        nodes = [n for n in nodes if n.pk in ids]
+    return [n for n in nodes if n.pk != local.pk]
+
+
+def _dispatch(nodes: list[Node], deployment_id: int | None = None) -> None:
+    for node in nodes:
+        converge_node.apply_async(
+            args=[node.name, deployment_id], queue=node.queue, expires=settings.STUDIO_RECONCILE_SECONDS * 2
+        )
+
+
+@shared_task(name="endpoints_app.controller.tasks.reconcile")
+def reconcile() -> None:
+    node = placement.register_node()
+    rc.plan_all()
+    touched = rc.converge_node(node)
+    _dispatch(_remote_nodes(node))
+    for deployment_id in touched:
+        rc.refresh_deployment_state(deployment_id)
+    # Watch instances that are starting here closely for most of the interval, so a restarted
+    # instance is back in rotation as soon as it is ready rather than one interval later.
+    deadline = time.monotonic() + settings.STUDIO_RECONCILE_SECONDS * 0.8
+    while time.monotonic() < deadline and rc.starting_here(node):
+        time.sleep(POLL_SECONDS)
+        for deployment_id in rc.converge_node(node, starting_only=True):
+            rc.refresh_deployment_state(deployment_id)
+
+
+@shared_task(name="endpoints_app.controller.tasks.provision_deployment")
+def provision_deployment(deployment_id: int) -> str:
+    node = placement.register_node()
+    began = time.monotonic()
+    dispatched = False
+    while True:
+        rc.plan_deployment(deployment_id)
+        if not dispatched:
+            remote = _remote_nodes(node, deployment_id)
+            _dispatch(remote, deployment_id)
+            dispatched = True
+        rc.converge_node(node, deployment_id=deployment_id)
+        rc.refresh_deployment_state(deployment_id)
+        deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
+        if deployment is None:
+            return "gone"
+        if deployment.provisioning_state not in (ProvisioningState.CREATING, ProvisioningState.UPDATING):
+            return deployment.provisioning_state
+        if time.monotonic() - began > PROVISION_MAX_SECONDS:
+            return "left to reconcile"
+        time.sleep(POLL_SECONDS)
+
+
+@shared_task(name="endpoints_app.controller.tasks.reconcile_deployment")
+def reconcile_deployment(deployment_id: int) -> str:
+    """Drive one deployment (usually a delete) until it is gone or settled."""
+    node = placement.register_node()
+    began = time.monotonic()
+    _dispatch(_remote_nodes(node, deployment_id), deployment_id)
+    while True:
+        rc.plan_deployment(deployment_id)
+        rc.converge_node(node, deployment_id=deployment_id)
+        deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
+        if deployment is None:
+            rc.plan_all_deleted_endpoints()
+            return "gone"
+        if deployment.provisioning_state != ProvisioningState.DELETING and not Instance.objects.filter(
+            deployment_id=deployment_id, state__in=(InstanceState.STARTING, InstanceState.STOPPING)
+        ).exists():
+            return deployment.provisioning_state
+        if time.monotonic() - began > DELETE_MAX_SECONDS:
+            return "left to reconcile"
+        time.sleep(POLL_SECONDS)
+
+
+@shared_task(name="endpoints_app.controller.tasks.converge_node")
+def converge_node(node_name: str, deployment_id: int | None = None) -> None:
+    if node_name != settings.STUDIO_NODE_NAME:
+        log.warning("converge for node %s reached worker of node %s; ignored", node_name, settings.STUDIO_NODE_NAME)
+        return
+    node = placement.register_node()
+    for touched in rc.converge_node(node, deployment_id=deployment_id):
+        rc.refresh_deployment_state(touched)
