@@ -393,3 +393,6 @@ class MirrorComparisonAdmin(ReadOnlyAdmin):
     search_fields = ["endpoint__name", "live_deployment", "shadow_deployment"]
     date_hierarchy = "time"
 
+
+# Price edits with history, price history, and cost across workspaces (endpoints_app/metering/admin_costs.py).
+from endpoints_app.metering import admin_costs  # noqa: E402, F401

@@ -6,10 +6,8 @@ it are in), replaces their rows, and moves the cursor. Days are recomputed from 
 rows once they end before the cursor. Running it twice, or in two workers at once,
 gives the same rows (the cursor row is locked while a chunk is written)."""
 
-import logging
 from datetime import UTC, datetime, timedelta
 
-from celery import shared_task
 from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
@@ -17,8 +15,6 @@ from django.utils import timezone
 from endpoints_app.metering.percentiles import add_into, empty_histogram
 from endpoints_app.metering.query import COUNTERS, DAY, HOUR, N, floor_to
 from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
-
-log = logging.getLogger(__name__)
 
 # Longer than the gateway's flush interval, so an hour is complete when it is rolled up.
 GRACE = timedelta(minutes=3)
@@ -100,9 +96,3 @@ def rollup_usage(now: datetime | None = None) -> datetime | None:
                 roll_days(day_start, day_end)
             cursor.rolled_until = end
             cursor.save(update_fields=["rolled_until", "updated_at"])
-
-
-@shared_task(name="metering.rollup_usage", ignore_result=True)
-def rollup_usage_task() -> None:
-    cursor = rollup_usage()
-    log.debug("usage rolled up until %s", cursor)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from endpoints_app.errors import InvalidInput
 from endpoints_app.metering import costs
-from endpoints_app.models import AuditLog, Endpoint, Role, Workspace
+from endpoints_app.models import AuditLog, CatalogModel, Endpoint, InstanceType, Role, Workspace
 from endpoints_app.permissions import can
 from endpoints_app.services.audit import SYSTEM, Actor, record
 
@@ -94,3 +94,36 @@ def check_budget(workspace: Workspace, now: datetime | None = None) -> dict:
 def check_all_budgets(now: datetime | None = None) -> None:
     for workspace in Workspace.objects.filter(monthly_budget__isnull=False):
         check_budget(workspace, now)
+
+
+@transaction.atomic
+def do_change_instance_price(actor: Actor, instance_type: InstanceType, new_price: Decimal) -> InstanceType:
+    """IT changes an instance type's price; it applies from this minute on."""
+    current = InstanceType.objects.select_for_update().get(pk=instance_type.pk)
+    old = current.price_per_hour
+    now = timezone.now()
+    costs.record_instance_price(current, old, new_price, now)
+    instance_type.price_per_hour = new_price
+    instance_type.save()
+    if old != new_price:
+        record(actor, "price.change", instance_type, None, old=str(old), new=str(new_price),
+               effective_from=costs.floor_minute(now).isoformat())
+    return instance_type
+
+
+@transaction.atomic
+def do_change_token_price(actor: Actor, model: CatalogModel, price_in, price_out) -> CatalogModel:
+    """IT changes a foundation model's price per 1K input/output tokens; it applies from this minute on."""
+    current = CatalogModel.objects.select_for_update().get(pk=model.pk)
+    old = (current.price_input_per_1k, current.price_output_per_1k)
+    new = (price_in, price_out)
+    now = timezone.now()
+    if old != new:
+        # A model that had no price cost nothing until now.
+        costs.record_token_price(current, tuple(p or 0 for p in old), tuple(p or 0 for p in new), now)
+    model.price_input_per_1k, model.price_output_per_1k = new
+    model.save()
+    if old != new:
+        record(actor, "price.change", model, model.workspace, old=[str(p) for p in old], new=[str(p) for p in new],
+               effective_from=costs.floor_minute(now).isoformat())
+    return model
