@@ -9,3 +9,5 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Controller tasks live in endpoints_app/controller/tasks.py (provisioning, reconcile).
 app.autodiscover_tasks(["endpoints_app.controller"])
+# Metering tasks: endpoints_app/metering/tasks.py (rollups, instance samples).
+app.autodiscover_tasks(["endpoints_app.metering"])

@@ -157,7 +157,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(STUDIO_RECONCILE_SECONDS),
         "options": {"expires": float(STUDIO_RECONCILE_SECONDS) * 2},
     },
+    # Metering: usage rollups (then budget warnings) every minute; instance CPU/memory samples.
+    "metering-rollup": {"task": "metering.rollup", "schedule": 60.0, "options": {"expires": 120.0}},
+    "metering-sample-instances": {"task": "metering.sample_instances", "schedule": 30.0, "options": {"expires": 30.0}},
 }
+# /metrics: open on loopback; from elsewhere only with `Authorization: Bearer <this token>`.
+STUDIO_METRICS_TOKEN = env_str("STUDIO_METRICS_TOKEN")
 # The node this process's worker runs on (the supervisor uses the same name for its queue).
 STUDIO_NODE_NAME = env_str("STUDIO_NODE_NAME") or socket.gethostname()
 # A node offers 4x its cores and 2x its memory by default: model servers on a dev box idle
