@@ -25,6 +25,7 @@ from endpoints_app.filters import CatalogFilterForm, filter_catalog, find_model
 from endpoints_app.models import CatalogModel, Role
 from endpoints_app.permissions import check_workspace
 from endpoints_app.services.audit import Actor
+from endpoints_app.services.models import do_register_model
 
 
 class PricingSerializer(serializers.Serializer):
@@ -106,6 +107,7 @@ RegisterSerializer = inline_serializer(
         "format": serializers.ChoiceField(choices=["sklearn", "onnx", "custom"], required=False),
         "task": serializers.ChoiceField(choices=CatalogModel.Task.values, required=False),
         "description": serializers.CharField(required=False),
+        "scoring_script": serializers.CharField(required=False, help_text="For a zip: the script's name (score.py)."),
     },
 )
 
@@ -164,8 +166,6 @@ def _register(request, ws: str) -> Response:
     name = (request.data.get("name") or "").strip()
     if not name:
         raise ValidationError({"name": ["Give the model a name."]})
-    from endpoints_app.services.models import do_register_model
-
     model = do_register_model(
         Actor.from_request(request),
         workspace,
@@ -174,6 +174,7 @@ def _register(request, ws: str) -> Response:
         format=(request.data.get("format") or "").strip() or None,
         task=(request.data.get("task") or "").strip() or None,
         description=request.data.get("description") or "",
+        scoring_script=(request.data.get("scoring_script") or "").strip() or None,
     )
     return Response(CatalogModelSerializer(model).data, status=status.HTTP_201_CREATED)
 

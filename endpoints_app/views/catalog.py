@@ -18,6 +18,7 @@ from endpoints_app.filters import filter_catalog, find_model, licence_choices
 from endpoints_app.models import CatalogModel, Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services.audit import Actor
+from endpoints_app.services.models import do_register_model
 from endpoints_app.views.home import require_workspace
 
 PAGE_SIZE = 24
@@ -127,8 +128,6 @@ def register(request):
                 raise InvalidInput("Choose a model file to upload.", field="file")
             if not values["name"]:
                 raise InvalidInput("Give the model a name.", field="name")
-            from endpoints_app.services.models import do_register_model
-
             model = do_register_model(
                 Actor.from_request(request),
                 workspace,

@@ -181,3 +181,39 @@ def test_register_without_a_file_shows_the_problem(client, contributor, catalog)
     response = client.post("/catalog/register/", {"name": "mine"})
     assert response.status_code == 400
     assert "Choose a model file" in response.content.decode()
+
+
+def test_contributor_registers_a_model_through_the_form(client, contributor, catalog):
+    import io
+
+    import joblib
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    x, y = load_diabetes(return_X_y=True)
+    buffer = io.BytesIO()
+    joblib.dump(Ridge().fit(x, y), buffer)
+    client.force_login(contributor)
+    response = client.post("/catalog/register/", {
+        "name": "my-ridge", "file": SimpleUploadedFile("ridge.joblib", buffer.getvalue()), "task": "regression",
+        "description": "Our own ridge regression.",
+    }, follow=True)
+    assert response.redirect_chain[-1][0] == "/catalog/my-ridge/?version=1"
+    html = response.content.decode()
+    assert "Registered my-ridge version 1." in html
+    assert "studio://registries/team/models/my-ridge/versions/1" in html
+    assert "Our own ridge regression." in html
+
+
+def test_register_a_bad_file_through_the_form_names_the_problem(client, contributor, catalog):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(contributor)
+    response = client.post("/catalog/register/", {
+        "name": "junk", "file": SimpleUploadedFile("junk.onnx", b"not onnx"),
+    })
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "junk.onnx" in html
+    assert 'value="junk"' in html  # the form keeps what was typed

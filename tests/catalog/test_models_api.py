@@ -209,3 +209,75 @@ def test_schema_documents_the_models_api(owner_client):
     parameters = {p["name"] for p in paths["/api/v1/workspaces/{ws}/models"]["get"]["parameters"]}
     assert {"task", "format", "deployment_kind", "search", "limit", "offset"} <= parameters
     assert "/api/v1/workspaces/{ws}/models/{name}/versions/{version}" in paths
+
+
+def sklearn_upload(name: str = "model.joblib"):
+    import io
+
+    import joblib
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    buffer = io.BytesIO()
+    joblib.dump(LogisticRegression(max_iter=200).fit(x, y), buffer)
+    return SimpleUploadedFile(name, buffer.getvalue())
+
+
+def score_zip():
+    import io
+    import zipfile
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("my-model/score.py", "def init():\n    pass\n\ndef run(raw_data):\n    return {'echo': raw_data}\n")
+        zf.writestr("my-model/weights.txt", "1 2 3\n")
+    return SimpleUploadedFile("my-model.zip", buffer.getvalue())
+
+
+def test_contributor_registers_a_sklearn_model_and_versions_increment(contributor_api, catalog):
+    response = contributor_api.post(URL, {"name": "my-iris", "file": sklearn_upload(), "description": "Mine."},
+                                    format="multipart")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["id"] == "studio://registries/team/models/my-iris/versions/1"
+    assert body["format"] == "sklearn"
+    assert body["workspace"] == "team"
+    again = contributor_api.post(URL, {"name": "my-iris", "file": sklearn_upload()}, format="multipart")
+    assert again.json()["version"] == 2
+    listed = contributor_api.get(URL, {"search": "my-iris"}).json()["results"]
+    assert [(row["name"], row["version"]) for row in listed] == [("my-iris", 2)]
+
+
+def test_register_a_zip_with_score_py(contributor_api, catalog):
+    response = contributor_api.post(URL, {"name": "echo", "file": score_zip()}, format="multipart")
+    assert response.status_code == 201, response.content
+    assert response.json()["format"] == "custom"
+
+
+def test_register_a_bad_file_is_400_naming_the_problem(contributor_api, catalog):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    junk = SimpleUploadedFile("model.joblib", b"this is not a pickle at all")
+    response = contributor_api.post(URL, {"name": "junk", "file": junk}, format="multipart")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"] == "file"
+    assert "model.joblib" in error["message"]
+    assert not CatalogModel.objects.filter(name="junk").exists()
+
+
+def test_register_a_bad_name_is_400(contributor_api, catalog):
+    response = contributor_api.post(URL, {"name": "no spaces please", "file": sklearn_upload()}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "name"
+
+
+def test_register_too_large_is_413(contributor_api, catalog, settings):
+    settings.STUDIO_MAX_UPLOAD_BYTES = 100
+    response = contributor_api.post(URL, {"name": "big", "file": sklearn_upload()}, format="multipart")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PayloadTooLarge"
