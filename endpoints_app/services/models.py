@@ -167,7 +167,7 @@ def do_register_model(
         result = validate_in_subprocess(fmt, check_path, scoring_script=script or "score.py", timeout=timeout,
                                         project_dir=Path(settings.BASE_DIR))
         if not result.ok:
-            raise InvalidInput(f"'{filename}' is not a valid {fmt} model: {result.message}", field="file")
+            raise InvalidInput(f"'{filename}' is not a valid {fmt} model. {result.message}", field="file")
 
         inner = check_path.relative_to(staging)  # e.g. model.joblib, code, code/my-model
         # A unique folder per attempt: a concurrent upload of the same version never touches ours.
