@@ -53,11 +53,12 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
     colors = {dep: PALETTE[i % len(PALETTE)] for i, dep in enumerate(deployments)}
     x = _times(buckets)
 
-    def values(dep: str, index: int, scale: float = 1.0) -> list[float]:
+    def values(dep: str, index: int, scale: float | None = None) -> list[float]:
         out = []
         for b in buckets:
             acc = rows.get((b, endpoint.pk, dep))
-            out.append(acc[index] / scale if acc else 0)
+            value = acc[index] if acc else 0
+            out.append(value / scale if scale else value)
         return out
 
     figures: dict[str, go.Figure] = {}

@@ -51,7 +51,8 @@ def minute_row(ep: Endpoint, dep: str, minute: datetime, ok: int = 0, client_err
     return UsageMinute.objects.create(
         endpoint=ep, deployment=dep, minute=minute, requests=requests, status_2xx=ok, status_4xx=client_errors,
         status_5xx=server_errors, bytes_in=100 * requests, bytes_out=200 * requests, tokens_in=tokens_in,
-        tokens_out=tokens_out, latency_ms_sum=latency_ms * requests, latency_histogram=histogram([latency_ms] * requests),
+        tokens_out=tokens_out, latency_ms_sum=latency_ms * requests,
+        latency_histogram=histogram([latency_ms] * requests),
     )
 
 

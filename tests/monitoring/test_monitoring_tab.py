@@ -1,0 +1,91 @@
+"""The Monitoring tab's partial: server-built plotly figures for each range, permissions, samples."""
+
+import json
+import os
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from endpoints_app.metering.tasks import sample_instances
+from endpoints_app.models import InstanceSample
+from tests.usage import factories as f
+
+
+@pytest.fixture
+def iris(workspace):
+    ep = f.endpoint(workspace, "iris", traffic={"blue": 70, "green": 30})
+    blue = f.deployment(ep, "blue")
+    f.deployment(ep, "green")
+    now = timezone.now().replace(second=0, microsecond=0)
+    for i in range(1, 30):
+        f.minute_row(ep, "blue", now - timedelta(minutes=i), ok=7, latency_ms=12)
+        f.minute_row(ep, "green", now - timedelta(minutes=i), ok=3, server_errors=1, latency_ms=90)
+    f.minute_row(ep, "blue", now - timedelta(days=3), ok=1000, latency_ms=12)
+    f.instance(blue, now - timedelta(hours=2))
+    return ep
+
+
+def figures(html: str) -> dict:
+    found = re.findall(r'<script type="application/json" id="fig-(\w+)">(.*?)</script>', html, re.S)
+    return {name: json.loads(body) for name, body in found}
+
+
+def test_it_builds_every_chart(owner_client, iris):
+    response = owner_client.get("/endpoints/iris/monitoring/?range=1h", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<html" not in html  # the partial only
+    figs = figures(html)
+    assert set(figs) == {"requests", "latency", "errors", "traffic", "tokens", "cost", "cpu", "memory"}
+    stacked = {t["name"]: t for t in figs["requests"]["data"]}
+    assert set(stacked) == {"blue", "green"} and stacked["blue"]["stackgroup"] == "requests"
+    assert sum(stacked["blue"]["y"]) == 29 * 7 and sum(stacked["green"]["y"]) == 29 * 4
+    assert [t["name"] for t in figs["latency"]["data"]] == ["p50", "p90", "p99"]
+    errors = {t["name"]: sum(t["y"]) for t in figs["errors"]["data"]}
+    assert errors == {"4xx": 0, "5xx": 29}
+    traffic = {t["name"]: t["y"] for t in figs["traffic"]["data"]}
+    assert traffic["configured %"] == [70, 30] and traffic["actual %"] == [63.64, 36.36]
+    assert sum(figs["cost"]["data"][0]["y"]) > 0  # blue's instance has run for the whole hour
+    assert 'data-stat="requests">319<' in html
+
+
+def test_the_range_selector_changes_the_buckets(owner_client, iris):
+    one_hour = figures(owner_client.get("/endpoints/iris/monitoring/?range=1h", HTTP_HX_REQUEST="true")
+                       .content.decode())
+    week = figures(owner_client.get("/endpoints/iris/monitoring/?range=7d", HTTP_HX_REQUEST="true").content.decode())
+    blue_hour = next(t for t in one_hour["requests"]["data"] if t["name"] == "blue")
+    blue_week = next(t for t in week["requests"]["data"] if t["name"] == "blue")
+    assert len(blue_hour["x"]) == 60 and len(blue_week["x"]) == 7 * 24
+    # The row three days ago shows in the week only; per-minute rates in hourly buckets.
+    assert max(blue_week["y"]) == pytest.approx(1000 / 60)
+    assert sum(blue_hour["y"]) == 29 * 7
+
+
+def test_without_htmx_it_is_a_whole_page_with_plain_links(owner_client, iris):
+    html = owner_client.get("/endpoints/iris/monitoring/?range=24h").content.decode()
+    assert "<html" in html and 'href="/endpoints/iris/monitoring/?range=7d"' in html
+    assert 'aria-current="true">24h<' in html
+
+
+def test_reader_can_see_it_and_outsider_cannot(client, reader, outsider, iris):
+    client.force_login(reader)
+    assert client.get("/endpoints/iris/monitoring/").status_code == 200
+    client.force_login(outsider)
+    assert client.get("/endpoints/iris/monitoring/").status_code == 404
+    assert client.get("/endpoints/nope/monitoring/").status_code == 404
+
+
+def test_instance_samples_measure_a_real_process(owner_client, iris, settings):
+    """Point an instance at this test process: the sampler reads its CPU and memory from /proc."""
+    settings.STUDIO_NODE_NAME = "local"
+    instance = iris.deployments.get(name="blue").instances.get()
+    instance.pid = os.getpid()
+    instance.save()
+    assert sample_instances(interval=0.2) == 1
+    sample = InstanceSample.objects.get()
+    assert sample.memory_mb > 10 and sample.cpu_percent >= 0
+    figs = figures(owner_client.get("/endpoints/iris/monitoring/?range=1h", HTTP_HX_REQUEST="true").content.decode())
+    assert figs["memory"]["data"][0]["name"] == instance.name
+    assert figs["memory"]["data"][0]["y"] == [sample.memory_mb]
