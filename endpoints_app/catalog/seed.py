@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 REGISTRY = "studio"
 VERSION = 1
 RANDOM_STATE = 0
+# Bump when training or export changes: files from an older seed are rebuilt.
+SEED_VERSION = 2
 
 
 def _media(relative: str) -> Path:
@@ -58,10 +60,9 @@ def _split(data, target):
 
 
 def _set_feature_names(pipeline, columns: list[str]) -> None:
-    """Record feature names on the first step so the server can match request columns by name."""
-    import numpy as np
-
-    pipeline.steps[0][1].feature_names_in_ = np.asarray(columns, dtype=object)
+    """Record feature names so the server can match request columns by name. Not feature_names_in_:
+    that makes sklearn warn (slowly) on every call with a plain array, which is all JSON gives."""
+    pipeline.studio_feature_names = list(columns)
 
 
 # -- scikit-learn ------------------------------------------------------------------------------
@@ -103,14 +104,26 @@ def _train_diabetes(columns: list[str]):
     return pipeline, metrics
 
 
+def _current(relative: str, metrics_path: Path) -> dict | None:
+    """The saved metrics if the artifact exists and comes from this seed version."""
+    if not _media(relative).exists() or not metrics_path.exists():
+        return None
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except ValueError:
+        return None
+    return metrics if metrics.get("seed_version") == SEED_VERSION else None
+
+
 def _sklearn_artifact(name: str, train) -> tuple[str, dict]:
     """Train and save once; return (relative path, metrics)."""
     import joblib
 
     relative = f"{REGISTRY}/{name}/{VERSION}/model.joblib"
     metrics_path = _media(f"{REGISTRY}/{name}/{VERSION}/metrics.json")
-    if not _media(relative).exists() or not metrics_path.exists():
+    if _current(relative, metrics_path) is None:
         model, metrics = train()
+        metrics["seed_version"] = SEED_VERSION
         _atomic_write(_media(relative), lambda p: joblib.dump(model, p))
         _atomic_write(metrics_path, lambda p: p.write_text(json.dumps(metrics)))
     return relative, json.loads(metrics_path.read_text())
@@ -120,8 +133,9 @@ def _sklearn_artifact(name: str, train) -> tuple[str, dict]:
 def _onnx_artifact(name: str, columns: list[str]) -> tuple[str, dict]:
     relative = f"{REGISTRY}/{name}/{VERSION}/model.onnx"
     metrics_path = _media(f"{REGISTRY}/{name}/{VERSION}/metrics.json")
-    if _media(relative).exists() and metrics_path.exists():
-        return relative, json.loads(metrics_path.read_text())
+    existing = _current(relative, metrics_path)
+    if existing is not None:
+        return relative, existing
 
     import onnx
     from skl2onnx import convert_sklearn
@@ -141,6 +155,7 @@ def _onnx_artifact(name: str, columns: list[str]) -> tuple[str, dict]:
         "classes": json.dumps([str(c) for c in pipeline.classes_]),
     })
     metrics["exported_with"] = "skl2onnx"
+    metrics["seed_version"] = SEED_VERSION
     _atomic_write(_media(relative), lambda p: p.write_bytes(onx.SerializeToString()))
     _atomic_write(metrics_path, lambda p: p.write_text(json.dumps(metrics)))
     return relative, metrics

@@ -75,6 +75,11 @@ def _to_matrix(rows: list, columns: list[str] | None, feature_names: list[str] |
     return matrix
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and models cannot use them.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _jsonable(values: Any) -> Any:
     tolist = getattr(values, "tolist", None)
     return tolist() if tolist is not None else values
@@ -101,9 +106,17 @@ class Handler:
     @staticmethod
     def parse(body: bytes) -> Any:
         try:
-            return json.loads(body)
+            return json.loads(body, parse_constant=_refuse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+
+
+# Classifiers whose predict() is, by construction, classes_[argmax(predict_proba())]:
+# for them one predict_proba() call answers both (sklearn's per-call checks dominate small requests).
+_ARGMAX_CLASSIFIERS = {
+    "LogisticRegression", "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier",
+    "GaussianNB", "HistGradientBoostingClassifier",
+}
 
 
 class SklearnHandler(Handler):
@@ -113,28 +126,47 @@ class SklearnHandler(Handler):
     def load(self) -> None:
         import joblib
 
-        self.model = joblib.load(self.artifact)
-        if not hasattr(self.model, "predict"):
-            raise TypeError(f"{type(self.model).__name__} has no predict() method")
-        names = getattr(self.model, "feature_names_in_", None)
+        self.use(joblib.load(self.artifact))
+
+    def use(self, model) -> None:
+        if not callable(getattr(model, "predict", None)):
+            raise TypeError(f"{type(model).__name__} has no predict() method")
+        self.model = model
+        names = getattr(model, "feature_names_in_", None)
+        if names is None:
+            # Set by the studio's seed: names known without fitting on a DataFrame.
+            names = getattr(model, "studio_feature_names", None)
         self.feature_names = [str(n) for n in names] if names is not None else None
-        self.classes = _jsonable(getattr(self.model, "classes_", None))
+        classes = getattr(model, "classes_", None)
+        self.classes = _jsonable(classes) if classes is not None else None
+        self.proba = self.classes is not None and callable(getattr(model, "predict_proba", None))
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        self.argmax = self.proba and type(final).__name__ in _ARGMAX_CLASSIFIERS
 
     def predict(self, rows: list, columns: list[str] | None) -> dict:
+        import sklearn
+
         matrix = _to_matrix(rows, columns, self.feature_names, float)
         try:
-            with warnings.catch_warnings():
+            # Inputs are finite (parse() refuses NaN and Infinity), so sklearn's finiteness scan is skipped.
+            with warnings.catch_warnings(), sklearn.config_context(assume_finite=True,
+                                                                    skip_parameter_validation=True):
                 # Rows arrive without feature names by design; sklearn would warn on every call.
                 warnings.simplefilter("ignore", UserWarning)
-                result: dict[str, Any] = {"predictions": _jsonable(self.model.predict(matrix))}
-                if self.classes is not None and hasattr(self.model, "predict_proba"):
-                    result["classes"] = self.classes
-                    result["probabilities"] = [
-                        [round(p, 6) for p in row] for row in self.model.predict_proba(matrix).tolist()
-                    ]
+                if not self.proba:
+                    return {"predictions": _jsonable(self.model.predict(matrix))}
+                proba = self.model.predict_proba(matrix)
+                if self.argmax:
+                    predictions = [self.classes[i] for i in proba.argmax(axis=1).tolist()]
+                else:
+                    predictions = _jsonable(self.model.predict(matrix))
         except (ValueError, TypeError, IndexError) as exc:
             raise ModelInputError(str(exc)) from None
-        return result
+        return {
+            "predictions": predictions,
+            "classes": self.classes,
+            "probabilities": [[round(p, 6) for p in row] for row in proba.tolist()],
+        }
 
     def score(self, body: bytes) -> Any:
         rows, columns = _tabular_rows(self.parse(body))

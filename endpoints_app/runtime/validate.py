@@ -125,8 +125,7 @@ def _check_sklearn(path: Path) -> Validation:
         from endpoints_app.runtime.handlers import ModelInputError, SklearnHandler
 
         handler = SklearnHandler(str(path))
-        handler.model, handler.feature_names = model, columns
-        handler.classes = getattr(getattr(model, "classes_", None), "tolist", lambda: None)()
+        handler.use(model)
         try:
             response = handler.predict(sample["input_data"]["data"], columns)
         except ModelInputError as exc:
