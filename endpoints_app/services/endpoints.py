@@ -144,7 +144,7 @@ def resolve_model(workspace: Workspace, ref: Any) -> CatalogModel:
                 raise InvalidInput(f"model {ref!r}: the version must be a number.", field="model")
             rows = rows.filter(version=int(version))
         # A workspace's own model wins over a shared one of the same name.
-        found = rows.order_by("workspace__isnull", "-version").first()
+        found = rows.order_by(F("workspace_id").desc(nulls_last=True), "-version").first()
     if found is None:
         raise InvalidInput(f"No model {ref!r} in the catalog of workspace '{workspace.name}'.", field="model")
     return found

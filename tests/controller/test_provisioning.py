@@ -1,0 +1,209 @@
+"""Provisioning with real model-server processes and a real Celery worker."""
+
+import os
+import signal
+import time
+
+import pytest
+import requests
+
+from endpoints_app.controller import process
+from endpoints_app.models import Deployment, Endpoint, Instance
+from tests.live import make_custom_model, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BASE = "/api/v1/workspaces/team/online-endpoints"
+
+
+def deployment_json(api, endpoint: str, name: str) -> dict:
+    response = api.get(f"{BASE}/{endpoint}/deployments/{name}")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def wait_state(api, endpoint: str, name: str, states=("Succeeded", "Failed"), timeout: float = 90) -> dict:
+    return wait_for(
+        lambda: (d := deployment_json(api, endpoint, name))["provisioning_state"] in states and d,
+        timeout=timeout, interval=0.2, what=f"deployment {name} in {states}",
+    )
+
+
+def create(api, endpoint: str, name: str, model, **extra) -> dict:
+    if not Endpoint.objects.filter(name=endpoint).exists():
+        assert api.post(BASE, {"name": endpoint}, format="json").status_code == 201
+    body = {"name": name, "model": f"{model.name}:{model.version}", "instance_type": "Standard_DS1_v2",
+            "instance_count": 1, **extra}
+    response = api.post(f"{BASE}/{endpoint}/deployments", body, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def score(instance: dict, data) -> dict:
+    response = requests.post(f"http://127.0.0.1:{instance['port']}/score", json={"data": data}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_deployment_provisions_a_model_server_that_scores(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    created = create(owner_api, "doubler", "blue", model)
+    assert created["provisioning_state"] == "Creating"
+
+    deployment = wait_state(owner_api, "doubler", "blue")
+
+    assert deployment["provisioning_state"] == "Succeeded", deployment["error"]
+    [instance] = deployment["instances"]
+    assert instance["state"] == "Ready" and instance["node"] == live_worker.node_name
+    assert score(instance, [1, 2.5]) == {"result": [2.0, 5.0], "pid": instance["pid"]}
+    logs = owner_api.get(f"{BASE}/doubler/deployments/blue/logs?lines=50")
+    assert logs.status_code == 200 and logs["Content-Type"].startswith("text/plain")
+    assert "score.py init done" in logs.content.decode()
+
+
+def live_pids() -> set[int]:
+    """Pids of model servers that are alive, from the pid files and the instance rows."""
+    pids = set(process.pid_files().values())
+    pids |= {p for p in Instance.objects.values_list("pid", flat=True) if p}
+    return {p for p in pids if process._proc_state(p) not in (None, "Z", "X")}
+
+
+def test_killed_instance_is_replaced(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model, liveness_probe={"period": 2})
+    [instance] = wait_state(owner_api, "doubler", "blue")["instances"]
+    killed_at = time.monotonic()
+
+    os.kill(instance["pid"], signal.SIGKILL)
+
+    def replaced():
+        [now] = deployment_json(owner_api, "doubler", "blue")["instances"]
+        return now["state"] == "Ready" and now["pid"] != instance["pid"] and now
+    replacement = wait_for(replaced, timeout=30, what="a replacement instance")
+    elapsed = time.monotonic() - killed_at
+    # Two liveness periods plus the server's own start-up (well under 3 s for a score.py).
+    assert elapsed < 2 * 2 + 3, elapsed
+    assert replacement["name"] == instance["name"] and replacement["restarts"] == 1
+    assert score(replacement, [3]) == {"result": [6.0], "pid": replacement["pid"]}
+
+
+BROKEN_SCORE_PY = '''
+def init():
+    raise RuntimeError("the model file is corrupt, broken on purpose")
+
+def run(raw_data):
+    return raw_data
+'''
+
+
+def test_broken_score_py_ends_failed_with_its_error_and_no_process(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code", name="broken", source=BROKEN_SCORE_PY)
+    create(owner_api, "broken", "blue", model)
+
+    deployment = wait_state(owner_api, "broken", "blue", timeout=120)
+
+    assert deployment["provisioning_state"] == "Failed"
+    assert "broken on purpose" in deployment["error"]
+    assert "RuntimeError" in deployment["error"]
+    wait_for(lambda: not live_pids(), timeout=15, what="no model server left")
+    logs = owner_api.get(f"{BASE}/broken/deployments/blue/logs?lines=200").content.decode()
+    assert "giving up" in logs and "broken on purpose" in logs
+
+
+def test_missing_scoring_script_ends_failed(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model, code_configuration={"code": str(tmp_path / "code"),
+                                                                    "scoring_script": "nope.py"})
+    deployment = wait_state(owner_api, "doubler", "blue", timeout=120)
+    assert deployment["provisioning_state"] == "Failed"
+    assert "nope.py" in deployment["error"] and "not found" in deployment["error"]
+    wait_for(lambda: not live_pids(), timeout=15, what="no model server left")
+
+
+def test_deleting_an_endpoint_stops_its_processes(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model, instance_count=2)
+    deployment = wait_state(owner_api, "doubler", "blue")
+    pids = {i["pid"] for i in deployment["instances"]}
+    assert len(pids) == 2 and pids <= live_pids()
+
+    response = owner_api.delete(f"{BASE}/doubler")
+
+    assert response.status_code == 202 and response.json()["provisioning_state"] == "Deleting"
+    wait_for(lambda: owner_api.get(f"{BASE}/doubler").status_code == 404, timeout=30, what="endpoint gone")
+    assert not (pids & live_pids())
+    assert not process.pid_files()
+    assert not Endpoint.objects.filter(name="doubler").exists()
+
+
+def test_deleting_a_deployment_drains_it_and_keeps_the_other(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model)
+    create(owner_api, "doubler", "green", model)
+    blue = wait_state(owner_api, "doubler", "blue")
+    green = wait_state(owner_api, "doubler", "green")
+    assert owner_api.get(f"{BASE}/doubler").json()["traffic"] == {"blue": 100, "green": 0}
+
+    assert owner_api.delete(f"{BASE}/doubler/deployments/green").status_code == 202
+
+    wait_for(lambda: not Deployment.objects.filter(name="green").exists(), timeout=30, what="green gone")
+    assert green["instances"][0]["pid"] not in live_pids()
+    assert blue["instances"][0]["pid"] in live_pids()
+
+
+def test_changing_the_environment_rolls_out_new_instances_before_old_ones_stop(
+    live_worker, owner_api, workspace, tmp_path
+):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model, instance_count=2)
+    old = wait_state(owner_api, "doubler", "blue")
+    old_pids = {i["pid"] for i in old["instances"]}
+
+    response = owner_api.patch(f"{BASE}/doubler/deployments/blue", {"environment_variables": {"FACTOR": "3"}},
+                               format="json")
+    assert response.status_code == 202 and response.json()["provisioning_state"] == "Updating"
+
+    ready_counts = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = list(Instance.objects.filter(deployment__name="blue").values("pid", "state", "generation"))
+        ready_counts.append(sum(1 for r in rows if r["state"] == "Ready"))
+        if {r["pid"] for r in rows if r["state"] == "Ready"}.isdisjoint(old_pids) and len(rows) == 2:
+            break
+        time.sleep(0.05)
+    final = wait_state(owner_api, "doubler", "blue")
+    assert final["provisioning_state"] == "Succeeded" and final["generation"] == 2
+    # At no moment did the deployment have fewer ready instances than asked for.
+    assert min(ready_counts) >= 2, ready_counts
+    assert all(i["generation"] == 2 for i in final["instances"])
+    assert score(final["instances"][0], [1]) == {"result": [3.0], "pid": final["instances"][0]["pid"]}
+    wait_for(lambda: not (old_pids & live_pids()), timeout=30, what="old instances stopped")
+
+
+def test_scaling_out_and_in(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model)
+    first = wait_state(owner_api, "doubler", "blue")["instances"][0]
+
+    assert owner_api.patch(f"{BASE}/doubler/deployments/blue", {"instance_count": 3}, format="json").status_code == 202
+    scaled = wait_state(owner_api, "doubler", "blue")
+    assert [i["state"] for i in scaled["instances"]] == ["Ready"] * 3
+    assert first["pid"] in {i["pid"] for i in scaled["instances"]}, "scaling out keeps the running instance"
+
+    assert owner_api.patch(f"{BASE}/doubler/deployments/blue", {"instance_count": 1}, format="json").status_code == 202
+    wait_for(lambda: len(deployment_json(owner_api, "doubler", "blue")["instances"]) == 1, timeout=30,
+             what="scaled in to one instance")
+    wait_for(lambda: len(live_pids()) == 1, timeout=15, what="two processes stopped")
+
+
+def test_worker_restart_adopts_running_instances(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model)
+    [before] = wait_state(owner_api, "doubler", "blue")["instances"]
+
+    live_worker.restart()
+    time.sleep(3)  # a few reconcile passes of the new worker
+
+    [after] = deployment_json(owner_api, "doubler", "blue")["instances"]
+    assert after["pid"] == before["pid"] and after["state"] == "Ready" and after["restarts"] == 0
+    assert live_pids() == {before["pid"]}

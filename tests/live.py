@@ -1,0 +1,261 @@
+"""A REAL Celery worker (with beat) for tests that provision model servers.
+
+The worker is a subprocess (`.venv/bin/celery -A portal worker -B`) pointed at the
+test database and the same broker, data dir and SECRET_KEY as the test process,
+on its own node `test-node` (queue `node.test-node`), reconciling every second.
+
+    from tests.live import make_custom_model, wait_for
+
+    @pytest.mark.django_db(transaction=True)
+    def test_something(live_worker, owner_api, workspace):
+        ...  # create an endpoint and a deployment; the worker provisions it
+
+`live_worker_process` (session) starts the worker once; `live_worker` (per test)
+registers the node row again after each transactional flush and, at teardown,
+stops every model server the test left behind. `live_worker.restart()` stops and
+starts the worker (model servers keep running)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NODE_NAME = "test-node"
+NODE_CORES = 8
+NODE_MEMORY_GB = 32
+
+
+def database_url() -> str:
+    """The test database as a URL for child processes (SQLite file or the PostgreSQL test DB)."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = ""
+    if s.get("USER"):
+        auth = quote(s["USER"], safe="")
+        if s.get("PASSWORD"):
+            auth += ":" + quote(s["PASSWORD"], safe="")
+        auth += "@"
+    return f"postgresql://{auth}{s.get('HOST') or 'localhost'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": database_url(),
+        "STUDIO_DATA_DIR": str(settings.DATA_DIR),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DEBUG": "1",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "STUDIO_NODE_NAME": NODE_NAME,
+        "STUDIO_NODE_CORES": str(NODE_CORES),
+        "STUDIO_NODE_MEMORY_GB": str(NODE_MEMORY_GB),
+        "STUDIO_RECONCILE_SECONDS": "1",
+        "STUDIO_DRAIN_SECONDS": "1",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    })
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    env.update(extra)
+    return env
+
+
+def purge_broker() -> None:
+    """Forget messages a previous run left behind (tasks about rows that no longer exist)."""
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+        for path in folder.glob("*"):
+            path.unlink(missing_ok=True)
+        return
+    from portal.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in ("celery", f"node.{NODE_NAME}"):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # a queue that was never declared has nothing to purge
+                pass
+
+
+def stop_instances() -> None:
+    """Stop every model server with a pid file (what `make run` does at shutdown)."""
+    from portal.supervisor import stop_instances as stop_all
+
+    stop_all(Path(settings.DATA_DIR))
+
+
+class LiveWorker:
+    node_name = NODE_NAME
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(settings.DATA_DIR) / "logs" / "test-worker.log"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        schedule = Path(settings.DATA_DIR) / "test-celerybeat-schedule"
+        for stale in schedule.parent.glob(schedule.name + "*"):
+            stale.unlink(missing_ok=True)
+        argv = [
+            str(BIN / "celery"), "-A", "portal", "worker", "-B",
+            "-Q", f"celery,node.{NODE_NAME}", "-n", f"worker@{NODE_NAME}",
+            "-c", "3", "-l", "info", "-s", str(schedule),
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.started_at = timezone.now()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the worker registered its node (a heartbeat after this start)."""
+        from endpoints_app.models import Node
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited with {self.proc.returncode}; see {self.log_path}")
+            if Node.objects.filter(name=NODE_NAME, last_heartbeat__gte=self.started_at).exists():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"celery worker did not register node {NODE_NAME}; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # pool processes left in its group
+        except ProcessLookupError:
+            pass
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+        self.wait_ready()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def register_test_node():
+    from endpoints_app.models import Node
+
+    node, _ = Node.objects.update_or_create(
+        name=NODE_NAME,
+        defaults={
+            "host": "127.0.0.1",
+            "cores": NODE_CORES,
+            "memory_gb": Decimal(NODE_MEMORY_GB),
+            "queue": f"node.{NODE_NAME}",
+            "last_heartbeat": timezone.now(),
+        },
+    )
+    return node
+
+
+@pytest.fixture(scope="session")
+def live_worker_process(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        stop_instances()
+        purge_broker()
+        worker = LiveWorker()
+        worker.start()
+        try:
+            worker.wait_ready()
+        except Exception:
+            worker.stop()
+            raise
+    yield worker
+    with django_db_blocker.unblock():
+        worker.stop()
+        stop_instances()
+
+
+@pytest.fixture
+def live_worker(live_worker_process, transactional_db):
+    """The session's worker, with its node registered in this test's (freshly flushed) database."""
+    from endpoints_app.models import Endpoint, RouteVersion
+
+    if live_worker_process.proc.poll() is not None:
+        live_worker_process.start()
+        live_worker_process.wait_ready()
+    register_test_node()
+    RouteVersion.objects.get_or_create(pk=1)
+    yield live_worker_process
+    # Rows first, so the worker does not restart what we stop; then the processes.
+    Endpoint.objects.all().delete()
+    stop_instances()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60, interval: float = 0.1, what: str = "condition"):
+    """Poll until `condition()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+SCORE_PY = '''
+import json
+import os
+
+def init():
+    global factor
+    factor = float(os.environ.get("FACTOR", "2"))
+    print("score.py init done, factor", factor, flush=True)
+
+def run(raw_data):
+    data = json.loads(raw_data)["data"]
+    return {"result": [x * factor for x in data], "pid": os.getpid()}
+'''
+
+
+def make_custom_model(workspace, folder: Path, name: str = "doubler", source: str = SCORE_PY, version: int = 1):
+    """A workspace model made of a score.py (format custom), as a user registers one."""
+    from endpoints_app.models import CatalogModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "score.py").write_text(textwrap.dedent(source))
+    return CatalogModel.objects.create(
+        registry=workspace.name,
+        workspace=workspace,
+        name=name,
+        version=version,
+        task="custom",
+        format="custom",
+        license="MIT",
+        artifact_path=str(folder),
+        scoring_script="score.py",
+        deployment_kinds=["online", "batch"],
+        sample_request={"data": [1, 2, 3]},
+    )
