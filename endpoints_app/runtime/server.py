@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="", help="Deployment name, for logs and the OpenAI 'model' field")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=4, help="Scoring thread pool size")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="Scoring threads (default: 1 for a user's score.py, which may not be thread-safe; else 4)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
 
     handler = make_handler(args.format, args.artifact, name=args.name, code_dir=args.code_dir,
                            scoring_script=args.scoring_script)
-    app = ModelServer(handler, threads=args.threads)
+    threads = args.threads or int(os.environ.get("STUDIO_SCORING_THREADS", "0"))
+    threads = threads or (1 if args.format == "custom" else 4)
+    app = ModelServer(handler, threads=threads)
     print(f"Model server {args.name or args.format} on {args.host}:{args.port} (pid {os.getpid()})", flush=True)
 
     import uvicorn
