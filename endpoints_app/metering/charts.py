@@ -135,6 +135,9 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
 
     for fig in figures.values():
         fig.update_xaxes(range=[start, end], type="date")
+        if not fig.data:
+            fig.add_annotation(text="No data in this range", showarrow=False, xref="paper", yref="paper",
+                               x=0.5, y=0.5, font={"color": "#5f6b7a"})
     figures["traffic"].update_xaxes(type="category", range=None, autorange=True)
 
     total_requests = sum(requests_by_dep.values())
