@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import logging
+import os
 import random
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
@@ -38,6 +39,9 @@ MAX_MIRROR_INFLIGHT = env_int("STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT", 64, minimum=
 MAX_BUFFERED_COMPARISONS = 100_000
 
 JSON_TYPE = b"application/json"
+# Request ids: a random per-process prefix and a counter (no entropy syscall per request).
+_REQUEST_PREFIX = os.urandom(6).hex()
+_request_numbers = itertools.count(1)
 SCORE_PATH = "/score"
 
 
@@ -278,7 +282,7 @@ class GatewayApp:
                 (b"content-type", ctype.encode("latin-1")),
                 (b"content-length", str(len(data)).encode()),
                 (b"azureml-model-deployment", dep_name.encode()),
-                (b"x-request-id", uuid.uuid4().hex.encode()),
+                (b"x-request-id", f"{_REQUEST_PREFIX}-{next(_request_numbers)}".encode()),
             ],
         })
         await send({"type": "http.response.body", "body": data})

@@ -6,10 +6,11 @@ import asyncio
 import time
 
 import aiohttp
+from multidict import CIMultiDict
 
 from endpoints_app.gateway.routes import FAILED_INSTANCE_BACKOFF_S, DeploymentRoute, InstanceRoute
 
-UPSTREAM_HEADERS = {"Content-Type": "application/json"}
+UPSTREAM_HEADERS = CIMultiDict({"Content-Type": "application/json"})
 
 
 class NoReadyInstance(Exception):
@@ -39,7 +40,7 @@ def new_session() -> aiohttp.ClientSession:
 async def _attempt(session: aiohttp.ClientSession, inst: InstanceRoute, path: str, body: bytes):
     inst.inflight += 1
     try:
-        async with session.post(inst.base_url + path, data=body, headers=UPSTREAM_HEADERS) as resp:
+        async with session.post(inst.url(path), data=body, headers=UPSTREAM_HEADERS) as resp:
             data = await resp.read()
             return resp.status, data, resp.headers.get("Content-Type", "application/json")
     finally:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models import F
+from yarl import URL
 
 # Defaults of the cloud ML CLI v2 request_settings, used when a deployment omits them.
 DEFAULT_REQUEST_TIMEOUT_MS = 5000
@@ -31,11 +32,17 @@ class InstanceRoute:
     host: str
     port: int
     base_url: str = ""
+    score_url: URL | None = None
     inflight: int = 0
     failed_until: float = 0.0
 
     def __post_init__(self) -> None:
         self.base_url = f"http://{self.host}:{self.port}"
+        # Parsed once here, not per request on the hot path.
+        self.score_url = URL(self.base_url + "/score")
+
+    def url(self, path: str) -> URL:
+        return self.score_url if path == "/score" else URL(self.base_url + path)
 
 
 @dataclass(eq=False)
