@@ -52,7 +52,7 @@ def test_monitoring_tab_draws_charts_and_switches_range(page, live_server, iris,
     assert week_ticks != hour_ticks
     assert page.evaluate("window.__same_page") is True  # swapped in place, no reload
     # Titles and legends (plotly's overlay layer) survive the swap too.
-    assert page.locator("[data-chart=requests] .gtitle").inner_text() == "Requests per minute, by deployment"
+    assert page.locator("[data-chart=requests] .gtitle").text_content() == "Requests per minute, by deployment"
     assert page.locator("[data-chart=requests] .legend .traces").count() == 2
     shoot(page, "monitoring-7d")
 
