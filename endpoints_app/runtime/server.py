@@ -90,7 +90,9 @@ class ModelServer:
                 status, body = await self._score(path, request_body)
         else:
             status, body = _error(404 if method in ("GET", "POST") else 405, "NotFound", f"No route {method} {path}")
-        await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS})
+        # An explicit length spares the client chunked decoding.
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive, send) -> None:
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level="warning", timeout_keep_alive=30)
+                access_log=False, log_level="warning", timeout_keep_alive=30, server_header=False,
+                date_header=False)
 
 
 if __name__ == "__main__":
