@@ -37,6 +37,14 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
+def _numpy_default(value):
+    """score.py files often return numpy arrays and scalars: serialise them as lists and numbers."""
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        return tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, json.dumps({"error": {"code": code, "message": message}}).encode()
 
@@ -129,7 +137,10 @@ class ModelServer:
                 result = fn(request_body)
             else:
                 result = await asyncio.get_running_loop().run_in_executor(self.executor, fn, request_body)
-            return 200, json.dumps(result).encode()
+            try:
+                return 200, json.dumps(result, allow_nan=False, default=_numpy_default).encode()
+            except ValueError:
+                return _error(422, "ModelInputError", "The model produced NaN or infinity for this input.")
         except BadRequest as exc:
             return _error(400, "BadRequest", str(exc))
         except ModelInputError as exc:

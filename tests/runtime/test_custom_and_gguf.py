@@ -87,6 +87,27 @@ def test_score_py_returning_json_text_is_passed_through(tmp_path):
         server.stop()
 
 
+def test_score_py_may_return_numpy_values_but_not_nan(tmp_path):
+    model = custom_model(tmp_path, """
+        import json
+        import numpy as np
+        def init():
+            pass
+        def run(raw_data):
+            x = json.loads(raw_data)["x"]
+            return {"y": np.array([x, x * 2]), "total": np.float32(3 * x) if x else np.float64("nan")}
+    """)
+    server = start_server(make_deployment(model), tmp_path)
+    try:
+        assert server.wait_ready(60), server.log()
+        assert server.post("/score", json={"x": 2}).json() == {"y": [2, 4], "total": 6.0}
+        nan = server.post("/score", json={"x": 0})
+        assert nan.status_code == 422
+        assert "NaN" in nan.json()["error"]["message"]
+    finally:
+        server.stop()
+
+
 def test_broken_score_py_never_becomes_ready_and_says_why_in_its_log(tmp_path):
     model = custom_model(tmp_path, """
         def init():
