@@ -66,7 +66,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         "STUDIO_NODE_CORES": str(NODE_CORES),
         "STUDIO_NODE_MEMORY_GB": str(NODE_MEMORY_GB),
         "STUDIO_RECONCILE_SECONDS": "1",
-        "STUDIO_DRAIN_SECONDS": "1",
+        "STUDIO_DRAIN_SECONDS": "2",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
     })
@@ -259,3 +259,48 @@ def make_custom_model(workspace, folder: Path, name: str = "doubler", source: st
         deployment_kinds=["online", "batch"],
         sample_request={"data": [1, 2, 3]},
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_gateway(live_worker, tmp_path):
+    """The gateway as its own process (uvicorn) on the test database; yields its base URL."""
+    import requests
+
+    port = free_port()
+    log = open(tmp_path / "gateway.log", "wb")  # closed below, after the process
+    proc = subprocess.Popen(
+        [str(BIN / "uvicorn"), "endpoints_app.gateway.asgi:application", "--port", str(port), "--lifespan", "on",
+         "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+        cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(requests, url + "/inference/") or proc.poll() is not None, timeout=60,
+                 what="the gateway")
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited; see {tmp_path / 'gateway.log'}")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _answers(requests, url: str) -> bool:
+    try:
+        requests.get(url, timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
