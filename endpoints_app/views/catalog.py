@@ -22,6 +22,8 @@ from endpoints_app.services.models import do_register_model
 from endpoints_app.views.home import require_workspace
 
 PAGE_SIZE = 24
+# Deployment kinds whose wizard exists (batch and serverless come in later issues).
+WIZARD_KINDS = {Endpoint.Kind.ONLINE}
 KIND_LABELS = {
     Endpoint.Kind.ONLINE: "Online endpoint",
     Endpoint.Kind.BATCH: "Batch endpoint",
@@ -88,8 +90,8 @@ def model_page(request, name: str):
     deploy_buttons = []
     for kind in model.deployment_kinds:
         href = f"{wizard}?{urlencode({'model': model.asset_id, 'kind': kind})}" if wizard else ""
-        if not wizard:
-            why = "Deploy wizard coming soon"
+        if not wizard or kind not in WIZARD_KINDS:
+            why = f"The {KIND_LABELS.get(kind, kind).lower()} wizard is coming"
         elif not available:
             why = reason
         elif not can_deploy:

@@ -1,0 +1,647 @@
+"""Online endpoints in the UI: the Endpoints list (Online, Batch, Serverless tabs), the
+deploy wizard, and an endpoint's page with Details, Test, Consume and Logs tabs (the
+Monitoring tab is endpoints_app.views.monitoring).
+
+Every form is a plain POST that works without JavaScript; with htmx the same views
+answer with the partial that changed. Writes go through endpoints_app.services.endpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+
+import requests
+import yaml
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.db.models import Prefetch
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.html import escape
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from endpoints_app import keys
+from endpoints_app.api.endpoints import inference_base_url
+from endpoints_app.errors import InvalidInput, StudioError
+from endpoints_app.models import (
+    CatalogModel,
+    Deployment,
+    Endpoint,
+    Instance,
+    InstanceState,
+    InstanceType,
+    ProvisioningState,
+    Role,
+)
+from endpoints_app.models.endpoints import DEPLOYMENT_NAME
+from endpoints_app.models.workspaces import DNS_LABEL
+from endpoints_app.permissions import can, check_workspace
+from endpoints_app.services import endpoints as svc
+from endpoints_app.services.audit import Actor
+from endpoints_app.views.home import require_workspace
+
+TRANSITIONAL = {ProvisioningState.CREATING, ProvisioningState.UPDATING, ProvisioningState.DELETING}
+INSTANCE_TRANSITIONAL = {InstanceState.STARTING, InstanceState.STOPPING}
+KIND_TABS = [("online", "Online"), ("batch", "Batch"), ("serverless", "Serverless")]
+WIZARD_STEPS = [("endpoint", "Endpoint"), ("deployment", "Deployment"), ("settings", "Request settings"),
+                ("review", "Review")]
+STEP_NAMES = [name for name, _ in WIZARD_STEPS]
+MAX_TEST_BODY = 1024 * 1024
+MAX_SHOWN_RESPONSE = 200_000
+
+
+def _endpoint_for(request, name: str, need: Role = Role.READER) -> Endpoint:
+    """The endpoint by name (unique in the installation), 404 unless the user is a member
+    of its workspace, 403 when the role is below `need`."""
+    endpoint = Endpoint.objects.select_related("workspace").filter(name=name).first()
+    if endpoint is None:
+        raise Http404("No such endpoint.")
+    check_workspace(request.user, endpoint.workspace.name, need)
+    return endpoint
+
+
+def _deployments(endpoint: Endpoint) -> list[Deployment]:
+    instances = Instance.objects.select_related("node").order_by("generation", "name")
+    return list(
+        endpoint.deployments.select_related("model", "instance_type")
+        .prefetch_related(Prefetch("instances", queryset=instances))
+        .order_by("name")
+    )
+
+
+def _busy(endpoint: Endpoint, deployments: list[Deployment]) -> bool:
+    """Is anything still changing, so the page should keep polling?"""
+    if endpoint.provisioning_state in TRANSITIONAL:
+        return True
+    for deployment in deployments:
+        if deployment.provisioning_state in TRANSITIONAL:
+            return True
+        if any(i.state in INSTANCE_TRANSITIONAL for i in deployment.instances.all()):
+            return True
+    return False
+
+
+def _gateway_base() -> str:
+    """Where this server reaches the gateway: STUDIO_GATEWAY_URL when the gateway runs
+    apart, else this machine's web port (the embedded default mounts the gateway there)."""
+    configured = getattr(settings, "STUDIO_GATEWAY_URL", "") or ""
+    return (configured or f"http://127.0.0.1:{settings.STUDIO_PORT}").rstrip("/")
+
+
+def _tab_context(request, endpoint: Endpoint, tab: str) -> dict:
+    return {
+        "endpoint": endpoint,
+        "tab": tab,
+        "can_write": can(request.user, endpoint.workspace, Role.CONTRIBUTOR),
+        "scoring_uri": f"{inference_base_url(request)}/inference/{endpoint.name}/score",
+        "swagger_uri": f"{inference_base_url(request)}/inference/{endpoint.name}/swagger.json",
+    }
+
+
+# -- the Endpoints list ------------------------------------------------------------------------------
+
+@login_required
+def endpoint_list(request):
+    workspace = require_workspace(request)
+    kind = request.GET.get("kind", "online")
+    if kind not in dict(KIND_TABS):
+        kind = "online"
+    search = request.GET.get("search", "").strip()
+    rows = Endpoint.objects.filter(workspace=workspace, kind=kind).prefetch_related(
+        Prefetch("deployments", queryset=Deployment.objects.order_by("name"))
+    )
+    if search:
+        rows = rows.filter(name__icontains=search)
+    rows = list(rows.order_by("name"))
+    busy = any(
+        e.provisioning_state in TRANSITIONAL or any(d.provisioning_state in TRANSITIONAL for d in e.deployments.all())
+        for e in rows
+    )
+    context = {
+        "kind": kind,
+        "tabs": KIND_TABS,
+        "rows": rows,
+        "busy": busy,
+        "search": search,
+        "can_write": can(request.user, workspace, Role.CONTRIBUTOR),
+        "coming": kind != "online" and not rows,
+    }
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "endpoints/list.html#rows", context)
+    return render(request, "endpoints/list.html", context)
+
+
+# -- the deploy wizard -------------------------------------------------------------------------------
+
+def _default_endpoint_name(model: CatalogModel | None) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", (model.name if model else "endpoint").lower()).strip("-")
+    if not base or not base[0].isalpha():
+        base = "ep-" + base
+    return f"{base[:26].rstrip('-')}-{secrets.token_hex(2)}"
+
+
+def _wizard_values(source, workspace) -> dict:
+    get = lambda key, default="": (source.get(key) or default).strip()  # noqa: E731
+    return {
+        "model": get("model"),
+        "kind": get("kind", "online"),
+        "endpoint_mode": get("endpoint_mode", "new"),
+        "endpoint_name": get("endpoint_name"),
+        "existing_endpoint": get("existing_endpoint"),
+        "auth_mode": get("auth_mode", "key"),
+        "deployment_name": get("deployment_name"),
+        "instance_type": get("instance_type"),
+        "instance_count": get("instance_count", "1"),
+        "request_timeout_ms": get("request_timeout_ms", str(svc.REQUEST_DEFAULTS["request_timeout_ms"])),
+        "max_concurrent_requests_per_instance": get(
+            "max_concurrent_requests_per_instance", str(svc.REQUEST_DEFAULTS["max_concurrent_requests_per_instance"])
+        ),
+    }
+
+
+def _int_field(values: dict, key: str, low: int, high: int, errors: dict, label: str) -> int | None:
+    raw = values[key]
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        errors[key] = f"{label} must be a whole number from {low} to {high}."
+        return None
+    return int(raw)
+
+
+def _name_problem(name: str, workspace) -> str | None:
+    """Why an endpoint name cannot be used, or None when it is free."""
+    if not name:
+        return "Give the endpoint a name."
+    try:
+        DNS_LABEL(name)
+    except Exception:
+        return DNS_LABEL.message
+    if Endpoint.objects.filter(name=name).exists():
+        return f"The name '{name}' is taken; endpoint names are unique in the studio."
+    return None
+
+
+def _validate_step(step: str, values: dict, workspace) -> dict:
+    errors: dict[str, str] = {}
+    if step == "endpoint":
+        try:
+            model = svc.resolve_model(workspace, values["model"])
+            if "online" not in (model.deployment_kinds or []):
+                errors["model"] = f"{model.name} cannot be deployed to an online endpoint."
+        except InvalidInput as exc:
+            errors["model"] = exc.message
+        if values["endpoint_mode"] == "existing":
+            endpoint = Endpoint.objects.filter(
+                workspace=workspace, kind=Endpoint.Kind.ONLINE, name=values["existing_endpoint"]
+            ).first()
+            if endpoint is None:
+                errors["existing_endpoint"] = "Choose one of this workspace's online endpoints."
+            elif endpoint.provisioning_state == ProvisioningState.DELETING:
+                errors["existing_endpoint"] = f"Endpoint '{endpoint.name}' is being deleted."
+        else:
+            problem = _name_problem(values["endpoint_name"], workspace)
+            if problem:
+                errors["endpoint_name"] = problem
+            if values["auth_mode"] not in Endpoint.AuthMode.values:
+                errors["auth_mode"] = "Choose key or aml_token."
+    elif step == "deployment":
+        name = values["deployment_name"]
+        try:
+            DEPLOYMENT_NAME(name)
+        except Exception:
+            errors["deployment_name"] = "Give the deployment a name: " + DEPLOYMENT_NAME.message
+        else:
+            if values["endpoint_mode"] == "existing" and Deployment.objects.filter(
+                endpoint__name=values["existing_endpoint"], name=name
+            ).exists():
+                errors["deployment_name"] = f"Endpoint '{values['existing_endpoint']}' already has '{name}'."
+        if not InstanceType.objects.filter(name=values["instance_type"], is_active=True).exists():
+            errors["instance_type"] = "Choose an instance type."
+        _int_field(values, "instance_count", 1, svc.MAX_INSTANCES, errors, "Instance count")
+    elif step == "settings":
+        low, high = svc.REQUEST_LIMITS["request_timeout_ms"]
+        _int_field(values, "request_timeout_ms", low, high, errors, "Request timeout (ms)")
+        low, high = svc.REQUEST_LIMITS["max_concurrent_requests_per_instance"]
+        _int_field(values, "max_concurrent_requests_per_instance", low, high, errors,
+                   "Max concurrent requests per instance")
+    return errors
+
+
+def _specs(values: dict, model: CatalogModel | None) -> tuple[dict | None, dict]:
+    """(endpoint.yml or None for an existing endpoint, deployment.yml) as the wizard fills them."""
+    endpoint_name = values["endpoint_name"] if values["endpoint_mode"] == "new" else values["existing_endpoint"]
+    endpoint_spec = None
+    if values["endpoint_mode"] == "new":
+        endpoint_spec = {"name": endpoint_name, "auth_mode": values["auth_mode"]}
+    deployment_spec = {
+        "name": values["deployment_name"],
+        "endpoint_name": endpoint_name,
+        "model": model.asset_id if model else values["model"],
+        "instance_type": values["instance_type"],
+        "instance_count": int(values["instance_count"]) if values["instance_count"].isdigit() else 1,
+        "request_settings": {
+            "request_timeout_ms": int(values["request_timeout_ms"] or 0),
+            "max_concurrent_requests_per_instance": int(values["max_concurrent_requests_per_instance"] or 0),
+        },
+    }
+    return endpoint_spec, deployment_spec
+
+
+def _deploy(request, workspace, values: dict, model: CatalogModel) -> Endpoint:
+    actor = Actor.from_request(request)
+    endpoint_spec, deployment_spec = _specs(values, model)
+    deployment_spec.pop("endpoint_name")
+    # One transaction: a deployment the services refuse (quota, capacity) leaves no new endpoint behind.
+    with transaction.atomic():
+        if endpoint_spec is not None:
+            endpoint = svc.do_create_endpoint(actor, workspace, **endpoint_spec)
+        else:
+            endpoint = Endpoint.objects.get(workspace=workspace, kind=Endpoint.Kind.ONLINE,
+                                            name=values["existing_endpoint"])
+        svc.do_create_deployment(actor, endpoint, deployment_spec)
+    return endpoint
+
+
+@login_required
+def deploy_wizard(request):
+    workspace = require_workspace(request)
+    allowed = can(request.user, workspace, Role.CONTRIBUTOR)
+    source = request.POST if request.method == "POST" else request.GET
+    values = _wizard_values(source, workspace)
+    step = source.get("step", "endpoint")
+    if step not in STEP_NAMES:
+        step = "endpoint"
+    errors: dict[str, str] = {}
+    error: str | None = None
+    if request.method == "GET":
+        # Coming from a model's page or an endpoint's Details tab.
+        if source.get("endpoint"):
+            values["endpoint_mode"] = "existing"
+            values["existing_endpoint"] = source["endpoint"]
+    if request.method == "POST":
+        check_workspace(request.user, workspace.name, Role.CONTRIBUTOR)
+        action = request.POST.get("action", "next")
+        index = STEP_NAMES.index(step)
+        if action == "back":
+            step = STEP_NAMES[max(0, index - 1)]
+        elif action == "deploy":
+            for name in STEP_NAMES[:-1]:
+                errors = _validate_step(name, values, workspace)
+                if errors:
+                    step = name
+                    break
+            else:
+                model = svc.resolve_model(workspace, values["model"])
+                try:
+                    endpoint = _deploy(request, workspace, values, model)
+                except StudioError as exc:
+                    error = exc.message
+                    step = "review"
+                else:
+                    messages.success(request, f"Deploying {values['deployment_name']} to {endpoint.name}.")
+                    target = reverse("endpoint-detail", args=[endpoint.name])
+                    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+        else:
+            errors = _validate_step(step, values, workspace)
+            if not errors:
+                step = STEP_NAMES[min(len(STEP_NAMES) - 1, index + 1)]
+
+    model = None
+    if values["model"]:
+        try:
+            model = svc.resolve_model(workspace, values["model"])
+            values["model"] = model.asset_id
+        except InvalidInput as exc:
+            errors.setdefault("model", exc.message)
+    if not values["endpoint_name"] and values["endpoint_mode"] == "new":
+        values["endpoint_name"] = _default_endpoint_name(model)
+    existing = list(
+        Endpoint.objects.filter(workspace=workspace, kind=Endpoint.Kind.ONLINE)
+        .exclude(provisioning_state=ProvisioningState.DELETING)
+        .prefetch_related("deployments")
+        .order_by("name")
+    )
+    if not values["deployment_name"]:
+        taken = set()
+        if values["endpoint_mode"] == "existing":
+            for endpoint in existing:
+                if endpoint.name == values["existing_endpoint"]:
+                    taken = {d.name for d in endpoint.deployments.all()}
+        values["deployment_name"] = next(
+            (n for n in ("blue", "green", "red", "yellow", "purple") if n not in taken), f"d{secrets.token_hex(2)}"
+        )
+    instance_types = list(InstanceType.objects.filter(is_active=True))
+    if not values["instance_type"] and instance_types:
+        values["instance_type"] = instance_types[0].name
+    chosen_type = next((t for t in instance_types if t.name == values["instance_type"]), None)
+
+    context = {
+        "allowed": allowed,
+        "values": values,
+        "step": step,
+        "steps": WIZARD_STEPS,
+        "step_index": STEP_NAMES.index(step),
+        "errors": errors,
+        "error": error,
+        "model": model,
+        "models": [] if model else _online_models(workspace),
+        "existing": existing,
+        "instance_types": instance_types,
+        "chosen_type": chosen_type,
+        "kind_supported": values["kind"] == "online",
+    }
+    if step == "review":
+        endpoint_spec, deployment_spec = _specs(values, model)
+        context["endpoint_yaml"] = yaml.safe_dump(endpoint_spec, sort_keys=False) if endpoint_spec else ""
+        context["deployment_yaml"] = yaml.safe_dump(deployment_spec, sort_keys=False)
+        if chosen_type is not None and values["instance_count"].isdigit():
+            cost = chosen_type.price_per_hour * int(values["instance_count"])
+            context["hourly_cost"] = f"{cost.normalize():f}"
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "endpoints/wizard.html#wizard", context)
+    return render(request, "endpoints/wizard.html", context)
+
+
+def _online_models(workspace) -> list[CatalogModel]:
+    from endpoints_app.filters import latest_versions, visible_models
+
+    rows = latest_versions(visible_models(workspace)).filter(deployment_kinds__icontains='"online"')
+    return list(rows.order_by("name"))
+
+
+@login_required
+@require_GET
+def check_endpoint_name(request):
+    """As you type in the wizard: is this endpoint name free?"""
+    workspace = require_workspace(request)
+    name = request.GET.get("endpoint_name", "").strip()
+    problem = _name_problem(name, workspace)
+    if problem:
+        return HttpResponse(f'<span class="error" id="name-check-result">{escape(problem)}</span>')
+    return HttpResponse(f'<span class="ok" id="name-check-result">✓ {escape(name)} is available</span>')
+
+
+# -- an endpoint's page: Details ---------------------------------------------------------------------
+
+@login_required
+def endpoint_detail(request, name: str):
+    if request.htmx and not Endpoint.objects.filter(name=name).exists():
+        # Polling after a delete finished: back to the list.
+        return HttpResponseClientRedirect(reverse("endpoints"))
+    endpoint = _endpoint_for(request, name)
+    return _render_detail(request, endpoint)
+
+
+def _render_detail(request, endpoint: Endpoint, error: str | None = None, status: int = 200):
+    deployments = _deployments(endpoint)
+    for deployment in deployments:
+        deployment.traffic_percent = int(endpoint.traffic.get(deployment.name, 0))
+        deployment.mirror_percent = int(endpoint.mirror_traffic.get(deployment.name, 0))
+    if request.htmx:
+        status = 200  # htmx swaps only 2xx answers; the error shows in the partial
+    context = _tab_context(request, endpoint, "details")
+    context.update({
+        "deployments": deployments,
+        "busy": _busy(endpoint, deployments),
+        "error": error,
+        "traffic_total": sum(int(v) for v in endpoint.traffic.values()),
+    })
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "endpoints/detail.html#live", context, status=status)
+    return render(request, "endpoints/detail.html", context, status=status)
+
+
+def _percent_fields(post, prefix: str, names: list[str]) -> dict:
+    result = {}
+    for name in names:
+        raw = (post.get(f"{prefix}-{name}") or "0").strip()
+        if not raw.isdigit():
+            raise InvalidInput(f"{prefix} for '{name}' must be a whole number from 0 to 100.", field=prefix)
+        result[name] = int(raw)
+    return result
+
+
+@login_required
+@require_POST
+def update_traffic(request, name: str):
+    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    names = list(endpoint.deployments.exclude(provisioning_state=ProvisioningState.DELETING)
+                 .values_list("name", flat=True))
+    try:
+        traffic = _percent_fields(request.POST, "traffic", names)
+        mirror = _percent_fields(request.POST, "mirror", names)
+        svc.do_update_endpoint(Actor.from_request(request), endpoint, traffic=traffic, mirror_traffic=mirror)
+    except StudioError as exc:
+        endpoint.refresh_from_db()
+        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+    endpoint.refresh_from_db()
+    if not request.htmx:
+        messages.success(request, "Traffic updated.")
+        return redirect("endpoint-detail", endpoint.name)
+    return _render_detail(request, endpoint)
+
+
+@login_required
+@require_POST
+def scale_deployment(request, name: str, deployment_name: str):
+    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    deployment = Deployment.objects.filter(endpoint=endpoint, name=deployment_name).first()
+    if deployment is None:
+        raise Http404("No such deployment.")
+    try:
+        raw = request.POST.get("instance_count", "").strip()
+        if not raw.isdigit():
+            raise InvalidInput("Instance count must be a whole number.", field="instance_count")
+        svc.do_update_deployment(Actor.from_request(request), deployment, {"instance_count": int(raw)})
+    except StudioError as exc:
+        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+    if not request.htmx:
+        return redirect("endpoint-detail", endpoint.name)
+    return _render_detail(request, endpoint)
+
+
+@login_required
+@require_POST
+def delete_deployment(request, name: str, deployment_name: str):
+    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    deployment = Deployment.objects.filter(endpoint=endpoint, name=deployment_name).first()
+    if deployment is None:
+        raise Http404("No such deployment.")
+    try:
+        svc.do_delete_deployment(Actor.from_request(request), deployment)
+    except StudioError as exc:
+        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+    endpoint.refresh_from_db()
+    if not request.htmx:
+        messages.success(request, f"Deleting deployment {deployment_name}.")
+        return redirect("endpoint-detail", endpoint.name)
+    return _render_detail(request, endpoint)
+
+
+@login_required
+@require_POST
+def delete_endpoint(request, name: str):
+    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    try:
+        svc.do_delete_endpoint(Actor.from_request(request), endpoint)
+    except StudioError as exc:
+        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+    messages.success(request, f"Deleting endpoint {name}.")
+    target = reverse("endpoints")
+    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+
+
+# -- Test ----------------------------------------------------------------------------------------------
+
+def _default_sample(deployments: list[Deployment], endpoint: Endpoint) -> str:
+    if not deployments:
+        return "{}"
+    by_traffic = sorted(deployments, key=lambda d: -int(endpoint.traffic.get(d.name, 0)))
+    return json.dumps(by_traffic[0].model.sample_request or {}, indent=2)
+
+
+def send_test_request(endpoint: Endpoint, body: str, deployment: str | None) -> dict:
+    """POST `body` to the endpoint's scoring URL through the gateway, with the endpoint's own
+    credential (the key never goes to the browser). Returns what the Test tab shows."""
+    if len(body.encode()) > MAX_TEST_BODY:
+        raise InvalidInput("The request body is larger than 1 MB.", field="body")
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"The request body is not valid JSON: {exc}.", field="body") from None
+    if endpoint.auth_mode == Endpoint.AuthMode.KEY:
+        credential = svc.get_keys(endpoint)["primary_key"]
+    else:
+        credential, _ = keys.issue_token(endpoint.name)
+    headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
+    if deployment:
+        headers["azureml-model-deployment"] = deployment
+    timeouts = [int((d.request_settings or {}).get("request_timeout_ms", 5000)) for d in endpoint.deployments.all()]
+    timeout = max(timeouts or [5000]) / 1000 + 5
+    url = f"{_gateway_base()}/inference/{endpoint.name}/score"
+    started = time.perf_counter()
+    try:
+        response = requests.post(url, data=body.encode(), headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        reason = exc.__class__.__name__
+        return {"reached": False, "message": f"Could not reach the gateway at {_gateway_base()}: {reason}."}
+    latency_ms = (time.perf_counter() - started) * 1000
+    text = response.text
+    try:
+        shown = json.dumps(response.json(), indent=2, ensure_ascii=False)
+    except ValueError:
+        shown = text
+    return {
+        "reached": True,
+        "status": response.status_code,
+        "ok": response.ok,
+        "latency_ms": latency_ms,
+        "deployment": response.headers.get("azureml-model-deployment", ""),
+        "body": shown[:MAX_SHOWN_RESPONSE],
+        "truncated": len(shown) > MAX_SHOWN_RESPONSE,
+    }
+
+
+@login_required
+def endpoint_test(request, name: str):
+    endpoint = _endpoint_for(request, name)
+    deployments = _deployments(endpoint)
+    context = _tab_context(request, endpoint, "test")
+    context.update({"deployments": deployments, "body": _default_sample(deployments, endpoint), "chosen": ""})
+    status = 200
+    if request.method == "POST":
+        check_workspace(request.user, endpoint.workspace.name, Role.CONTRIBUTOR)
+        body = request.POST.get("body", "")
+        chosen = request.POST.get("deployment", "")
+        if chosen and chosen not in {d.name for d in deployments}:
+            chosen = ""
+        context.update({"body": body, "chosen": chosen})
+        try:
+            context["result"] = send_test_request(endpoint, body, chosen or None)
+        except StudioError as exc:
+            context["result"] = {"reached": False, "message": exc.message}
+            status = 200 if request.htmx else exc.status  # htmx swaps only 2xx answers
+        if request.htmx:
+            return render(request, "endpoints/test.html#result", context, status=status)
+    return render(request, "endpoints/test.html", context, status=status)
+
+
+# -- Consume -------------------------------------------------------------------------------------------
+
+def _consume_context(request, endpoint: Endpoint) -> dict:
+    context = _tab_context(request, endpoint, "consume")
+    sample = _default_sample(_deployments(endpoint), endpoint)
+    compact = json.dumps(json.loads(sample), separators=(",", ":"))
+    # The curl snippet single-quotes the body for the shell.
+    context.update({"sample": sample, "curl_body": compact.replace("'", "'\\''")})
+    return context
+
+
+@login_required
+def endpoint_consume(request, name: str):
+    endpoint = _endpoint_for(request, name)
+    return render(request, "endpoints/consume.html", _consume_context(request, endpoint))
+
+
+@login_required
+@require_POST
+def reveal_keys(request, name: str):
+    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    context = _consume_context(request, endpoint)
+    if endpoint.auth_mode == Endpoint.AuthMode.KEY:
+        context["keys"] = svc.get_keys(endpoint)
+    else:
+        context["token"] = svc.issue_endpoint_token(Actor.from_request(request), endpoint)
+    template = "endpoints/consume.html#credentials" if request.htmx else "endpoints/consume.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def regenerate_key(request, name: str):
+    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    key_type = request.POST.get("key_type", "")
+    context = _consume_context(request, endpoint)
+    status = 200
+    try:
+        svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
+    except StudioError as exc:
+        context["error"] = exc.message
+        status = 200 if request.htmx else exc.status
+    else:
+        endpoint.refresh_from_db()
+        if endpoint.auth_mode == Endpoint.AuthMode.KEY:
+            context["keys"] = svc.get_keys(endpoint)
+        context["regenerated"] = key_type
+    template = "endpoints/consume.html#credentials" if request.htmx else "endpoints/consume.html"
+    return render(request, template, context, status=status)
+
+
+# -- Logs ----------------------------------------------------------------------------------------------
+
+@login_required
+def endpoint_logs(request, name: str):
+    endpoint = _endpoint_for(request, name)
+    deployments = _deployments(endpoint)
+    chosen = next((d for d in deployments if d.name == request.GET.get("deployment")), None)
+    if chosen is None and deployments:
+        chosen = deployments[0]
+    lines = request.GET.get("lines", "100")
+    lines = int(lines) if lines.isdigit() and 1 <= int(lines) <= 5000 else 100
+    context = _tab_context(request, endpoint, "logs")
+    context.update({"deployments": deployments, "chosen": chosen, "lines": lines})
+    if chosen is not None:
+        instance = request.GET.get("instance") or None
+        try:
+            context["log"] = svc.read_deployment_logs(chosen, lines=lines, instance=instance)
+        except StudioError as exc:
+            context["log"] = exc.message
+        context["instance"] = instance or ""
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "endpoints/logs.html#log", context)
+    return render(request, "endpoints/logs.html", context)
