@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from endpoints_app.errors import InvalidInput, PayloadTooLarge
+from endpoints_app.errors import Conflict, InvalidInput, PayloadTooLarge
 from endpoints_app.models import CatalogModel, Workspace
 from endpoints_app.runtime.validate import DEFAULT_TIMEOUT_SECONDS, validate_in_subprocess
 from endpoints_app.services.audit import Actor, record
@@ -145,6 +145,9 @@ def do_register_model(
     fmt = format or _detect_format(filename, head)
 
     registry = workspace.name
+    if CatalogModel.objects.filter(registry=registry, name=name, workspace__isnull=True).exists():
+        # Only possible for a workspace named like the shared registry: never add versions to a shared model.
+        raise Conflict(f"'{name}' is a shared catalog model; choose another name.", field="name")
     uploads = Path(settings.MEDIA_ROOT) / "uploads"
     staging = uploads / uuid.uuid4().hex
     staging.mkdir(parents=True)

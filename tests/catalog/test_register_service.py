@@ -198,3 +198,14 @@ def test_unknown_file_type_asks_for_the_format(actor, workspace):
     with pytest.raises(InvalidInput) as raised:
         do_register_model(actor, workspace, name="what", file=upload("model.bin", b"\x00\x01\x02"))
     assert raised.value.field == "format"
+
+
+def test_a_workspace_named_like_the_shared_registry_cannot_add_versions_to_shared_models(actor, workspace):
+    from endpoints_app.errors import Conflict
+    from endpoints_app.models import Workspace
+
+    CatalogModel.objects.create(name="iris-classifier", task="classification", format="sklearn", license="MIT")
+    studio = Workspace.objects.create(name="studio")
+    with pytest.raises(Conflict) as raised:
+        do_register_model(actor, studio, name="iris-classifier", file=upload("m.joblib", joblib_bytes(classifier())))
+    assert raised.value.field == "name"
