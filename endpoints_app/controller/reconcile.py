@@ -193,10 +193,11 @@ def refresh_deployment_state(deployment_id: int) -> None:
 # -- autoscale ---------------------------------------------------------------------------------------
 
 def measured_in_flight(deployment: Deployment) -> float:
-    """Average requests in flight over the last minute or two (Little's law on the gateway's
-    usage counters: seconds spent answering / seconds elapsed)."""
+    """Average requests in flight recently (Little's law on the gateway's per-minute usage
+    counters: seconds spent answering / seconds elapsed), over the current minute, and the
+    previous one too while the current one is under 10 s old."""
     now = timezone.now()
-    since = (now - timedelta(seconds=60)).replace(second=0, microsecond=0)
+    since = (now - timedelta(seconds=10)).replace(second=0, microsecond=0)
     rows = UsageMinute.objects.filter(endpoint_id=deployment.endpoint_id, deployment=deployment.name, minute__gte=since)
     busy_ms = rows.aggregate(total=Sum("latency_ms_sum"))["total"] or 0.0
     window = max(1.0, (now - since).total_seconds())
