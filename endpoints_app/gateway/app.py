@@ -20,8 +20,6 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import aiohttp
-
 from endpoints_app import keys
 from endpoints_app.gateway import metering, mirror, proxy, swagger
 from endpoints_app.gateway.routes import DeploymentRoute, EndpointRoute, RouteTable, current_version, load_route_table
@@ -50,7 +48,7 @@ class GatewayApp:
         self.table = RouteTable()
         self.usage = metering.UsageCounters()
         self.comparisons: list[mirror.Comparison] = []
-        self.session: aiohttp.ClientSession | None = None
+        self.client: proxy.AiohttpClient | proxy.Http1Client | None = None
         # One thread, one database connection: route reloads and flushes take turns.
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-db")
         self._started = False
@@ -71,7 +69,7 @@ class GatewayApp:
         async with self._start_lock:
             if self._started:
                 return
-            self.session = proxy.new_session()
+            self.client = proxy.new_client()
             try:
                 await self._reload()
             except Exception:
@@ -92,8 +90,8 @@ class GatewayApp:
             # Give copies in flight a moment so their comparisons are kept.
             await asyncio.wait(list(self._mirror_tasks), timeout=5)
         await self.flush()
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
         self._started = False
         await self._in_db_thread(_close_db_connection)
 
@@ -254,7 +252,7 @@ class GatewayApp:
             return
 
         try:
-            status, data, ctype, _instance = await proxy.forward(self.session, deployment, SCORE_PATH, body)
+            status, data, ctype, _instance = await proxy.forward(self.client, deployment, SCORE_PATH, body)
         except proxy.UpstreamTimeout:
             done(504, dep_name, bytes_in, 0)
             await _error(send, 504, "RequestTimeout",
@@ -307,7 +305,7 @@ class GatewayApp:
         """Send the copy, compare, and keep the comparison; nothing here reaches the client."""
         started = time.perf_counter()
         try:
-            status, data, _ctype, _inst = await proxy.forward(self.session, shadow, SCORE_PATH, body)
+            status, data, _ctype, _inst = await proxy.forward(self.client, shadow, SCORE_PATH, body)
         except proxy.UpstreamTimeout:
             status, data = 504, b""
         except (proxy.NoReadyInstance, proxy.UpstreamUnreachable):

@@ -1,13 +1,19 @@
-"""Relaying one request to a deployment's instances over a pooled aiohttp client."""
+"""Relaying one request to a deployment's instances over pooled keep-alive connections.
+
+Two clients do the same job: `Http1Client` (default; the gateway's own small
+HTTP/1.1 client, see http1.py) and `AiohttpClient` (aiohttp's pooled session),
+chosen with STUDIO_GATEWAY_CLIENT=http1|aiohttp. bench/gateway.py measures both."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import aiohttp
 from multidict import CIMultiDict
 
+from endpoints_app.gateway.http1 import Http1Pool, UpstreamConnectionError
 from endpoints_app.gateway.routes import FAILED_INSTANCE_BACKOFF_S, DeploymentRoute, InstanceRoute
 
 UPSTREAM_HEADERS = CIMultiDict({"Content-Type": "application/json"})
@@ -25,52 +31,81 @@ class UpstreamTimeout(Exception):
     pass
 
 
-def new_session() -> aiohttp.ClientSession:
-    # One pooled session per gateway worker; limit=0: the gateway's own 429 bounds concurrency.
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-    )
+class AiohttpClient:
+    def __init__(self) -> None:
+        # limit=0: the gateway's own 429 bounds concurrency.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+
+    async def post(self, inst: InstanceRoute, path: str, body: bytes) -> tuple[int, bytes, str]:
+        try:
+            async with self.session.post(inst.url(path), data=body, headers=UPSTREAM_HEADERS) as resp:
+                data = await resp.read()
+                return resp.status, data, resp.headers.get("Content-Type", "application/json")
+        except aiohttp.ServerDisconnectedError as exc:
+            raise UpstreamConnectionError(str(exc), reused=True) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamConnectionError(str(exc)) from None
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
-async def _attempt(session: aiohttp.ClientSession, inst: InstanceRoute, path: str, body: bytes):
+class Http1Client:
+    def __init__(self) -> None:
+        self.pool = Http1Pool()
+
+    async def post(self, inst: InstanceRoute, path: str, body: bytes) -> tuple[int, bytes, str]:
+        return await self.pool.post(inst.host, inst.port, inst.request_head(path), body)
+
+    async def close(self) -> None:
+        self.pool.close()
+
+
+def new_client() -> AiohttpClient | Http1Client:
+    return AiohttpClient() if os.environ.get("STUDIO_GATEWAY_CLIENT") == "aiohttp" else Http1Client()
+
+
+async def _attempt(client, inst: InstanceRoute, path: str, body: bytes) -> tuple[int, bytes, str]:
     inst.inflight += 1
     try:
-        async with session.post(inst.url(path), data=body, headers=UPSTREAM_HEADERS) as resp:
-            data = await resp.read()
-            return resp.status, data, resp.headers.get("Content-Type", "application/json")
+        return await client.post(inst, path, body)
     finally:
         inst.inflight -= 1
 
 
-async def forward(
-    session: aiohttp.ClientSession, deployment: DeploymentRoute, path: str, body: bytes
-) -> tuple[int, bytes, str, InstanceRoute]:
+async def forward(client, deployment: DeploymentRoute, path: str, body: bytes) -> tuple[int, bytes, str, InstanceRoute]:
     """(status, body, content type, instance) from the least busy ready instance.
 
     A connection failure (refused, reset, server gone mid-request) is retried once on
-    another ready instance; the failed one is skipped for a few seconds."""
+    another ready instance, and the failed one is skipped for a few seconds; a pooled
+    connection the server had closed is retried on a fresh connection to the same one."""
     inst = deployment.pick()
     if inst is None:
         raise NoReadyInstance()
     try:
         async with asyncio.timeout(deployment.request_timeout_s):
             try:
-                status, data, ctype = await _attempt(session, inst, path, body)
+                status, data, ctype = await _attempt(client, inst, path, body)
                 return status, data, ctype, inst
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
-                inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
-            retry = deployment.pick(exclude=inst)
+            except UpstreamConnectionError as exc:
+                retry = deployment.pick(exclude=inst)
+                if retry is None and exc.reused:
+                    retry = inst
+                else:
+                    inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
             if retry is None:
                 raise UpstreamUnreachable()
             try:
-                status, data, ctype = await _attempt(session, retry, path, body)
+                status, data, ctype = await _attempt(client, retry, path, body)
                 return status, data, ctype, retry
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+            except UpstreamConnectionError:
                 retry.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
                 raise UpstreamUnreachable() from None
     except TimeoutError:

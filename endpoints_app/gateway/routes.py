@@ -33,6 +33,7 @@ class InstanceRoute:
     port: int
     base_url: str = ""
     score_url: URL | None = None
+    _score_head: bytes = b""
     inflight: int = 0
     failed_until: float = 0.0
 
@@ -43,6 +44,15 @@ class InstanceRoute:
 
     def url(self, path: str) -> URL:
         return self.score_url if path == "/score" else URL(self.base_url + path)
+
+    def request_head(self, path: str) -> bytes:
+        """Request line and fixed headers of a JSON POST to this instance (for http1.Http1Pool)."""
+        if path == "/score" and self._score_head:
+            return self._score_head
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n".encode()
+        if path == "/score":
+            self._score_head = head
+        return head
 
 
 @dataclass(eq=False)

@@ -7,17 +7,18 @@ import time
 import aiohttp
 import pytest
 
-from tests.gateway.conftest import auth
+from tests.gateway.conftest import auth, wait_http
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_endpoint):
+@pytest.mark.parametrize("client", ["http1", "aiohttp"])
+def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_endpoint, client):
     first, first_proc = procs.upstream(delay_ms=5)
     second, _ = procs.upstream(delay_ms=5)
     settings = {"max_concurrent_requests_per_instance": 16, "request_timeout_ms": 5000}
     _, creds = make_endpoint("sturdy", {"blue": ([first, second], 100, settings)})
-    url, _ = procs.gateway()
+    url, _ = procs.gateway(STUDIO_GATEWAY_CLIENT=client)
 
     statuses: collections.Counter = collections.Counter()
     killed_at: list[float] = []
@@ -47,3 +48,25 @@ def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_en
     assert killed_at and first_proc.wait(timeout=5) == -signal.SIGKILL
     assert statuses[200] > 200
     assert set(statuses) == {200}, statuses
+
+
+def test_single_instance_restarted_on_the_same_port_is_reached_again(procs, make_endpoint):
+    """Pooled connections to the old process are dead; the gateway must not fail on them."""
+    port, first = procs.upstream()
+    _, creds = make_endpoint("reborn", {"blue": ([port], 100, {"max_concurrent_requests_per_instance": 8})})
+    url, _ = procs.gateway()
+    score = f"{url}/inference/reborn/score"
+
+    async def burst(n: int) -> list[int]:
+        async with aiohttp.ClientSession() as session:
+            async def one(i: int):
+                async with session.post(score, json={"data": [i]}, headers=auth(creds["primary"])) as r:
+                    return r.status
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    assert set(asyncio.run(burst(8))) == {200}  # leaves several idle pooled connections
+    procs.stop(first)
+    again = procs.start([*first.args[:2], "--port", str(port)], name="upstream-again")
+    wait_http(f"http://127.0.0.1:{port}/health/ready", proc=again)
+
+    assert set(asyncio.run(burst(8))) == {200}
