@@ -7,7 +7,7 @@ every web worker answers the same numbers."""
 
 import hmac
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -92,8 +92,12 @@ def render_metrics(now: datetime | None = None) -> str:
         out.append(f"studio_instances{_labels(workspace=ws, endpoint=ep, deployment=dep, state=state)} {n}")
     family("studio_instance_cpu_percent", "gauge", "Latest sampled CPU of an instance process (% of one core).")
     family_mem: list[str] = []
+    latest: dict[int, InstanceSample] = {}
+    recent = InstanceSample.objects.filter(instance__in=live, time__gte=now - timedelta(minutes=10)).order_by("time")
+    for sample in recent:
+        latest[sample.instance_id] = sample
     for inst in live:
-        sample = InstanceSample.objects.filter(instance=inst).order_by("-time").first()
+        sample = latest.get(inst.pk)
         if sample is None:
             continue
         dep = inst.deployment

@@ -1,9 +1,11 @@
 """Monitoring charts, built server-side with plotly.graph_objects and drawn in the
 browser by the vendored plotly.js from each figure's JSON."""
 
+import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 import plotly.graph_objects as go
 
@@ -23,21 +25,69 @@ S4XX, S5XX = query.COUNTERS.index("status_4xx"), query.COUNTERS.index("status_5x
 TIN, TOUT = query.COUNTERS.index("tokens_in"), query.COUNTERS.index("tokens_out")
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, **extra) -> go.Figure:
-    fig.update_layout(
+class Figure:
+    """A plotly figure as its JSON parts. Layouts are built and validated by
+    plotly.graph_objects (once per chart kind, cached); traces are plain plotly trace
+    dicts. Building whole go.Figure objects validates every point and costs about 100 ms
+    per chart, more than everything else the Monitoring tab does."""
+
+    def __init__(self, layout: dict) -> None:
+        self.layout = layout
+        self.data: list[dict] = []
+
+    def add_trace(self, trace: dict) -> None:
+        self.data.append(trace)
+
+    def update_xaxes(self, **axis) -> None:
+        self.layout["xaxis"] = {**self.layout.get("xaxis", {}), **axis}
+
+    def add_annotation(self, **annotation) -> None:
+        self.layout["annotations"] = [*self.layout.get("annotations", []), annotation]
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "layout": self.layout}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@lru_cache(maxsize=64)
+def _base_layout(title: str, y_title: str, extra: str) -> dict:
+    layout = go.Layout(
         title={"text": title, "font": {"size": 14}},
         margin={"l": 55, "r": 15, "t": 40, "b": 40},
         height=280,
         legend={"orientation": "h", "y": -0.18},
         yaxis={"title": {"text": y_title}, "rangemode": "tozero"},
         template="plotly_white",
-        **extra,
+        **json.loads(extra),
     )
-    return fig
+    return layout.to_plotly_json()
 
 
-def _times(buckets: list[int]) -> list[datetime]:
-    return [datetime.fromtimestamp(b, UTC) for b in buckets]
+def new_figure(title: str, y_title: str, **extra) -> Figure:
+    # A shallow copy: per-request keys (xaxis, annotations) are replaced, never mutated in place.
+    return Figure(dict(_base_layout(title, y_title, json.dumps(extra, sort_keys=True))))
+
+
+def scatter(**trace) -> dict:
+    return {"type": "scatter", **trace}
+
+
+def bar(**trace) -> dict:
+    return {"type": "bar", **trace}
+
+
+def _times(buckets: list[int]) -> list[str]:
+    return [datetime.fromtimestamp(b, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for b in buckets]
 
 
 def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dict:
@@ -61,12 +111,12 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
             out.append(value / scale if scale else value)
         return out
 
-    figures: dict[str, go.Figure] = {}
-    fig = go.Figure()
+    figures: dict[str, Figure] = {}
+    fig = new_figure("Requests per minute, by deployment", "requests/min")
     for dep in deployments:
-        fig.add_trace(go.Scatter(x=x, y=values(dep, REQ, per_minute), name=dep or "(none)", stackgroup="requests",
+        fig.add_trace(scatter(x=x, y=values(dep, REQ, per_minute), name=dep or "(none)", stackgroup="requests",
                                  mode="lines", line={"color": colors[dep], "width": 1}))
-    figures["requests"] = _layout(fig, "Requests per minute, by deployment", "requests/min")
+    figures["requests"] = fig
 
     by_bucket: dict[int, list] = defaultdict(list)
     sums: dict[int, list] = defaultdict(lambda: [0] * query.N)  # all deployments of a bucket
@@ -76,69 +126,69 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
         for i in range(query.N):
             total[i] += acc[i]
     quantiles = {b: p50_p90_p99(merge(h)) for b, h in by_bucket.items()}
-    fig = go.Figure()
+    fig = new_figure("Latency", "ms")
     for i, label in enumerate(("p50", "p90", "p99")):
-        fig.add_trace(go.Scatter(x=x, y=[quantiles.get(b, (None,) * 3)[i] for b in buckets], name=label,
+        fig.add_trace(scatter(x=x, y=[quantiles.get(b, (None,) * 3)[i] for b in buckets], name=label,
                                  mode="lines+markers", connectgaps=False, marker={"size": 3}))
-    figures["latency"] = _layout(fig, "Latency", "ms")
+    figures["latency"] = fig
 
-    fig = go.Figure()
+    fig = new_figure("Errors by status class", "requests", barmode="stack")
     totals_4xx = [sums[b][S4XX] if b in sums else 0 for b in buckets]
     totals_5xx = [sums[b][S5XX] if b in sums else 0 for b in buckets]
-    fig.add_trace(go.Bar(x=x, y=totals_4xx, name="4xx", marker_color="#d97706"))
-    fig.add_trace(go.Bar(x=x, y=totals_5xx, name="5xx", marker_color="#dc2626"))
-    figures["errors"] = _layout(fig, "Errors by status class", "requests", barmode="stack")
+    fig.add_trace(bar(x=x, y=totals_4xx, name="4xx", marker_color="#d97706"))
+    fig.add_trace(bar(x=x, y=totals_5xx, name="5xx", marker_color="#dc2626"))
+    figures["errors"] = fig
 
     requests_by_dep = {dep: sum(values(dep, REQ)) for dep in deployments}
     live = [d for d in deployments if d not in endpoint.mirror_traffic]
     live_total = sum(requests_by_dep[d] for d in live)
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=deployments, y=[endpoint.traffic.get(d, 0) or endpoint.mirror_traffic.get(d, 0)
+    fig = new_figure("Traffic share: actual against configured (mirror as % of live)", "%", barmode="group")
+    fig.add_trace(bar(x=deployments, y=[endpoint.traffic.get(d, 0) or endpoint.mirror_traffic.get(d, 0)
                                            for d in deployments], name="configured %", marker_color="#94a3b8"))
-    fig.add_trace(go.Bar(x=deployments, y=[round(100 * requests_by_dep[d] / live_total, 2) if live_total else 0
+    fig.add_trace(bar(x=deployments, y=[round(100 * requests_by_dep[d] / live_total, 2) if live_total else 0
                                            for d in deployments], name="actual %", marker_color="#2563eb"))
-    figures["traffic"] = _layout(fig, "Traffic share: actual against configured (mirror as % of live)", "%",
-                                 barmode="group")
+    figures["traffic"] = fig
 
-    fig = go.Figure()
+    fig = new_figure("Tokens", "tokens", barmode="stack")
     tin = [sums[b][TIN] if b in sums else 0 for b in buckets]
     tout = [sums[b][TOUT] if b in sums else 0 for b in buckets]
-    fig.add_trace(go.Bar(x=x, y=tin, name="tokens in", marker_color="#0891b2"))
-    fig.add_trace(go.Bar(x=x, y=tout, name="tokens out", marker_color="#9333ea"))
-    figures["tokens"] = _layout(fig, "Tokens", "tokens", barmode="stack")
+    fig.add_trace(bar(x=x, y=tin, name="tokens in", marker_color="#0891b2"))
+    fig.add_trace(bar(x=x, y=tout, name="tokens out", marker_color="#9333ea"))
+    figures["tokens"] = fig
 
     lines = costs.cost_lines([endpoint], start, end, step, now=now)
     cost_by = defaultdict(Decimal)
     for line in lines:
         cost_by[(line.bucket, line.deployment)] += line.cost
     cost_deps = sorted({d for (_, d) in cost_by})
-    fig = go.Figure()
+    fig = new_figure("Cost", "USD", barmode="stack")
     for dep in cost_deps:
-        fig.add_trace(go.Bar(x=x, y=[float(cost_by.get((b, dep), 0)) for b in buckets], name=dep or "(none)",
+        fig.add_trace(bar(x=x, y=[float(cost_by.get((b, dep), 0)) for b in buckets], name=dep or "(none)",
                              marker_color=colors.get(dep, "#64748b")))
-    figures["cost"] = _layout(fig, "Cost", "USD", barmode="stack")
+    figures["cost"] = fig
 
     samples = defaultdict(list)
     qs = (InstanceSample.objects.filter(instance__deployment__endpoint=endpoint, time__gte=start, time__lt=end)
           .values_list("instance__name", "time", "cpu_percent", "memory_mb").order_by("time"))
     for name, when, cpu, mem in qs:
         samples[name].append((when, cpu, mem))
-    cpu_fig, mem_fig = go.Figure(), go.Figure()
+    cpu_fig = new_figure("Instance CPU", "% of one core")
+    mem_fig = new_figure("Instance memory", "MB")
     for i, (name, points) in enumerate(sorted(samples.items())):
         color = PALETTE[i % len(PALETTE)]
-        cpu_fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=name, mode="lines",
+        cpu_fig.add_trace(scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=name, mode="lines",
                                      line={"color": color}))
-        mem_fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[2] for p in points], name=name, mode="lines",
+        mem_fig.add_trace(scatter(x=[p[0] for p in points], y=[p[2] for p in points], name=name, mode="lines",
                                      line={"color": color}))
-    figures["cpu"] = _layout(cpu_fig, "Instance CPU", "% of one core")
-    figures["memory"] = _layout(mem_fig, "Instance memory", "MB")
+    figures["cpu"] = cpu_fig
+    figures["memory"] = mem_fig
 
     for fig in figures.values():
-        fig.update_xaxes(range=[start, end], type="date")
+        fig.update_xaxes(range=[start.isoformat(), end.isoformat()], type="date")
         if not fig.data:
             fig.add_annotation(text="No data in this range", showarrow=False, xref="paper", yref="paper",
                                x=0.5, y=0.5, font={"color": "#5f6b7a"})
-    figures["traffic"].update_xaxes(type="category", range=None, autorange=True)
+    figures["traffic"].layout["xaxis"] = {"type": "category", "autorange": True}
 
     total_requests = sum(requests_by_dep.values())
     total_cost = costs.round_cents(sum((line.cost for line in lines), Decimal(0)))

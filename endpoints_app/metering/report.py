@@ -81,7 +81,6 @@ def usage_report(
     endpoints = list(endpoints)
     ids = [e.pk for e in endpoints]
     names = {e.pk: e.name for e in endpoints}
-    counts = query.totals(ids, window.start, window.end, deployment)
     lines = costs.cost_lines(endpoints, window.start, window.end, window.step, deployment, now)
     instance_hours = sum((line.instance_hours for line in lines), Decimal(0))
     cost = sum((line.cost for line in lines), Decimal(0))
@@ -91,6 +90,11 @@ def usage_report(
         entry[0] += line.instance_hours
         entry[1] += line.cost
     rows = query.series(ids, window.start, window.end, window.step, deployment)
+    # Totals are the sums of the series' buckets: the same rows, read once.
+    counts = dict.fromkeys(query.COUNTERS, 0)
+    for acc in rows.values():
+        for i, name in enumerate(query.COUNTERS):
+            counts[name] += acc[i]
     series = []
     for key in sorted(set(rows) | set(cost_by_key), key=lambda k: (k[0], names.get(k[1], ""), k[2])):
         acc = rows.get(key) or query.new_accumulator(True)

@@ -5,7 +5,6 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import plotly.graph_objects as go
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -15,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from endpoints_app.errors import StudioError
 from endpoints_app.metering import costs
+from endpoints_app.metering.charts import bar, new_figure
 from endpoints_app.metering.query import DAY
 from endpoints_app.models import Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
@@ -67,16 +67,14 @@ def usage_page(request):
     by_model = sorted(_group(lines, lambda ln: ln.model), key=lambda r: (-r["cost"], r["key"]))
     by_day = sorted(_group(lines, lambda ln: datetime.fromtimestamp(ln.bucket, UTC).date()), key=lambda r: r["key"])
 
-    fig = go.Figure()
+    fig = new_figure("Cost per day, by endpoint", "USD", barmode="stack")
     day_endpoint = defaultdict(Decimal)
     for line in lines:
         day_endpoint[(datetime.fromtimestamp(line.bucket, UTC).date(), line.endpoint)] += line.cost
     days = [start.date() + timedelta(days=i) for i in range((end - start).days)]
+    x = [d.isoformat() for d in days]
     for name in sorted({e for (_, e) in day_endpoint}):
-        fig.add_trace(go.Bar(x=days, y=[float(day_endpoint.get((d, name), 0)) for d in days], name=name))
-    fig.update_layout(barmode="stack", height=280, margin={"l": 55, "r": 15, "t": 30, "b": 40},
-                      template="plotly_white", title={"text": "Cost per day, by endpoint", "font": {"size": 14}},
-                      yaxis={"title": {"text": "USD"}}, legend={"orientation": "h", "y": -0.2})
+        fig.add_trace(bar(x=x, y=[float(day_endpoint.get((d, name), 0)) for d in days], name=name))
 
     this_month = month_start(now)
     status = None

@@ -5,6 +5,7 @@ import os
 import re
 from datetime import timedelta
 
+import plotly.graph_objects as go
 import pytest
 from django.utils import timezone
 
@@ -39,6 +40,8 @@ def test_it_builds_every_chart(owner_client, iris):
     assert "<html" not in html  # the partial only
     figs = figures(html)
     assert set(figs) == {"requests", "latency", "errors", "traffic", "tokens", "cost", "cpu", "memory"}
+    for fig in figs.values():
+        go.Figure(fig)  # plotly's own schema validation accepts every figure
     stacked = {t["name"]: t for t in figs["requests"]["data"]}
     assert set(stacked) == {"blue", "green"} and stacked["blue"]["stackgroup"] == "requests"
     assert sum(stacked["blue"]["y"]) == 29 * 7 and sum(stacked["green"]["y"]) == 29 * 4
