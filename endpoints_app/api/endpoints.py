@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import Http404, HttpResponse
-from rest_framework import status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
@@ -19,6 +21,93 @@ from endpoints_app.services import endpoints as svc
 from endpoints_app.services.audit import Actor
 
 ENDPOINT_CREATE_FIELDS = ("name", "auth_mode", "description", "tags")
+
+
+# -- OpenAPI documentation (the views validate in the services, not with these) --------------------
+
+class EndpointIn(serializers.Serializer):
+    name = serializers.CharField(help_text="A DNS label, unique in the studio.")
+    auth_mode = serializers.ChoiceField(choices=["key", "aml_token"], default="key")
+    description = serializers.CharField(required=False)
+    tags = serializers.DictField(required=False)
+    traffic = serializers.DictField(child=serializers.IntegerField(), required=False,
+                                    help_text="{deployment: percent}, summing to 100 (or 0).")
+    mirror_traffic = serializers.DictField(child=serializers.IntegerField(), required=False,
+                                           help_text="{deployment: percent <= 50} to one deployment without live "
+                                                     "traffic.")
+
+
+class EndpointOut(EndpointIn):
+    kind = serializers.CharField()
+    provisioning_state = serializers.CharField()
+    error = serializers.CharField()
+    scoring_uri = serializers.URLField()
+    swagger_uri = serializers.URLField()
+    deployments = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ProbeDoc(serializers.Serializer):
+    initial_delay = serializers.IntegerField(required=False)
+    period = serializers.IntegerField(required=False)
+    timeout = serializers.IntegerField(required=False)
+    success_threshold = serializers.IntegerField(required=False)
+    failure_threshold = serializers.IntegerField(required=False)
+
+
+class DeploymentIn(serializers.Serializer):
+    name = serializers.CharField()
+    model = serializers.CharField(help_text="studio://registries/<r>/models/<n>/versions/<v> or <name>:<version>")
+    code_configuration = serializers.DictField(required=False, help_text="{code, scoring_script}")
+    environment_variables = serializers.DictField(child=serializers.CharField(), required=False)
+    instance_type = serializers.CharField(required=False)
+    instance_count = serializers.IntegerField(required=False, default=1)
+    scale_settings = serializers.DictField(
+        required=False,
+        help_text="{type: default|target_utilization, min_instances, max_instances, "
+                  "target_utilization_percentage, cooldown_seconds}",
+    )
+    request_settings = serializers.DictField(
+        required=False, help_text="{request_timeout_ms, max_concurrent_requests_per_instance}"
+    )
+    liveness_probe = ProbeDoc(required=False)
+    readiness_probe = ProbeDoc(required=False)
+
+
+class InstanceOut(serializers.Serializer):
+    name = serializers.CharField()
+    node = serializers.CharField()
+    pid = serializers.IntegerField(allow_null=True)
+    port = serializers.IntegerField(allow_null=True)
+    state = serializers.CharField()
+    generation = serializers.IntegerField()
+    restarts = serializers.IntegerField()
+
+
+class DeploymentOut(DeploymentIn):
+    endpoint_name = serializers.CharField()
+    provisioning_state = serializers.CharField()
+    error = serializers.CharField()
+    generation = serializers.IntegerField()
+    traffic = serializers.IntegerField()
+    mirror_traffic = serializers.IntegerField()
+    instances = InstanceOut(many=True)
+
+
+class KeysOut(serializers.Serializer):
+    primary_key = serializers.CharField()
+    secondary_key = serializers.CharField()
+
+
+class RegenerateIn(serializers.Serializer):
+    key_type = serializers.ChoiceField(choices=["primary", "secondary"])
+
+
+class TokenOut(serializers.Serializer):
+    access_token = serializers.CharField()
+    expiry_time_utc = serializers.IntegerField(help_text="Unix time (seconds).")
+    token_type = serializers.CharField()
 
 
 def inference_base_url(request) -> str:
@@ -141,6 +230,7 @@ def _update_endpoint(request, endpoint: Endpoint, body: dict) -> Endpoint:
     )
 
 
+@extend_schema(request=EndpointIn, responses={200: EndpointOut(many=True), 201: EndpointOut})
 @api_view(["GET", "POST"])
 def online_endpoints(request, ws: str):
     if request.method == "GET":
@@ -152,6 +242,7 @@ def online_endpoints(request, ws: str):
     return Response(endpoint_data(request, endpoint), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(request=EndpointIn, responses={200: EndpointOut, 201: EndpointOut, 202: EndpointOut, 204: None})
 @api_view(["GET", "PUT", "PATCH", "DELETE"])
 def online_endpoint(request, ws: str, name: str):
     if request.method == "GET":
@@ -177,11 +268,13 @@ def _key_endpoint(request, ws: str, name: str) -> Endpoint:
     return _endpoint(workspace, name)
 
 
+@extend_schema(request=None, responses=KeysOut)
 @api_view(["POST"])
 def list_keys(request, ws: str, name: str):
     return Response(svc.get_keys(_key_endpoint(request, ws, name)))
 
 
+@extend_schema(request=RegenerateIn, responses=OpenApiTypes.OBJECT)
 @api_view(["POST"])
 def regenerate_keys(request, ws: str, name: str):
     endpoint = _key_endpoint(request, ws, name)
@@ -191,6 +284,7 @@ def regenerate_keys(request, ws: str, name: str):
     return Response({"key_type": key_type, f"{key_type}_key": key})
 
 
+@extend_schema(request=None, responses=TokenOut)
 @api_view(["POST"])
 def token(request, ws: str, name: str):
     endpoint = _key_endpoint(request, ws, name)
@@ -207,6 +301,7 @@ def _provisioning_response(deployment: Deployment, created: bool = False) -> Res
     return Response(deployment_data(deployment), status=code)
 
 
+@extend_schema(request=DeploymentIn, responses={200: DeploymentOut(many=True), 202: DeploymentOut})
 @api_view(["GET", "POST"])
 def deployments(request, ws: str, name: str):
     if request.method == "GET":
@@ -220,6 +315,7 @@ def deployments(request, ws: str, name: str):
     return _provisioning_response(deployment, created=True)
 
 
+@extend_schema(request=DeploymentIn, responses={200: DeploymentOut, 202: DeploymentOut, 204: None})
 @api_view(["GET", "PUT", "PATCH", "DELETE"])
 def deployment(request, ws: str, name: str, deployment_name: str):
     if request.method == "GET":
@@ -248,6 +344,10 @@ def deployment(request, ws: str, name: str, deployment_name: str):
     return _provisioning_response(svc.do_update_deployment(actor, found, body))
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("lines", int), OpenApiParameter("instance", str)],
+    responses={(200, "text/plain"): OpenApiTypes.STR},
+)
 @api_view(["GET"])
 def deployment_logs(request, ws: str, name: str, deployment_name: str):
     workspace = check_workspace(request.user, ws)
