@@ -135,8 +135,8 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
     fig = new_figure("Errors by status class", "requests", barmode="stack")
     totals_4xx = [sums[b][S4XX] if b in sums else 0 for b in buckets]
     totals_5xx = [sums[b][S5XX] if b in sums else 0 for b in buckets]
-    fig.add_trace(bar(x=x, y=totals_4xx, name="4xx", marker_color="#d97706"))
-    fig.add_trace(bar(x=x, y=totals_5xx, name="5xx", marker_color="#dc2626"))
+    fig.add_trace(bar(x=x, y=totals_4xx, name="4xx", marker={"color": "#d97706"}))
+    fig.add_trace(bar(x=x, y=totals_5xx, name="5xx", marker={"color": "#dc2626"}))
     figures["errors"] = fig
 
     requests_by_dep = {dep: sum(values(dep, REQ)) for dep in deployments}
@@ -144,16 +144,16 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
     live_total = sum(requests_by_dep[d] for d in live)
     fig = new_figure("Traffic share: actual against configured (mirror as % of live)", "%", barmode="group")
     fig.add_trace(bar(x=deployments, y=[endpoint.traffic.get(d, 0) or endpoint.mirror_traffic.get(d, 0)
-                                           for d in deployments], name="configured %", marker_color="#94a3b8"))
+                                           for d in deployments], name="configured %", marker={"color": "#94a3b8"}))
     fig.add_trace(bar(x=deployments, y=[round(100 * requests_by_dep[d] / live_total, 2) if live_total else 0
-                                           for d in deployments], name="actual %", marker_color="#2563eb"))
+                                           for d in deployments], name="actual %", marker={"color": "#2563eb"}))
     figures["traffic"] = fig
 
     fig = new_figure("Tokens", "tokens", barmode="stack")
     tin = [sums[b][TIN] if b in sums else 0 for b in buckets]
     tout = [sums[b][TOUT] if b in sums else 0 for b in buckets]
-    fig.add_trace(bar(x=x, y=tin, name="tokens in", marker_color="#0891b2"))
-    fig.add_trace(bar(x=x, y=tout, name="tokens out", marker_color="#9333ea"))
+    fig.add_trace(bar(x=x, y=tin, name="tokens in", marker={"color": "#0891b2"}))
+    fig.add_trace(bar(x=x, y=tout, name="tokens out", marker={"color": "#9333ea"}))
     figures["tokens"] = fig
 
     lines = costs.cost_lines([endpoint], start, end, step, now=now)
@@ -164,7 +164,7 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
     fig = new_figure("Cost", "USD", barmode="stack")
     for dep in cost_deps:
         fig.add_trace(bar(x=x, y=[float(cost_by.get((b, dep), 0)) for b in buckets], name=dep or "(none)",
-                             marker_color=colors.get(dep, "#64748b")))
+                             marker={"color": colors.get(dep, "#64748b")}))
     figures["cost"] = fig
 
     samples = defaultdict(list)

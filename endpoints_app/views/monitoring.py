@@ -37,6 +37,7 @@ def monitoring(request, name: str):
     charts = [{"name": key, "json": script_safe(built["figures"][key].to_json())} for key in CHART_ORDER]
     context = {
         "endpoint": endpoint,
+        "tab": "monitoring",
         "range": range_key,
         "ranges": list(RANGES),
         "charts": charts,
