@@ -90,3 +90,46 @@ def page_without_js(browser, live_server, owner):
     context, page = _page(browser, live_server, owner, javascript=False)
     yield page
     context.close()
+
+
+@pytest.fixture
+def gateway(live_worker, settings, tmp_path):
+    """The real gateway (uvicorn on the gateway's ASGI app) on the test database; the UI's
+    Test tab reaches it through STUDIO_GATEWAY_URL. Needs the live worker's database setup."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.live import ROOT, worker_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - closed below
+    argv = [str(Path(sys.executable).parent / "uvicorn"), "endpoints_app.gateway.asgi:application",
+            "--port", str(port), "--lifespan", "on", "--no-access-log"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited: {(tmp_path / 'gateway.log').read_text()}")
+        try:
+            requests.get(url + "/inference/", timeout=1)
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    settings.STUDIO_GATEWAY_URL = url
+    yield url
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    log.close()
