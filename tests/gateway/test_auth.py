@@ -90,3 +90,28 @@ def test_keys_never_reach_the_gateway_log(procs, make_endpoint):
     procs.stop(gateway)
     log = open(gateway.log_file.name, encoding="utf-8", errors="replace").read()
     assert creds["primary"] not in log
+
+
+def test_keys_and_tokens_from_the_rest_api_work_at_the_gateway(procs, make_endpoint, owner_api):
+    port, _ = procs.upstream()
+    make_endpoint("viaapi", {"blue": ([port], 100, SETTINGS)})
+    make_endpoint("viatoken", {"blue": ([port], 100, SETTINGS)}, auth_mode="aml_token")
+    url, _ = procs.gateway(workers=2)
+    base = "/api/v1/workspaces/team/online-endpoints"
+    listed = owner_api.post(f"{base}/viaapi/list-keys").json()
+    score = f"{url}/inference/viaapi/score"
+    assert requests.post(score, json=BODY, headers=auth(listed["primary_key"])).status_code == 200
+
+    regenerated = owner_api.post(f"{base}/viaapi/regenerate-keys", {"key_type": "primary"}, format="json")
+    assert regenerated.status_code == 200
+    time.sleep(2.0)
+
+    old = {requests.post(score, json=BODY, headers=auth(listed["primary_key"])).status_code for _ in range(10)}
+    new = {requests.post(score, json=BODY, headers=auth(regenerated.json()["primary_key"])).status_code
+           for _ in range(10)}
+    still = {requests.post(score, json=BODY, headers={"api-key": listed["secondary_key"]}).status_code
+             for _ in range(10)}
+    assert (old, new, still) == ({401}, {200}, {200})
+
+    token = owner_api.post(f"{base}/viatoken/token").json()["access_token"]
+    assert requests.post(f"{url}/inference/viatoken/score", json=BODY, headers=auth(token)).status_code == 200
