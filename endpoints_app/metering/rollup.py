@@ -20,6 +20,7 @@ from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
 GRACE = timedelta(minutes=3)
 # One transaction per chunk, so a long catch-up never holds the database for long.
 CHUNK = timedelta(hours=6)
+RECHECK = timedelta(hours=2)
 
 
 def _aggregate(rows, start_field: str, period_seconds: int) -> dict[tuple[int, str, int], list]:
@@ -89,9 +90,12 @@ def rollup_usage(now: datetime | None = None) -> datetime | None:
             if start >= target:
                 return start
             end = min(target, start + CHUNK)
-            roll_hours(start, end)
+            # Re-roll the hours just before the cursor too: a gateway flush that failed and was
+            # retried late (after GRACE) still lands in the rollups, at the next hour's run.
+            redo = start - RECHECK if cursor.rolled_until is not None else start
+            roll_hours(redo, end)
             # Days that end within this chunk are complete now: their hours are all rolled up.
-            day_start, day_end = floor_to(start, DAY), floor_to(end, DAY)
+            day_start, day_end = floor_to(redo, DAY), floor_to(end, DAY)
             if day_start < day_end:
                 roll_days(day_start, day_end)
             cursor.rolled_until = end

@@ -149,3 +149,13 @@ def test_bad_parameters_are_400_naming_the_field(owner_api, iris, params, field)
     response = owner_api.get(URL, params)
     assert response.status_code == 400
     assert response.json()["error"]["field"] == field
+
+
+def test_a_late_flush_reaches_the_rollups_at_the_next_hour(owner_api, iris):
+    f.minute_row(iris, "blue", T0 + timedelta(minutes=10), ok=5)
+    rollup_usage(now=T0 + timedelta(hours=1, minutes=5))
+    # A gateway flush that was retried late adds to a minute of an hour already rolled up.
+    f.minute_row(iris, "green", T0 + timedelta(minutes=20), ok=7)
+    window = {"from": iso(T0), "to": iso(T0 + timedelta(hours=1)), "interval": "1h"}
+    rollup_usage(now=T0 + timedelta(hours=2, minutes=5))
+    assert owner_api.get(URL, window).json()["totals"]["requests"] == 12
