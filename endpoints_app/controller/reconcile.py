@@ -97,7 +97,7 @@ def plan_deployment(deployment_id: int) -> None:
     bump = False
     with transaction.atomic():
         deployment = (
-            Deployment.objects.select_for_update()
+            Deployment.objects.select_for_update(of=("self",))
             .select_related("endpoint", "endpoint__workspace", "instance_type")
             .filter(pk=deployment_id)
             .first()
@@ -162,7 +162,7 @@ def refresh_deployment_state(deployment_id: int) -> None:
     """Creating/Updating -> Succeeded when enough current instances are ready, -> Failed when one gave up."""
     with transaction.atomic():
         deployment = (
-            Deployment.objects.select_for_update()
+            Deployment.objects.select_for_update(of=("self",))
             .select_related("endpoint", "endpoint__workspace")
             .filter(pk=deployment_id)
             .first()
@@ -274,7 +274,7 @@ def _specs(node: Node, instance: Instance):
 def _launch(node: Node, instance: Instance) -> None:
     with transaction.atomic():
         row = (
-            Instance.objects.select_for_update()
+            Instance.objects.select_for_update(of=("self",))
             .select_related("deployment", "deployment__model", "deployment__instance_type", "deployment__endpoint")
             .filter(pk=instance.pk, state=InstanceState.STARTING, pid__isnull=True)
             .first()
@@ -368,7 +368,7 @@ def _fail(instance: Instance, reason: str) -> None:
     now = timezone.now()
     with transaction.atomic():
         row = (
-            Instance.objects.select_for_update()
+            Instance.objects.select_for_update(of=("self",))
             .select_related("deployment", "deployment__endpoint__workspace")
             .filter(pk=instance.pk, pid=instance.pid, state=instance.state)
             .first()

@@ -461,7 +461,7 @@ def do_delete_endpoint(actor: Actor, endpoint: Endpoint) -> None:
     endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
     if endpoint is None:
         return
-    deployments = list(endpoint.deployments.all())
+    deployments = list(endpoint.deployments.select_for_update())
     _request_stop(Instance.objects.filter(deployment__endpoint=endpoint))
     running = Instance.objects.filter(deployment__endpoint=endpoint, state__in=LIVE_INSTANCE_STATES).exists()
     record(actor, "endpoint.delete", endpoint, endpoint.workspace, deployments=[d.name for d in deployments])
@@ -535,7 +535,7 @@ def do_create_deployment(actor: Actor, endpoint: Endpoint, spec: dict) -> Deploy
 
 def _lock_deployment(deployment: Deployment) -> Deployment:
     locked = (
-        Deployment.objects.select_for_update()
+        Deployment.objects.select_for_update(of=("self",))
         .select_related("endpoint", "endpoint__workspace", "instance_type", "model")
         .filter(pk=deployment.pk)
         .first()
@@ -640,10 +640,11 @@ def do_update_deployment(actor: Actor, deployment: Deployment, changes: dict) ->
 @transaction.atomic
 def do_delete_deployment(actor: Actor, deployment: Deployment) -> None:
     """Refuse while it takes live traffic next to other deployments; otherwise drain and stop it."""
-    deployment = Deployment.objects.select_for_update().select_related("endpoint").filter(pk=deployment.pk).first()
-    if deployment is None:
+    # Locks in one order everywhere (endpoint, deployment, instances), so writers never deadlock.
+    endpoint = Endpoint.objects.select_for_update().filter(pk=deployment.endpoint_id).first()
+    deployment = Deployment.objects.select_for_update(of=("self",)).filter(pk=deployment.pk).first()
+    if endpoint is None or deployment is None:
         return
-    endpoint = Endpoint.objects.select_for_update().get(pk=deployment.endpoint_id)
     share = int(endpoint.traffic.get(deployment.name, 0))
     others = endpoint.deployments.exclude(pk=deployment.pk).exclude(provisioning_state=ProvisioningState.DELETING)
     if share > 0 and others.exists():
