@@ -1,11 +1,13 @@
 import asyncio
 import collections
+import time
 
 import aiohttp
 import pytest
 import requests
 
-from endpoints_app.gateway.routes import DeploymentRoute, InstanceRoute
+from endpoints_app.gateway.routes import DeploymentRoute, InstanceRoute, bump_route_version
+from endpoints_app.models import Instance
 from tests.gateway.conftest import auth
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -98,3 +100,37 @@ def test_swagger_describes_the_endpoint_from_the_model_schema(procs, make_endpoi
     assert "predictions" in operation["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
     assert spec["servers"][0]["url"].endswith("/inference/documented")
     assert anonymous.status_code == 401
+
+
+def _first_success_after(score: str, key: str, timeout: float) -> float | None:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if requests.post(score, json={"data": [1]}, headers=auth(key)).status_code == 200:
+            return time.monotonic() - began
+        time.sleep(0.05)
+    return None
+
+
+def test_instance_that_becomes_ready_is_routed_after_the_version_bump(procs, make_endpoint):
+    port, _ = procs.upstream()
+    _, creds = make_endpoint("warming", {"blue": ([port], 100, SETTINGS)}, states={"blue": "Starting"})
+    url, _ = procs.gateway()
+    score = f"{url}/inference/warming/score"
+    assert requests.post(score, json={"data": [1]}, headers=auth(creds["primary"])).status_code == 503
+
+    Instance.objects.filter(deployment__endpoint__name="warming").update(state="Ready")
+    bump_route_version()
+
+    assert _first_success_after(score, creds["primary"], timeout=2.0) is not None
+
+
+def test_a_change_nobody_announced_is_picked_up_by_the_periodic_reload(procs, make_endpoint):
+    port, _ = procs.upstream()
+    _, creds = make_endpoint("unannounced", {"blue": ([port], 100, SETTINGS)}, states={"blue": "Starting"})
+    url, _ = procs.gateway(STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS="2")
+    score = f"{url}/inference/unannounced/score"
+    assert requests.post(score, json={"data": [1]}, headers=auth(creds["primary"])).status_code == 503
+
+    Instance.objects.filter(deployment__endpoint__name="unannounced").update(state="Ready")  # no version bump
+
+    assert _first_success_after(score, creds["primary"], timeout=5.0) is not None
