@@ -148,12 +148,12 @@ def series(
     for piece in plan(start, end, step, rolled_until()):
         qs, time_field = _queryset(piece, endpoint_ids, deployment)
         columns[2] = time_field
-        for rows in _raw_chunks(qs.values_list(*columns)):
-            histograms = _histograms(rows) if with_latency else None
+        for rows in raw_chunks(qs.values_list(*columns)):
+            histograms = decode_histograms(rows) if with_latency else None
             for index, row in enumerate(rows):
                 ts = stamps.get(row[2])
                 if ts is None:
-                    ts = stamps[row[2]] = _epoch(row[2])
+                    ts = stamps[row[2]] = epoch_seconds(row[2])
                 ts -= ts % step
                 key = (ts, row[0], row[1]) if by_deployment else (ts, 0, "")
                 acc = out.get(key)
@@ -170,7 +170,7 @@ def series(
     return out
 
 
-def _raw_chunks(qs):
+def raw_chunks(qs):
     """The query's rows as the database driver returns them, in chunks, without Django's
     per-value converters (which cost more than the rest of the loop over thousands of
     rows). Times come back as datetimes (or ISO text), histograms as lists (PostgreSQL
@@ -185,7 +185,7 @@ def _raw_chunks(qs):
             yield rows
 
 
-def _histograms(rows) -> list:
+def decode_histograms(rows) -> list:
     """The last column of each row as a list: JSON text decoded in one call per chunk."""
     values = [row[-1] for row in rows]
     if values and all(isinstance(v, str) for v in values):
@@ -193,7 +193,7 @@ def _histograms(rows) -> list:
     return [json.loads(v) if isinstance(v, str) else v for v in values]
 
 
-def _epoch(value) -> int:
+def epoch_seconds(value) -> int:
     if isinstance(value, str):
         # SQLite stores UTC as "YYYY-MM-DD HH:MM:SS[.ffffff]".
         value = datetime.fromisoformat(value)

@@ -13,7 +13,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from endpoints_app.metering.percentiles import add_into, empty_histogram
-from endpoints_app.metering.query import COUNTERS, DAY, HOUR, N, floor_to
+from endpoints_app.metering.query import COUNTERS, DAY, HOUR, N, decode_histograms, epoch_seconds, floor_to, raw_chunks
 from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
 
 # Longer than the gateway's flush interval, so an hour is complete when it is rolled up.
@@ -23,18 +23,24 @@ CHUNK = timedelta(hours=6)
 RECHECK = timedelta(hours=2)
 
 
-def _aggregate(rows, start_field: str, period_seconds: int) -> dict[tuple[int, str, int], list]:
+def _aggregate(qs, period_seconds: int) -> dict[tuple[int, str, int], list]:
+    """Sum rows of `qs` (values_list: time, endpoint_id, deployment, *COUNTERS, latency_ms_sum,
+    latency_histogram) per endpoint, deployment and period."""
     out: dict[tuple[int, str, int], list] = {}
-    for row in rows:
-        ts = int(row[start_field].timestamp())
-        key = (row["endpoint_id"], row["deployment"], ts - ts % period_seconds)
-        acc = out.get(key)
-        if acc is None:
-            acc = out[key] = [0] * N + [0.0, empty_histogram()]
-        for i, name in enumerate(COUNTERS):
-            acc[i] += row[name]
-        acc[N] += row["latency_ms_sum"]
-        add_into(acc[N + 1], row["latency_histogram"])
+    stamps: dict = {}
+    for rows in raw_chunks(qs):
+        histograms = decode_histograms(rows)
+        for index, row in enumerate(rows):
+            ts = stamps.get(row[0])
+            if ts is None:
+                ts = stamps[row[0]] = epoch_seconds(row[0])
+            key = (row[1], row[2], ts - ts % period_seconds)
+            acc = out.get(key)
+            if acc is None:
+                acc = out[key] = [0] * N + [0.0, empty_histogram()]
+            for i in range(N + 1):
+                acc[i] += row[3 + i]
+            add_into(acc[N + 1], histograms[index])
     return out
 
 
@@ -60,17 +66,17 @@ FIELDS = ["endpoint_id", "deployment", *COUNTERS, "latency_ms_sum", "latency_his
 
 
 def roll_hours(start: datetime, end: datetime) -> int:
-    rows = UsageMinute.objects.filter(minute__gte=start, minute__lt=end).order_by().values("minute", *FIELDS)
-    return _write(UsageRollup.Period.HOUR, start, end, _aggregate(rows.iterator(chunk_size=5000), "minute", HOUR))
+    rows = UsageMinute.objects.filter(minute__gte=start, minute__lt=end).order_by().values_list("minute", *FIELDS)
+    return _write(UsageRollup.Period.HOUR, start, end, _aggregate(rows, HOUR))
 
 
 def roll_days(start: datetime, end: datetime) -> int:
     rows = (
         UsageRollup.objects.filter(period=UsageRollup.Period.HOUR, start__gte=start, start__lt=end)
         .order_by()
-        .values("start", *FIELDS)
+        .values_list("start", *FIELDS)
     )
-    return _write(UsageRollup.Period.DAY, start, end, _aggregate(rows.iterator(chunk_size=5000), "start", DAY))
+    return _write(UsageRollup.Period.DAY, start, end, _aggregate(rows, DAY))
 
 
 def rollup_usage(now: datetime | None = None) -> datetime | None:
