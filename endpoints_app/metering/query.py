@@ -194,11 +194,12 @@ def decode_histograms(rows) -> list:
 
 
 def epoch_seconds(value) -> int:
+    """A stored time as epoch seconds. Django keeps UTC; SQLite hands it back naive (as a
+    datetime, or "YYYY-MM-DD HH:MM:SS" text), which must not be read as local time."""
     if isinstance(value, str):
-        # SQLite stores UTC as "YYYY-MM-DD HH:MM:SS[.ffffff]".
         value = datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
     return int(value.timestamp())
 
 
