@@ -46,6 +46,8 @@ ACTIVE = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY)
 LIVE = (*ACTIVE, InstanceState.STOPPING)
 # An instance that stayed ready this long has earned fresh restarts (kill -9 after a day is no crash loop).
 STABLE_AFTER = timedelta(seconds=60)
+# A node whose worker has not checked in for this long has its instances replaced elsewhere.
+NODE_LOST = 2 * placement.NODE_TIMEOUT
 # A pid file with no instance behind it is left alone this long (its launch may not be committed yet).
 ORPHAN_GRACE_SECONDS = 15
 
@@ -125,12 +127,25 @@ def plan_deployment(deployment_id: int) -> None:
         refresh_deployment_state(deployment_id)
 
 
+def _forget_lost_nodes(deployment: Deployment) -> bool:
+    """Instances on a node whose worker has been silent for long are replaced elsewhere; if the
+    node comes back, its orphan sweep stops the processes no row wants any more."""
+    lost = Instance.objects.filter(
+        deployment=deployment, state__in=ACTIVE, node__last_heartbeat__lt=timezone.now() - NODE_LOST
+    )
+    was_ready = lost.filter(state=InstanceState.READY).exists()
+    for instance in lost:
+        log.warning("node %s is lost; replacing instance %s", instance.node_id, instance.name)
+    lost.update(state=InstanceState.STOPPED, stopped_at=timezone.now(), last_error="its node stopped answering")
+    return was_ready
+
+
 def _plan_instances(deployment: Deployment) -> bool:
+    bump = _forget_lost_nodes(deployment)
     instances = list(deployment.instances.all())
     current = [i for i in instances if i.generation == deployment.generation and i.state in ACTIVE]
     old = [i for i in instances if i.generation != deployment.generation and i.state in ACTIVE]
     desired = deployment.instance_count
-    bump = False
     if deployment.provisioning_state != ProvisioningState.FAILED:
         for _ in range(desired - len(current)):
             node = placement.choose_node(deployment.instance_type)

@@ -27,6 +27,8 @@ log = logging.getLogger("studio.controller")
 POLL_SECONDS = 0.2
 PROVISION_MAX_SECONDS = 15 * 60
 DELETE_MAX_SECONDS = 120
+# Long loops keep their node's heartbeat fresh (a silent node's instances are replaced elsewhere).
+HEARTBEAT_SECONDS = 10
 
 
 @worker_ready.connect
@@ -70,7 +72,7 @@ def reconcile() -> None:
 @shared_task(name="endpoints_app.controller.tasks.provision_deployment")
 def provision_deployment(deployment_id: int) -> str:
     node = placement.register_node()
-    began = time.monotonic()
+    began = beat = time.monotonic()
     dispatched = False
     while True:
         rc.plan_deployment(deployment_id)
@@ -87,6 +89,8 @@ def provision_deployment(deployment_id: int) -> str:
             return deployment.provisioning_state
         if time.monotonic() - began > PROVISION_MAX_SECONDS:
             return "left to reconcile"
+        if time.monotonic() - beat > HEARTBEAT_SECONDS:
+            node, beat = placement.register_node(), time.monotonic()
         time.sleep(POLL_SECONDS)
 
 
