@@ -65,7 +65,7 @@ def test_mirrored_share_is_compared_and_never_reaches_the_client(procs, make_end
 
 def test_slow_disagreeing_shadow_costs_the_client_nothing_and_shows_in_the_summary(procs, make_endpoint):
     live, _ = procs.upstream()
-    shadow, _ = procs.upstream(bias=1, delay_ms=400)
+    shadow, _ = procs.upstream(bias=1, delay_ms=1000)
     endpoint, creds = make_endpoint(
         "shadowed", {"blue": ([live], 100, SETTINGS), "green": ([shadow], 0, SETTINGS)}, mirror={"green": 50}
     )
@@ -74,11 +74,11 @@ def test_slow_disagreeing_shadow_costs_the_client_nothing_and_shows_in_the_summa
     results = asyncio.run(_send(f"{url}/inference/shadowed/score", creds["primary"], 40))
     count = _wait_for_comparisons(endpoint, 8)
 
-    assert max(elapsed for _, _, _, elapsed in results) < 0.3
+    assert max(elapsed for _, _, _, elapsed in results) < 0.8
     assert count >= 8
     summary = mirror_summary(endpoint)
     assert summary["agreement_rate"] == 0.0
-    assert summary["latency_diff_ms_p50"] > 300
+    assert summary["latency_diff_ms_p50"] > 700
     assert summary["deployments"] == [{"live": "blue", "shadow": "green"}]
 
 

@@ -46,7 +46,7 @@ def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_en
     asyncio.run(load())
 
     assert killed_at and first_proc.wait(timeout=5) == -signal.SIGKILL
-    assert statuses[200] > 200
+    assert statuses[200] > 50
     assert set(statuses) == {200}, statuses
 
 
