@@ -120,3 +120,59 @@ def test_rollout_and_traffic_shift_fail_no_request(live_gateway, owner_api, work
 
     assert load.statuses and set(load.statuses) == {200}, {s: load.statuses.count(s) for s in set(load.statuses)}
     assert {"blue:[2.0]", "blue:[3.0]", "green:[5.0]"} <= load.answered_by
+
+
+SLOW_SCORE_PY = '''
+import json
+import time
+
+def init():
+    pass
+
+def run(raw_data):
+    time.sleep(0.3)
+    return {"ok": True}
+'''
+
+
+def test_load_through_the_gateway_scales_a_deployment_out(live_gateway, owner_api, workspace, tmp_path):
+    import threading
+
+    from endpoints_app.models import AuditLog
+
+    model = make_custom_model(workspace, tmp_path / "slow", name="slow", source=SLOW_SCORE_PY)
+    assert owner_api.post(BASE, {"name": "busy"}, format="json").status_code == 201
+    body = {
+        "name": "blue", "model": f"{model.name}:1", "instance_type": "Standard_DS1_v2",
+        "request_settings": {"max_concurrent_requests_per_instance": 1},
+        "scale_settings": {"type": "target_utilization", "min_instances": 1, "max_instances": 2,
+                           "target_utilization_percentage": 50, "cooldown_seconds": 5},
+    }
+    assert owner_api.post(f"{BASE}/busy/deployments", body, format="json").status_code == 202
+    wait_for(lambda: owner_api.get(f"{BASE}/busy/deployments/blue").json()["provisioning_state"] == "Succeeded",
+             timeout=60, what="Succeeded")
+    key = owner_api.post(f"{BASE}/busy/list-keys").json()["primary_key"]
+    wait_for(lambda: score(live_gateway, "busy", key).status_code == 200, timeout=10, what="routed")
+
+    stop = threading.Event()
+
+    def client():
+        with requests.Session() as session:
+            while not stop.is_set():
+                session.post(f"{live_gateway}/inference/busy/score", json={}, timeout=10,
+                             headers={"Authorization": f"Bearer {key}"})
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Two requests in flight against a target of 0.5 per instance: out to the maximum, 2.
+        wait_for(lambda: [i["state"] for i in owner_api.get(f"{BASE}/busy/deployments/blue").json()["instances"]]
+                 == ["Ready", "Ready"], timeout=90, interval=0.5, what="two ready instances")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    entry = AuditLog.objects.get(action="deployment.autoscale")
+    assert entry.details["from_instances"] == 1 and entry.details["to_instances"] == 2
+    assert entry.details["in_flight"] > 0.5
