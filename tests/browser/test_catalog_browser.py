@@ -74,3 +74,24 @@ def test_filter_works_with_javascript_off(page_without_js, live_server, catalog,
     page.wait_for_url("**task=regression**")
     assert card_names(page) == ["diabetes-regressor"]
     shoot(page, "catalog-filtered-no-js")
+
+
+def test_deploy_wizard_steps_work_with_javascript_off(page_without_js, live_server, catalog, shoot):
+    page = page_without_js
+    page.goto(f"{live_server.url}/endpoints/")
+    page.click("a.button.primary >> text=Create")
+    page.wait_for_url("**/endpoints/new/")
+    page.select_option("#id_model", "studio://registries/studio/models/iris-classifier/versions/1")
+    page.fill("#id_endpoint_name", "iris-nojs")
+    page.click("#wizard-next")
+    page.wait_for_selector("#id_deployment_name")
+    page.fill("#id_instance_count", "2")
+    page.click("#wizard-next")
+    page.wait_for_selector("#id_request_timeout_ms")
+    page.click("#wizard-next")
+    page.wait_for_selector("#deployment-yaml")
+    review = page.inner_text("#deployment-yaml")
+    assert "endpoint_name: iris-nojs" in review and "instance_count: 2" in review
+    shoot(page, "wizard-review-no-js")
+    page.click("button[value=back]")
+    page.wait_for_selector("#id_request_timeout_ms")

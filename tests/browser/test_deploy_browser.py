@@ -58,6 +58,11 @@ def test_catalog_to_prediction_and_key_rotation(page, live_server, gateway, work
     assert '"result"' in page.inner_text("#test-response") and "2.0" in page.inner_text("#test-response")
     shoot(page, "endpoint-test")
 
+    page.click("nav.tabs >> text=Logs")
+    page.wait_for_url("**/endpoints/doubler-web/logs/")
+    assert "score.py init done" in page.inner_text("#log")
+    shoot(page, "endpoint-logs")
+
     page.click("nav.tabs >> text=Consume")
     page.click("#reveal-keys")
     page.wait_for_selector("#primary-key")
