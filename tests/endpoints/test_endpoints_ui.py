@@ -255,3 +255,21 @@ def test_consume_hides_keys_until_revealed_and_regenerates(owner_client, iris):
 def test_logs_tab_without_instances(owner_client, iris):
     html = owner_client.get("/endpoints/iris/logs/?deployment=blue&lines=20").content.decode()
     assert "has no instances yet" in html
+
+
+def test_details_query_count_is_constant_as_deployments_and_instances_grow(owner_client, iris, node, catalog_model):
+    from endpoints_app.models import Instance
+
+    def count():
+        with CaptureQueriesContext(connection) as queries:
+            assert owner_client.get("/endpoints/iris/").status_code == 200
+        return len(queries)
+
+    Instance.objects.create(deployment=iris.deployments.get(), name="iris-blue-0", node=node, state="Ready")
+    few = count()
+    for name in ("green", "red", "yellow"):
+        deployment = svc.do_create_deployment(svc.Actor(user=None), iris, {"name": name,
+                                                                           "model": catalog_model.asset_id})
+        for index in range(2):
+            Instance.objects.create(deployment=deployment, name=f"iris-{name}-{index}", node=node, state="Ready")
+    assert count() == few
