@@ -19,7 +19,7 @@ from endpoints_app.metering.query import DAY
 from endpoints_app.models import Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services.audit import Actor
-from endpoints_app.services.usage import budget_status, do_set_budget, month_start
+from endpoints_app.services.usage import budget_status, check_budget, do_set_budget, month_start
 from endpoints_app.views.home import require_workspace
 from endpoints_app.views.monitoring import script_safe
 
@@ -123,9 +123,11 @@ def set_budget(request):
     workspace = require_workspace(request)
     workspace = check_workspace(request.user, workspace.name, Role.OWNER)
     try:
-        do_set_budget(Actor.from_request(request), workspace, request.POST.get("monthly_budget", ""))
+        workspace = do_set_budget(Actor.from_request(request), workspace, request.POST.get("monthly_budget", ""))
     except StudioError as error:
         messages.error(request, error.message)
     else:
         messages.success(request, "Budget saved.")
+        # A budget already crossed is recorded now, not at the next rollup.
+        check_budget(workspace)
     return redirect("usage")
