@@ -1,6 +1,7 @@
 from django.urls import path
 
 from endpoints_app.api import endpoints as endpoints_api
+from endpoints_app.api import mirror as mirror_api
 from endpoints_app.api import models as models_api
 from endpoints_app.api import usage as usage_api
 from endpoints_app.api import workspaces
@@ -28,6 +29,11 @@ urlpatterns = [
         name="api-regenerate-keys",
     ),
     path("workspaces/<str:ws>/online-endpoints/<str:name>/token", endpoints_api.token, name="api-endpoint-token"),
+    path(
+        "workspaces/<str:ws>/online-endpoints/<str:name>/mirror-comparison",
+        mirror_api.mirror_comparison,
+        name="api-mirror-comparison",
+    ),
     path(
         "workspaces/<str:ws>/online-endpoints/<str:name>/deployments",
         endpoints_api.deployments,
