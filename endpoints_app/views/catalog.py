@@ -68,7 +68,25 @@ def _wizard_url() -> str | None:
 
 
 def _pretty(value) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False) if value not in (None, {}, []) else ""
+    """Indented JSON, with lists of plain values kept on one line (rows of features stay readable)."""
+    if value in (None, {}, []):
+        return ""
+
+    def scalar(item) -> bool:
+        return not isinstance(item, (dict, list))
+
+    def dump(item, depth: int) -> str:
+        pad, inner = "  " * depth, "  " * (depth + 1)
+        if isinstance(item, dict) and item:
+            body = ",\n".join(
+                f"{inner}{json.dumps(k, ensure_ascii=False)}: {dump(v, depth + 1)}" for k, v in item.items()
+            )
+            return "{\n" + body + "\n" + pad + "}"
+        if isinstance(item, list) and item and not all(scalar(x) for x in item):
+            return "[\n" + ",\n".join(inner + dump(x, depth + 1) for x in item) + "\n" + pad + "]"
+        return json.dumps(item, ensure_ascii=False)
+
+    return dump(value, 0)
 
 
 @login_required
