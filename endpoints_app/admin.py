@@ -6,6 +6,8 @@ Endpoints, deployments and instances are shown read-only here: changes to them g
 through the studio's services (UI, API, CLI), which audit them, bump the route
 table and let the controller reconcile; an edit in a form here would do none of that."""
 
+from decimal import Decimal
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -224,7 +226,8 @@ class CatalogModelAdmin(admin.ModelAdmin):
     def pricing(self, obj):
         if not obj.is_foundation:
             return "—"
-        return f"{obj.price_input_per_1k.normalize()} / {(obj.price_output_per_1k or 0).normalize()}"
+        output = obj.price_output_per_1k if obj.price_output_per_1k is not None else Decimal(0)
+        return f"{obj.price_input_per_1k.normalize():f} / {output.normalize():f}"
 
 
 # --- Audit log ------------------------------------------------------------------------

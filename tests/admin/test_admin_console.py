@@ -60,6 +60,8 @@ def make_endpoint(workspace, name: str, deployments: int = 1) -> Endpoint:
 def resources(workspace, owner):
     endpoint = make_endpoint(workspace, "iris-prod", deployments=2)
     QuotaLimit.objects.create(workspace=workspace, family="DSv2", max_cores=8)
+    CatalogModel.objects.create(name="minilm", task="embeddings", format="sentence-transformers", license="Apache-2.0",
+                                deployment_kinds=["serverless"], price_input_per_1k="0.0001", price_output_per_1k="0")
     AuditLog.objects.create(user=owner, username=owner.username, workspace=workspace, action="create",
                             object_type="endpoint", object_name="iris-prod", via="ui", details={"kind": "online"})
     return endpoint
@@ -123,7 +125,12 @@ def test_lists_filter_and_search_across_workspaces(it_client, resources, workspa
     ready = it_client.get("/admin/endpoints_app/instance/", {"state__exact": "Ready"})
     assert len(ready.context["cl"].result_list) == 3
     shared = it_client.get("/admin/endpoints_app/catalogmodel/", {"owner": "shared"})
-    assert [m.name for m in shared.context["cl"].result_list] == ["iris"]
+    assert [m.name for m in shared.context["cl"].result_list] == ["iris", "minilm"]
+
+
+def test_catalog_list_shows_foundation_pricing(it_client, resources):
+    html = it_client.get("/admin/endpoints_app/catalogmodel/").content.decode()
+    assert "0.0001 / 0" in html
 
 
 def test_deployment_list_shows_ready_count(it_client, resources):
