@@ -42,7 +42,7 @@ def live_web(live_worker, tmp_path):
         assert proc.poll() is None, (tmp_path / "web.log").read_text()
         try:
             return requests.get(url + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or busy booting workers
             return False
 
     try:
