@@ -611,6 +611,11 @@ def do_update_deployment(actor: Actor, deployment: Deployment, changes: dict) ->
             deployment.instance_count = count
             changed.append("instance_count")
 
+    if deployment.provisioning_state == ProvisioningState.FAILED and not (new_process or "instance_count" in changed):
+        # Updating a Failed deployment retries it with fresh processes (the user may have fixed
+        # score.py or a model file in place, which no field shows).
+        new_process = True
+        changed.append("retry")
     if not changed:
         return deployment
     if "instance_count" in changed or "scale_settings" in changed or "instance_type" in changed:

@@ -207,3 +207,19 @@ def test_worker_restart_adopts_running_instances(live_worker, owner_api, workspa
     [after] = deployment_json(owner_api, "doubler", "blue")["instances"]
     assert after["pid"] == before["pid"] and after["state"] == "Ready" and after["restarts"] == 0
     assert live_pids() == {before["pid"]}
+
+
+def test_updating_a_failed_deployment_retries_it(live_worker, owner_api, workspace, tmp_path):
+    from tests.live import SCORE_PY
+
+    model = make_custom_model(workspace, tmp_path / "code", name="broken", source=BROKEN_SCORE_PY)
+    create(owner_api, "broken", "blue", model)
+    assert wait_state(owner_api, "broken", "blue", timeout=120)["provisioning_state"] == "Failed"
+    (tmp_path / "code" / "score.py").write_text(SCORE_PY)  # fixed in place, as users do
+
+    response = owner_api.patch(f"{BASE}/broken/deployments/blue", {}, format="json")
+
+    assert response.status_code == 202 and response.json()["provisioning_state"] == "Updating"
+    fixed = wait_state(owner_api, "broken", "blue")
+    assert fixed["provisioning_state"] == "Succeeded" and fixed["error"] == ""
+    assert score(fixed["instances"][0], [2]) == {"result": [4.0], "pid": fixed["instances"][0]["pid"]}
