@@ -54,5 +54,34 @@ def percentile(histogram: Sequence[int] | None, q: float) -> float | None:
     return float(LATENCY_BUCKETS_MS[-2])
 
 
+def quantiles(histogram: Sequence[int] | None, qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> list[float | None]:
+    """Several quantiles (ascending) in one pass over the histogram; same values as percentile()."""
+    if not histogram:
+        return [None] * len(qs)
+    count = sum(histogram)
+    if count == 0:
+        return [None] * len(qs)
+    out: list[float | None] = []
+    q_index = 0
+    seen = 0
+    for index, bucket_count in enumerate(histogram[:BUCKETS]):
+        if bucket_count == 0:
+            continue
+        while q_index < len(qs) and seen + bucket_count >= qs[q_index] * count:
+            lower = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
+            upper = LATENCY_BUCKETS_MS[index]
+            if upper == float("inf"):
+                out.append(float(lower))
+            else:
+                out.append(lower + (upper - lower) * (qs[q_index] * count - seen) / bucket_count)
+            q_index += 1
+        if q_index == len(qs):
+            return out
+        seen += bucket_count
+    out += [float(LATENCY_BUCKETS_MS[-2])] * (len(qs) - len(out))
+    return out
+
+
 def p50_p90_p99(histogram: Sequence[int] | None) -> tuple[float | None, float | None, float | None]:
-    return percentile(histogram, 0.50), percentile(histogram, 0.90), percentile(histogram, 0.99)
+    p50, p90, p99 = quantiles(histogram)
+    return p50, p90, p99

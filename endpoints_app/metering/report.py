@@ -71,10 +71,6 @@ def iso(ts: int | datetime) -> str:
     return ts.isoformat().replace("+00:00", "Z")
 
 
-def _round(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)
-
-
 def usage_report(
     endpoints: Iterable[Endpoint], window: Window, deployment: str | None = None, now: datetime | None = None
 ) -> dict:
@@ -96,22 +92,26 @@ def usage_report(
         for i, name in enumerate(query.COUNTERS):
             counts[name] += acc[i]
     series = []
+    times: dict[int, str] = {}
+    empty = query.new_accumulator(True)
     for key in sorted(set(rows) | set(cost_by_key), key=lambda k: (k[0], names.get(k[1], ""), k[2])):
-        acc = rows.get(key) or query.new_accumulator(True)
+        acc = rows.get(key) or empty
         bucket, endpoint_id, dep = key
         p50, p90, p99 = p50_p90_p99(acc[query.N + 1])
         requests = acc[0]
-        hours, bucket_cost = cost_by_key.get(key, (Decimal(0), Decimal(0)))
-        item = {"time": iso(bucket), "endpoint": names[endpoint_id], "deployment": dep}
-        item.update({name: acc[i] for i, name in enumerate(query.COUNTERS)})
-        item.update(
-            latency_avg_ms=_round(acc[query.N] / requests) if requests else None,
-            latency_p50_ms=_round(p50),
-            latency_p90_ms=_round(p90),
-            latency_p99_ms=_round(p99),
-            instance_hours=float(round(hours, 6)),
-            cost=float(round(bucket_cost, 6)),
-        )
+        time_text = times.get(bucket)
+        if time_text is None:
+            time_text = times[bucket] = iso(bucket)
+        item = {"time": time_text, "endpoint": names[endpoint_id], "deployment": dep}
+        for i, name in enumerate(query.COUNTERS):
+            item[name] = acc[i]
+        item["latency_avg_ms"] = round(acc[query.N] / requests, 3) if requests else None
+        item["latency_p50_ms"] = None if p50 is None else round(p50, 3)
+        item["latency_p90_ms"] = None if p90 is None else round(p90, 3)
+        item["latency_p99_ms"] = None if p99 is None else round(p99, 3)
+        money = cost_by_key.get(key)
+        item["instance_hours"] = round(float(money[0]), 6) if money else 0.0
+        item["cost"] = round(float(money[1]), 6) if money else 0.0
         series.append(item)
     return {
         "from": iso(window.start),

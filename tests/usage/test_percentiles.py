@@ -1,0 +1,38 @@
+"""Percentiles from latency histograms."""
+
+import random
+
+from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS, bucket_index
+from endpoints_app.metering.percentiles import BUCKETS, merge, percentile, quantiles
+
+
+def histogram(latencies):
+    counts = [0] * BUCKETS
+    for latency in latencies:
+        counts[bucket_index(latency)] += 1
+    return counts
+
+
+def test_percentile_interpolates_inside_the_bucket():
+    # 100 requests in (10, 15]: the median is halfway through that bucket.
+    assert percentile(histogram([12] * 100), 0.5) == 12.5
+    assert percentile(histogram([1] * 90 + [400] * 10), 0.9) == 1.0
+    assert 300 < percentile(histogram([1] * 90 + [400] * 10), 0.99) <= 500
+
+
+def test_empty_and_open_ended_histograms():
+    assert percentile([0] * BUCKETS, 0.5) is None and quantiles(None) == [None, None, None]
+    assert percentile(histogram([120_000]), 0.99) == LATENCY_BUCKETS_MS[-2]
+
+
+def test_merged_histograms_give_the_percentiles_of_all_requests():
+    a, b = histogram([5] * 50), histogram([500] * 50)
+    assert merge([a, b]) == histogram([5] * 50 + [500] * 50)
+    assert percentile(merge([a, b]), 0.25) <= 5 < 300 < percentile(merge([a, b]), 0.75) <= 500
+
+
+def test_one_pass_quantiles_equal_percentile():
+    rng = random.Random(3)
+    for _ in range(2000):
+        h = [rng.choice([0, 0, 0, 1, 2, 7, 300]) for _ in range(BUCKETS)]
+        assert quantiles(h) == [percentile(h, q) for q in (0.5, 0.9, 0.99)]
