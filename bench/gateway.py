@@ -1,6 +1,6 @@
 """Gateway overhead and the MLflow baseline, on one scikit-learn model.
 
-    .venv/bin/python bench/gateway.py                 # wrk, 8 connections, 10 s per run
+    .venv/bin/python bench/gateway.py                 # wrk, 8 connections, 5 rounds of 5 s runs
     .venv/bin/python bench/gateway.py --duration 5 --connections 16 --gateway-workers 2 --no-mlflow
 
 Starts, in a throwaway data dir: the studio's model server on an iris pipeline
@@ -278,10 +278,11 @@ def measure(name: str, url: str, body: str, headers: dict, args, workdir: Path, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="alternate direct/gateway this many times; medians")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternate direct/gateway/mlflow this many times; medians (the machine is shared)")
     parser.add_argument("--gateway-workers", type=int, default=1)
     parser.add_argument("--model-threads", type=int, default=1, help="scoring threads in the studio model server")
     parser.add_argument("--mlflow-workers", type=int, default=1)

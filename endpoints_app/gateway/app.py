@@ -20,6 +20,8 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from django.db import close_old_connections
+
 from endpoints_app import keys
 from endpoints_app.gateway import metering, mirror, proxy, swagger
 from endpoints_app.gateway.routes import DeploymentRoute, EndpointRoute, RouteTable, current_version, load_route_table
@@ -105,7 +107,7 @@ class GatewayApp:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 stale = time.monotonic() - self.table.loaded_at > MAX_TABLE_AGE_SECONDS
-                if stale or await self._in_db_thread(current_version) != self.table.version:
+                if stale or await self._in_db_thread(_polled_version) != self.table.version:
                     await self._reload()
             except asyncio.CancelledError:
                 raise
@@ -412,6 +414,11 @@ async def _error(send, status: int, code: str, message: str, headers=(), deploym
         response_headers.append((b"azureml-model-deployment", deployment_name.encode()))
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _polled_version() -> int:
+    close_old_connections()  # a broken or too old connection (database restart) is replaced, not reused
+    return current_version()
 
 
 def _close_db_connection() -> None:

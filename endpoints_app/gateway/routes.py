@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models import F
 from yarl import URL
 
@@ -222,6 +222,7 @@ def load_route_table() -> RouteTable:
     """Read everything the gateway routes on, in one consistent snapshot (blocking ORM; run off the loop)."""
     from endpoints_app.models import Deployment, Endpoint, Instance, InstanceState, ProvisioningState
 
+    close_old_connections()  # a broken or too old connection (database restart) is replaced, not reused
     with transaction.atomic():
         version = current_version()
         endpoints = list(
