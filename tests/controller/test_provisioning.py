@@ -223,3 +223,20 @@ def test_updating_a_failed_deployment_retries_it(live_worker, owner_api, workspa
     fixed = wait_state(owner_api, "broken", "blue")
     assert fixed["provisioning_state"] == "Succeeded" and fixed["error"] == ""
     assert score(fixed["instances"][0], [2]) == {"result": [4.0], "pid": fixed["instances"][0]["pid"]}
+
+
+def test_a_failed_rollout_keeps_the_old_instances_serving(live_worker, owner_api, workspace, tmp_path):
+    good = make_custom_model(workspace, tmp_path / "good")
+    make_custom_model(workspace, tmp_path / "bad", name="broken", source=BROKEN_SCORE_PY)
+    create(owner_api, "doubler", "blue", good)
+    [old] = wait_state(owner_api, "doubler", "blue")["instances"]
+
+    response = owner_api.patch(f"{BASE}/doubler/deployments/blue", {"model": "broken:1"}, format="json")
+    assert response.status_code == 202
+
+    failed = wait_state(owner_api, "doubler", "blue", timeout=120)
+    assert failed["provisioning_state"] == "Failed" and "broken on purpose" in failed["error"]
+    serving = [i for i in failed["instances"] if i["state"] == "Ready"]
+    assert [i["pid"] for i in serving] == [old["pid"]]
+    assert score(old, [1]) == {"result": [2.0], "pid": old["pid"]}
+    wait_for(lambda: live_pids() == {old["pid"]}, timeout=15, what="only the old instance left")
