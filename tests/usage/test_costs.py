@@ -7,7 +7,7 @@ import pytest
 
 from endpoints_app.metering import costs
 from endpoints_app.metering.report import Window, usage_report
-from endpoints_app.models import Endpoint, InstanceType
+from endpoints_app.models import AuditLog, Endpoint, InstanceType
 from tests.usage import factories as f
 from tests.usage.factories import T0
 
@@ -97,3 +97,23 @@ def test_admin_price_edit_records_history(admin_client, instance_types):
     timeline = costs.instance_price_timeline(InstanceType.objects.get(pk=itype.pk))
     assert [price for _, price in timeline] == [Decimal("0.14"), Decimal("0.5")]
     assert timeline[0][0] == costs.EPOCH
+
+
+@pytest.mark.django_db
+def test_admin_token_price_edit_applies_from_now_on(admin_client, workspace):
+    model = f.catalog_model("smollm2", price_input_per_1k=Decimal("0.001"), price_output_per_1k=Decimal("0.002"))
+    ep = f.endpoint(workspace, "chat", kind=Endpoint.Kind.SERVERLESS)
+    f.deployment(ep, "default", model=model)
+    f.minute_row(ep, "default", T0, ok=1, tokens_in=1000, tokens_out=1000)  # long before the change
+    form = admin_client.get(f"/admin/endpoints_app/catalogmodel/{model.pk}/change/").context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    data.update(price_input_per_1k="1", price_output_per_1k="2", deployment_kinds='["serverless"]')
+    for name in ("input_schema", "output_schema", "sample_request", "sample_response", "tags"):
+        data[name] = "{}"
+    response = admin_client.post(f"/admin/endpoints_app/catalogmodel/{model.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    model.refresh_from_db()
+    assert model.price_input_per_1k == Decimal("1")
+    report = usage_report([ep], Window(T0, T0 + timedelta(hours=1), "1h"))
+    assert report["totals"]["cost"] == 0.0  # 0.001 + 0.002 = 0.003 rounds to 0.00, not 3.00
+    assert AuditLog.objects.filter(action="price.change", object_name=str(model)).exists()
