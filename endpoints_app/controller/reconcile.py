@@ -110,6 +110,7 @@ def plan_deployment(deployment_id: int) -> None:
         instances = list(deployment.instances.all())
         deleting = ProvisioningState.DELETING in (deployment.provisioning_state, endpoint.provisioning_state)
         if deleting:
+            bump |= _forget_lost_nodes(deployment)
             bump |= _mark_stopping(instances)
             if not deployment.instances.filter(state__in=LIVE).exists():
                 deployment.delete()
@@ -131,7 +132,7 @@ def _forget_lost_nodes(deployment: Deployment) -> bool:
     """Instances on a node whose worker has been silent for long are replaced elsewhere; if the
     node comes back, its orphan sweep stops the processes no row wants any more."""
     lost = Instance.objects.filter(
-        deployment=deployment, state__in=ACTIVE, node__last_heartbeat__lt=timezone.now() - NODE_LOST
+        deployment=deployment, state__in=LIVE, node__last_heartbeat__lt=timezone.now() - NODE_LOST
     )
     was_ready = lost.filter(state=InstanceState.READY).exists()
     for instance in lost:
@@ -306,7 +307,14 @@ def _launch(node: Node, instance: Instance) -> None:
             row.save(update_fields=["state", "last_error", "port"])
             return
         attempt = f"(attempt {row.restarts + 1}, port {port})"
-        row.pid = process.start(row.name, spec.argv, spec.env, spec.cwd, note=attempt)
+        try:
+            row.pid = process.start(row.name, spec.argv, spec.env, spec.cwd, note=attempt)
+        except OSError as exc:  # the runtime's executable or working directory is missing
+            process.note(row.name, f"could not start: {exc}")
+            row.state = InstanceState.FAILED
+            row.last_error = f"could not start the model server: {exc}"
+            row.save(update_fields=["state", "last_error", "port"])
+            return
         row.log_path = str(process.log_path(row.name))
         row.started_at = timezone.now()
         row.probe_failures = 0
