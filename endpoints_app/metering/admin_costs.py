@@ -2,7 +2,7 @@
 applies from its minute on), the price history itself, and cost across all workspaces."""
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib import admin
@@ -14,7 +14,7 @@ from endpoints_app.metering import costs
 from endpoints_app.metering.query import DAY
 from endpoints_app.models import CatalogModel, Endpoint, InstanceType, PriceChange, WorkspaceCost
 from endpoints_app.services.audit import Actor
-from endpoints_app.services.usage import do_change_instance_price, do_change_token_price, month_start
+from endpoints_app.services.usage import do_change_instance_price, do_change_token_price, parse_month
 
 admin.site.unregister(InstanceType)
 admin.site.unregister(CatalogModel)
@@ -70,11 +70,7 @@ class WorkspaceCostAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         now = timezone.now()
-        try:
-            start = datetime.strptime(request.GET.get("month", ""), "%Y-%m").replace(tzinfo=UTC)
-        except ValueError:
-            start = month_start(now)
-        end = (start + timedelta(days=32)).replace(day=1)
+        start, end = parse_month(request.GET.get("month", ""), now)
         endpoints_by_ws = defaultdict(list)
         for ep in Endpoint.objects.select_related("workspace"):
             endpoints_by_ws[ep.workspace_id].append(ep)

@@ -1,7 +1,7 @@
 """Workspace budgets: set by an Owner; warnings at 80% and 100% of the month's cost,
 each recorded once per month in the audit log."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import PermissionDenied
@@ -19,6 +19,18 @@ THRESHOLDS = (80, 100)
 
 def month_start(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def parse_month(value: str, now: datetime) -> tuple[datetime, datetime]:
+    """[first instant, first instant of the next month) for "YYYY-MM"; this month otherwise."""
+    try:
+        start = datetime.strptime(value or "", "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        start = month_start(now)
+    if not 2000 <= start.year <= 2999:
+        start = month_start(now)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
 
 
 def parse_amount(value) -> Decimal | None:

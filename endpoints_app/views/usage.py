@@ -19,19 +19,13 @@ from endpoints_app.metering.query import DAY
 from endpoints_app.models import Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services.audit import Actor
-from endpoints_app.services.usage import budget_status, check_budget, do_set_budget, month_start
+from endpoints_app.services.usage import budget_status, check_budget, do_set_budget, month_start, parse_month
 from endpoints_app.views.home import require_workspace
 from endpoints_app.views.monitoring import script_safe
 
 
 def _month(request, now: datetime) -> tuple[datetime, datetime]:
-    value = request.GET.get("month", "")
-    try:
-        start = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        start = month_start(now)
-    end = (start + timedelta(days=32)).replace(day=1)
-    return start, end
+    return parse_month(request.GET.get("month", ""), now)
 
 
 def _lines(workspace, start: datetime, end: datetime, now: datetime) -> list[costs.CostLine]:

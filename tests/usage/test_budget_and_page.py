@@ -111,3 +111,10 @@ def test_admin_shows_cost_across_workspaces(admin_client, workspace, spending):
 def test_users_without_staff_cannot_see_admin_costs(owner_client, workspace):
     response = owner_client.get("/admin/endpoints_app/workspacecost/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize("month", ["9999-12", "0001-01", "2026-13", "junk"])
+def test_odd_months_show_this_month(owner_client, admin_client, workspace, month):
+    assert owner_client.get("/usage/", {"month": month}).status_code == 200
+    assert owner_client.get("/usage/export.csv", {"month": month}).status_code == 200
+    assert admin_client.get("/admin/endpoints_app/workspacecost/", {"month": month}).status_code == 200
