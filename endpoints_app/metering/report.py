@@ -45,7 +45,10 @@ def parse_time(value: str, field: str) -> datetime:
         parsed = datetime.combine(day, time.min)
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    parsed = parsed.astimezone(UTC)
+    if not 1970 <= parsed.year <= 2999:
+        raise InvalidInput(f"{field} must be between 1970 and 2999.", field=field)
+    return parsed
 
 
 def parse_window(params, now: datetime | None = None, default_span: timedelta = timedelta(hours=24)) -> Window:
@@ -60,8 +63,10 @@ def parse_window(params, now: datetime | None = None, default_span: timedelta = 
         choices = ", ".join(query.INTERVALS)
         raise InvalidInput(f"interval must be one of {choices}; got {interval!r}.", field="interval")
     if (end - start).total_seconds() / query.INTERVALS[interval] > MAX_BUCKETS:
-        raise InvalidInput(f"That range has more than {MAX_BUCKETS} {interval} buckets; use a longer interval.",
-                           field="interval")
+        raise InvalidInput(
+            f"That range has more than {MAX_BUCKETS} {interval} buckets; shorten it or use a longer interval.",
+            field="interval",
+        )
     return Window(start, end, interval)
 
 

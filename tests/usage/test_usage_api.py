@@ -143,6 +143,8 @@ def test_unknown_endpoint_is_404(owner_api, iris):
         ({"from": "2026-10-05T00:00:00Z", "to": "2026-10-04T00:00:00Z"}, "from"),
         ({"from": "2026-01-01", "to": "2026-10-01", "interval": "1m"}, "interval"),
         ({"to": "2026-13-45"}, "to"),
+        ({"to": "9999-12-31T23:59:59Z"}, "to"),
+        ({"from": "0001-01-01", "interval": "1d"}, "from"),
     ],
 )
 def test_bad_parameters_are_400_naming_the_field(owner_api, iris, params, field):
