@@ -100,6 +100,8 @@ class GatewayApp:
     async def _reload(self) -> None:
         table = await self._in_db_thread(load_route_table)
         table.adopt(self.table)
+        if table.version != self.table.version:
+            log.info("route table version %s: %d endpoints", table.version, len(table.endpoints))
         self.table = table
 
     async def _poll_routes(self) -> None:
@@ -243,6 +245,8 @@ class GatewayApp:
             await _error(send, 503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
                          deployment_name=dep_name)
             return
+        # In-flight requests are counted per gateway worker (no shared state on the hot path), so with
+        # N workers a deployment may hold up to N x this limit; each worker still sheds its own excess.
         if deployment.inflight >= deployment.capacity:
             done(429, dep_name, bytes_in, 0)
             await _error(
