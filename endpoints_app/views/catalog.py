@@ -67,7 +67,7 @@ def _wizard_url() -> str | None:
         return None
 
 
-def _pretty(value) -> str:
+def pretty_json(value) -> str:
     """Indented JSON, with lists of plain values kept on one line (rows of features stay readable)."""
     if value in (None, {}, []):
         return ""
@@ -123,10 +123,10 @@ def model_page(request, name: str):
         "available": available,
         "reason": reason,
         "deploy_buttons": deploy_buttons,
-        "sample_request": _pretty(model.sample_request),
-        "sample_response": _pretty(model.sample_response),
-        "input_schema": _pretty(model.input_schema),
-        "output_schema": _pretty(model.output_schema),
+        "sample_request": pretty_json(model.sample_request),
+        "sample_response": pretty_json(model.sample_response),
+        "input_schema": pretty_json(model.input_schema),
+        "output_schema": pretty_json(model.output_schema),
         "api_url": f"/api/v1/workspaces/{workspace.name}/models/{model.name}/versions/{model.version}",
     }
     return render(request, "catalog/model.html", context)

@@ -8,6 +8,7 @@ answer with the partial that changed. Writes go through endpoints_app.services.e
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -44,6 +45,7 @@ from endpoints_app.models.workspaces import DNS_LABEL
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services import endpoints as svc
 from endpoints_app.services.audit import Actor
+from endpoints_app.views.catalog import pretty_json
 from endpoints_app.views.home import require_workspace
 
 TRANSITIONAL = {ProvisioningState.CREATING, ProvisioningState.UPDATING, ProvisioningState.DELETING}
@@ -91,7 +93,12 @@ def _gateway_base() -> str:
     """Where this server reaches the gateway: STUDIO_GATEWAY_URL when the gateway runs
     apart, else this machine's web port (the embedded default mounts the gateway there)."""
     configured = getattr(settings, "STUDIO_GATEWAY_URL", "") or ""
-    return (configured or f"http://127.0.0.1:{settings.STUDIO_PORT}").rstrip("/")
+    if configured:
+        return configured.rstrip("/")
+    host = os.environ.get("STUDIO_HOST", "127.0.0.1")  # the supervisor's bind address
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.STUDIO_PORT}"
 
 
 def _tab_context(request, endpoint: Endpoint, tab: str) -> dict:
@@ -502,7 +509,7 @@ def _default_sample(deployments: list[Deployment], endpoint: Endpoint) -> str:
     if not deployments:
         return "{}"
     by_traffic = sorted(deployments, key=lambda d: -int(endpoint.traffic.get(d.name, 0)))
-    return json.dumps(by_traffic[0].model.sample_request or {}, indent=2)
+    return pretty_json(by_traffic[0].model.sample_request) or "{}"
 
 
 def send_test_request(endpoint: Endpoint, body: str, deployment: str | None) -> dict:
@@ -533,7 +540,7 @@ def send_test_request(endpoint: Endpoint, body: str, deployment: str | None) -> 
     latency_ms = (time.perf_counter() - started) * 1000
     text = response.text
     try:
-        shown = json.dumps(response.json(), indent=2, ensure_ascii=False)
+        shown = pretty_json(response.json()) or text
     except ValueError:
         shown = text
     return {
