@@ -101,26 +101,29 @@ def stop_instances() -> None:
 
 
 class LiveWorker:
-    node_name = NODE_NAME
-
-    def __init__(self) -> None:
+    def __init__(self, node_name: str = NODE_NAME) -> None:
+        self.node_name = node_name
         self.proc: subprocess.Popen | None = None
-        self.log_path = Path(settings.DATA_DIR) / "logs" / "test-worker.log"
+        self.log_path = Path(settings.DATA_DIR) / "logs" / f"{node_name}-worker.log"
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        schedule = Path(settings.DATA_DIR) / "test-celerybeat-schedule"
+        schedule = Path(settings.DATA_DIR) / f"{self.node_name}-celerybeat-schedule"
         for stale in schedule.parent.glob(schedule.name + "*"):
             stale.unlink(missing_ok=True)
         argv = [
-            str(BIN / "celery"), "-A", "portal", "worker", "-B",
-            "-Q", f"celery,node.{NODE_NAME}", "-n", f"worker@{NODE_NAME}",
-            "-c", "3", "-l", "info", "-s", str(schedule),
+            str(BIN / "celery"), "-A", "portal", "worker",
+            "-Q", f"celery,node.{self.node_name}", "-n", f"worker@{self.node_name}",
+            "-c", "3", "-l", "info",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]
+        if self.node_name == NODE_NAME:
+            # One beat for the whole test installation, as in production.
+            argv += ["-B", "-s", str(schedule)]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=ROOT, env=worker_env(STUDIO_NODE_NAME=self.node_name), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         self.started_at = timezone.now()
@@ -133,10 +136,10 @@ class LiveWorker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"celery worker exited with {self.proc.returncode}; see {self.log_path}")
-            if Node.objects.filter(name=NODE_NAME, last_heartbeat__gte=self.started_at).exists():
+            if Node.objects.filter(name=self.node_name, last_heartbeat__gte=self.started_at).exists():
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"celery worker did not register node {NODE_NAME}; see {self.log_path}")
+        raise TimeoutError(f"celery worker did not register node {self.node_name}; see {self.log_path}")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

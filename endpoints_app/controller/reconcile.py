@@ -453,11 +453,15 @@ def _converge_stopping(instance: Instance) -> None:
 
 def sweep_orphans(node: Node) -> None:
     """Kill model servers that no instance on this node wants (deleted rows, lost launches)."""
-    wanted = dict(
-        Instance.objects.filter(node=node, state__in=LIVE, pid__isnull=False).values_list("name", "pid")
-    )
+    wanted = {
+        name: (node_id, pid)
+        for name, node_id, pid in Instance.objects.filter(state__in=LIVE).values_list("name", "node_id", "pid")
+    }
     for name, pid in process.pid_files().items():
-        if wanted.get(name) == pid:
+        owner, wanted_pid = wanted.get(name, (None, None))
+        if owner is not None and owner != node.pk:
+            continue  # another node's instance (nodes that share a data dir share the pid folder)
+        if wanted_pid == pid:
             continue
         if process.pid_file_age(name) < ORPHAN_GRACE_SECONDS:
             continue

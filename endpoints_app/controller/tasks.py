@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from celery import shared_task
@@ -35,6 +36,22 @@ HEARTBEAT_SECONDS = 10
 def _register_on_start(sender=None, **kwargs) -> None:
     node = placement.register_node()
     log.info("node %s registered (%s cores, %s GB, queue %s)", node.name, node.cores, node.memory_gb, node.queue)
+    # The worker's own heartbeat: a node stays live (and gets converge tasks) while its worker
+    # runs, even if no task reaches it for a while.
+    threading.Thread(target=_heartbeat_forever, name="studio-node-heartbeat", daemon=True).start()
+
+
+def _heartbeat_forever() -> None:
+    from django.db import connection
+
+    while True:
+        time.sleep(HEARTBEAT_SECONDS)
+        try:
+            placement.register_node()
+        except Exception:
+            log.exception("node heartbeat failed")
+        finally:
+            connection.close()
 
 
 def _remote_nodes(local: Node, deployment_id: int | None = None) -> list[Node]:
