@@ -33,6 +33,12 @@ FILTER_LABELS = {"search": "Search", "task": "Task", "format": "Format", "licens
                  "deployment_kind": "Deployment"}
 
 
+def wants_partial(request) -> bool:
+    """An htmx swap of part of the page (not a boosted link, and not htmx restoring a
+    pushed URL from history, which needs the whole page)."""
+    return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
+
+
 def _active_filters(form) -> list[dict]:
     """Chips for the filters in use, each with a link that drops it."""
     chips = []
@@ -55,7 +61,7 @@ def catalog(request):
         "licences": licence_choices(workspace),
     }
     # An htmx request from the filter form or a page link swaps the results only.
-    if request.htmx and not request.htmx.boosted:
+    if wants_partial(request):
         return render(request, "catalog/index.html#results", context)
     return render(request, "catalog/index.html", context)
 

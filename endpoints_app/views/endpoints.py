@@ -45,7 +45,7 @@ from endpoints_app.models.workspaces import DNS_LABEL
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services import endpoints as svc
 from endpoints_app.services.audit import Actor
-from endpoints_app.views.catalog import pretty_json
+from endpoints_app.views.catalog import pretty_json, wants_partial
 from endpoints_app.views.home import require_workspace
 
 TRANSITIONAL = {ProvisioningState.CREATING, ProvisioningState.UPDATING, ProvisioningState.DELETING}
@@ -139,7 +139,7 @@ def endpoint_list(request):
         "can_write": can(request.user, workspace, Role.CONTRIBUTOR),
         "coming": kind != "online" and not rows,
     }
-    if request.htmx and not request.htmx.boosted:
+    if wants_partial(request):
         return render(request, "endpoints/list.html#rows", context)
     return render(request, "endpoints/list.html", context)
 
@@ -369,7 +369,7 @@ def deploy_wizard(request):
         if chosen_type is not None and values["instance_count"].isdigit():
             cost = chosen_type.price_per_hour * int(values["instance_count"])
             context["hourly_cost"] = f"{cost.normalize():f}"
-    if request.htmx and not request.htmx.boosted:
+    if wants_partial(request):
         return render(request, "endpoints/wizard.html#wizard", context)
     return render(request, "endpoints/wizard.html", context)
 
@@ -418,7 +418,7 @@ def _render_detail(request, endpoint: Endpoint, error: str | None = None, status
         "error": error,
         "traffic_total": sum(int(v) for v in endpoint.traffic.values()),
     })
-    if request.htmx and not request.htmx.boosted:
+    if wants_partial(request):
         return render(request, "endpoints/detail.html#live", context, status=status)
     return render(request, "endpoints/detail.html", context, status=status)
 
@@ -649,6 +649,6 @@ def endpoint_logs(request, name: str):
         except StudioError as exc:
             context["log"] = exc.message
         context["instance"] = instance or ""
-    if request.htmx and not request.htmx.boosted:
+    if wants_partial(request):
         return render(request, "endpoints/logs.html#log", context)
     return render(request, "endpoints/logs.html", context)

@@ -217,3 +217,9 @@ def test_register_a_bad_file_through_the_form_names_the_problem(client, contribu
     html = response.content.decode()
     assert "junk.onnx" in html
     assert 'value="junk"' in html  # the form keeps what was typed
+
+
+def test_htmx_history_restore_gets_the_whole_page(owner_client, catalog):
+    response = owner_client.get("/catalog/", {"task": "regression"}, HTTP_HX_REQUEST="true",
+                                HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert '<nav class="sidenav"' in response.content.decode()
