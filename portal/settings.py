@@ -168,6 +168,8 @@ CELERY_BEAT_SCHEDULE = {
 STUDIO_METRICS_TOKEN = env_str("STUDIO_METRICS_TOKEN")
 # The node this process's worker runs on (the supervisor uses the same name for its queue).
 STUDIO_NODE_NAME = env_str("STUDIO_NODE_NAME") or socket.gethostname()
+# The address the gateway uses to reach this node's model servers (they bind to it too).
+STUDIO_NODE_HOST = env_str("STUDIO_NODE_HOST", "127.0.0.1")
 # A node offers 4x its cores and 2x its memory by default: model servers on a dev box idle
 # most of the time, and 2-3 small instances (plus a surge) must fit on a 2-core machine.
 STUDIO_NODE_CORES = env_int("STUDIO_NODE_CORES", 4 * (os.cpu_count() or 1), minimum=1)

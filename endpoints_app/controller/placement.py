@@ -9,7 +9,6 @@ node with the most free cores and never refuses a surge instance."""
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 from dataclasses import dataclass
@@ -189,7 +188,7 @@ def register_node() -> Node:
     node, _ = Node.objects.update_or_create(
         name=name,
         defaults={
-            "host": os.environ.get("STUDIO_NODE_HOST", "127.0.0.1"),
+            "host": settings.STUDIO_NODE_HOST,
             "cores": settings.STUDIO_NODE_CORES,
             "memory_gb": Decimal(settings.STUDIO_NODE_MEMORY_GB),
             "queue": f"node.{name}",
