@@ -242,3 +242,36 @@ def test_a_failed_rollout_keeps_the_old_instances_serving(live_worker, owner_api
     assert [i["pid"] for i in serving] == [old["pid"]]
     assert score(old, [1]) == {"result": [2.0], "pid": old["pid"]}
     wait_for(lambda: live_pids() == {old["pid"]}, timeout=15, what="only the old instance left")
+
+
+def test_a_hung_instance_fails_its_liveness_probe_and_is_restarted(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model,
+           liveness_probe={"period": 1, "timeout": 1, "failure_threshold": 2})
+    [instance] = wait_state(owner_api, "doubler", "blue")["instances"]
+
+    os.kill(instance["pid"], signal.SIGSTOP)  # alive, but answers nothing
+
+    def replaced():
+        [now] = deployment_json(owner_api, "doubler", "blue")["instances"]
+        return now["state"] == "Ready" and now["pid"] != instance["pid"] and now
+    wait_for(replaced, timeout=30, what="the hung instance replaced")
+    assert instance["pid"] not in live_pids()
+    row = Instance.objects.get(name=instance["name"])
+    assert "liveness probe" in row.last_error and row.restarts == 1
+
+
+def test_a_model_server_no_instance_wants_is_stopped(live_worker, owner_api, workspace, tmp_path):
+    model = make_custom_model(workspace, tmp_path / "code")
+    create(owner_api, "doubler", "blue", model)
+    [instance] = wait_state(owner_api, "doubler", "blue")["instances"]
+    # Its row disappears (as after a crash between launching and recording it); the pid file is old.
+    Instance.objects.filter(name=instance["name"]).delete()
+    pid_file = process.pid_file(instance["name"])
+    os.utime(pid_file, (time.time() - 60, time.time() - 60))
+
+    wait_for(lambda: instance["pid"] not in live_pids() and not pid_file.exists(), timeout=20,
+             what="the orphan stopped")
+    # Meanwhile the deployment got a new instance in place of the lost row.
+    wait_for(lambda: [i["state"] for i in deployment_json(owner_api, "doubler", "blue")["instances"]] == ["Ready"],
+             timeout=30, what="a new instance")
