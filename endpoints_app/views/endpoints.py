@@ -419,6 +419,8 @@ def _render_detail(request, endpoint: Endpoint, error: str | None = None, status
         "traffic_total": sum(int(v) for v in endpoint.traffic.values()),
     })
     if wants_partial(request):
+        # The header's state badge sits outside the swapped section: update it out of band.
+        context["oob"] = True
         return render(request, "endpoints/detail.html#live", context, status=status)
     return render(request, "endpoints/detail.html", context, status=status)
 

@@ -161,8 +161,9 @@ def test_details_show_deployments_and_poll_while_provisioning(owner_client, iris
     assert 'data-polling="true"' in html
     Deployment.objects.update(provisioning_state="Succeeded")
     partial = owner_client.get("/endpoints/iris/", **HX).content.decode()
-    assert partial.lstrip().startswith('<section id="live"')
+    assert '<section id="live"' in partial and "sidenav" not in partial
     assert "data-polling" not in partial
+    assert 'id="endpoint-state" hx-swap-oob="true">Succeeded<' in partial
 
 
 def test_polling_after_the_endpoint_is_gone_goes_back_to_the_list(owner_client, workspace):
