@@ -29,6 +29,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from endpoints_app import keys
 from endpoints_app.api.endpoints import inference_base_url
+from endpoints_app.catalog.runtimes import runtime_status
 from endpoints_app.errors import InvalidInput, StudioError
 from endpoints_app.models import (
     CatalogModel,
@@ -363,6 +364,8 @@ def deploy_wizard(request):
         "kind_supported": values["kind"] == "online",
     }
     if step == "review":
+        if model is not None:
+            context["runtime_ok"], context["runtime_reason"] = runtime_status(model)
         endpoint_spec, deployment_spec = _specs(values, model)
         context["endpoint_yaml"] = yaml.safe_dump(endpoint_spec, sort_keys=False) if endpoint_spec else ""
         context["deployment_yaml"] = yaml.safe_dump(deployment_spec, sort_keys=False)

@@ -84,6 +84,7 @@ def test_wizard_walks_every_step_without_javascript_and_deploys(owner_client, no
     assert "endpoint.yml" in review and "name: iris-web" in review
     assert "instance_type: Standard_DS2_v2" in review and "request_timeout_ms: 3000" in review
     assert "$0.28 per hour" in review  # 2 x 0.14
+    assert 'id="runtime-warning"' in review  # the test model has no file on disk
 
     done = wizard_post(owner_client, step="review", action="deploy", **base, **deployment, **request_settings)
     assert done.status_code == 302 and done.url == "/endpoints/iris-web/"
