@@ -95,11 +95,12 @@ async def forward(client, deployment: DeploymentRoute, path: str, body: bytes) -
                 status, data, ctype = await _attempt(client, inst, path, body)
                 return status, data, ctype, inst
             except UpstreamConnectionError as exc:
+                if not exc.reused:
+                    # Refused or reset on a fresh connection: the instance is likely gone.
+                    inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
                 retry = deployment.pick(exclude=inst)
                 if retry is None and exc.reused:
                     retry = inst
-                else:
-                    inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
             if retry is None:
                 raise UpstreamUnreachable()
             try:
