@@ -167,7 +167,7 @@ def deployment_data(deployment: Deployment) -> dict:
                 "started_at": i.started_at,
                 "ready_at": i.ready_at,
             }
-            for i in deployment.instances.select_related("node").order_by("generation", "name")
+            for i in sorted(deployment.instances.all(), key=lambda i: (i.generation, i.name))
         ],
         "created_at": deployment.created_at,
         "updated_at": deployment.updated_at,
@@ -193,6 +193,7 @@ def _endpoint(workspace: Workspace, name: str) -> Endpoint:
 def _deployment(endpoint: Endpoint, name: str) -> Deployment:
     deployment = (
         Deployment.objects.select_related("endpoint", "model", "instance_type")
+        .prefetch_related("instances__node")
         .filter(endpoint=endpoint, name=name)
         .first()
     )
@@ -292,7 +293,9 @@ def token(request, ws: str, name: str):
 
 
 def _provisioning_response(deployment: Deployment, created: bool = False) -> Response:
-    deployment.refresh_from_db()
+    deployment = Deployment.objects.select_related("endpoint", "model", "instance_type").prefetch_related(
+        "instances__node"
+    ).get(pk=deployment.pk)
     provisioning = deployment.provisioning_state in (ProvisioningState.CREATING, ProvisioningState.UPDATING)
     if provisioning:
         code = status.HTTP_202_ACCEPTED
@@ -307,7 +310,9 @@ def deployments(request, ws: str, name: str):
     if request.method == "GET":
         workspace = check_workspace(request.user, ws)
         endpoint = _endpoint(workspace, name)
-        rows = endpoint.deployments.select_related("endpoint", "model", "instance_type")
+        rows = endpoint.deployments.select_related("endpoint", "model", "instance_type").prefetch_related(
+            "instances__node"
+        )
         return Response([deployment_data(d) for d in rows])
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)

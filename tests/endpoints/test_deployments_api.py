@@ -216,3 +216,14 @@ def test_logs_are_plain_text_per_instance(owner_api, endpoint_factory, node, set
     assert one == "line 48\nline 49\n"
     assert owner_api.get(f"{BASE}/iris/deployments/blue/logs?lines=zero").status_code == 400
     assert owner_api.get(f"{BASE}/iris/deployments/blue/logs?instance=nope").status_code == 400
+
+
+def test_listing_deployments_takes_a_fixed_number_of_queries(owner_api, endpoint_factory, node,
+                                                             django_assert_max_num_queries):
+    endpoint_factory("iris", deployments=("blue", "green", "red"))
+    for deployment in Deployment.objects.all():
+        for n in range(2):
+            Instance.objects.create(deployment=deployment, name=f"{deployment.name}-{n}", node=node, port=1000 + n)
+    with django_assert_max_num_queries(8):
+        response = owner_api.get(f"{BASE}/iris/deployments")
+    assert [len(d["instances"]) for d in response.json()] == [2, 2, 2]
