@@ -1,4 +1,5 @@
-"""OpenAPI 3 description of one endpoint, derived from its model's input and output schema."""
+"""OpenAPI 3.1 description of one endpoint, derived from its model's input and output schema
+(3.1 because model schemas are plain JSON Schema, which 3.0 only partly accepts)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def build_swagger(endpoint: EndpointRoute, deployment: DeploymentRoute | None, s
     responses["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     security = [{"Bearer": []}] if endpoint.auth_mode != "key" else [{"Bearer": []}, {"ApiKey": []}]
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": endpoint.name, "version": str(deployment.model_version if deployment else 1),
                  "description": description},
         "servers": [{"url": server_url}],
@@ -75,7 +76,8 @@ def build_swagger(endpoint: EndpointRoute, deployment: DeploymentRoute | None, s
                             "in": "header",
                             "required": False,
                             "description": "Send the request to this deployment, whatever the traffic split.",
-                            "schema": {"type": "string", "enum": sorted(endpoint.deployments)},
+                            "schema": {"type": "string", **({"enum": sorted(endpoint.deployments)}
+                                                            if endpoint.deployments else {})},
                         }
                     ],
                     "requestBody": {"required": True, "content": {"application/json": request_content}},
