@@ -365,6 +365,8 @@ def _converge_running(node: Node, instance: Instance) -> None:
     period = int(probe.get("period", 5))
     if instance.last_probe_at and (now - instance.last_probe_at).total_seconds() < period:
         return
+    if instance.started_at and (now - instance.started_at).total_seconds() < int(probe.get("initial_delay", 0)):
+        return
     spec = _specs(node, instance)
     timeout = float(probe.get("timeout", 2))
     live = process.probe(node.host, instance.port, spec.live_path, timeout)

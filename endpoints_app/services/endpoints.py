@@ -55,6 +55,7 @@ PROBE_LIMITS = {
     "failure_threshold": (1, 10000),
 }
 REQUEST_DEFAULTS = {"request_timeout_ms": 5000, "max_concurrent_requests_per_instance": 1}
+GGUF_REQUEST_TIMEOUT_MS = 120000
 REQUEST_LIMITS = {"request_timeout_ms": (1, 600000), "max_concurrent_requests_per_instance": (1, 1000)}
 SCALE_DEFAULTS = {"target_utilization_percentage": 70, "polling_interval": 5, "cooldown_seconds": 60}
 
@@ -177,13 +178,16 @@ def _probe(value: Any, field: str, current: dict | None = None) -> dict:
     return probe
 
 
-def _request_settings(value: Any, current: dict | None = None) -> dict:
+def _request_settings(value: Any, current: dict | None = None, model: CatalogModel | None = None) -> dict:
     given = _mapping(value, "request_settings")
     unknown = set(given) - set(REQUEST_LIMITS) - {"max_queue_wait_ms"}
     if unknown:
         name = sorted(unknown)[0]
         raise InvalidInput(f"request_settings has no setting {name!r}.", field=f"request_settings.{name}")
     result = dict(REQUEST_DEFAULTS)
+    if model is not None and model.format == CatalogModel.Format.GGUF:
+        # A chat completion on CPU takes seconds to minutes, not the 5 s a tabular model gets.
+        result["request_timeout_ms"] = GGUF_REQUEST_TIMEOUT_MS
     result.update(current or {})
     for key, raw in given.items():
         if key in REQUEST_LIMITS:
@@ -509,7 +513,7 @@ def do_create_deployment(actor: Actor, endpoint: Endpoint, spec: dict) -> Deploy
         code_configuration=_code_configuration(spec.get("code_configuration")),
         environment_variables=_environment_variables(spec.get("environment_variables")),
         scale_settings=scale,
-        request_settings=_request_settings(spec.get("request_settings")),
+        request_settings=_request_settings(spec.get("request_settings"), model=model),
         liveness_probe=_probe(spec.get("liveness_probe"), "liveness_probe"),
         readiness_probe=_probe(spec.get("readiness_probe"), "readiness_probe"),
         provisioning_state=ProvisioningState.CREATING,

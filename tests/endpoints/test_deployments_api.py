@@ -227,3 +227,16 @@ def test_listing_deployments_takes_a_fixed_number_of_queries(owner_api, endpoint
     with django_assert_max_num_queries(8):
         response = owner_api.get(f"{BASE}/iris/deployments")
     assert [len(d["instances"]) for d in response.json()] == [2, 2, 2]
+
+
+def test_gguf_models_get_a_longer_default_request_timeout(owner_api, endpoint_factory):
+    from endpoints_app.models import CatalogModel
+
+    CatalogModel.objects.create(
+        name="tiny-chat", version=1, task="chat-completion", format="gguf", license="Apache-2.0",
+        artifact_path="/nowhere/tiny.gguf", deployment_kinds=["online", "serverless"],
+    )
+    endpoint_factory("chat")
+    response = post_deployment(owner_api, {"name": "blue", "model": "tiny-chat:1"}, endpoint="chat")
+    assert response.status_code == 202
+    assert response.json()["request_settings"]["request_timeout_ms"] == 120000
