@@ -131,7 +131,9 @@ class Instance(models.Model):
     last_probe_at = models.DateTimeField(null=True, blank=True)
     # Set when the controller decides to stop it: the gateway drains it before the signal.
     stop_requested_at = models.DateTimeField(null=True, blank=True)
+    # First start (billing counts from here to stopped_at); launched_at is the current process's start.
     started_at = models.DateTimeField(null=True, blank=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
