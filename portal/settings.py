@@ -16,6 +16,10 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 STUDIO_PORT = env_int("STUDIO_PORT", 8000, minimum=1, maximum=65535)
+STUDIO_HOST = env_str("STUDIO_HOST", "127.0.0.1")
+# Where clients reach the gateway when it runs apart from the web process
+# (e.g. https://inference.example.com); unset in the embedded default.
+STUDIO_GATEWAY_URL = (env_str("STUDIO_GATEWAY_URL", "") or "").rstrip("/")
 
 
 def _secret_key() -> str:
@@ -205,6 +209,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "endpoints_app.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # `format` is a catalog filter, not a renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Studio REST API",

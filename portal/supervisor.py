@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-GRACE_SECONDS = 20
-INSTANCE_GRACE_SECONDS = 5
+# Web and worker get this long after SIGTERM; a provisioning task waiting on a
+# readiness probe must not hold Ctrl-C past the 30 s users are promised.
+GRACE_SECONDS = 12
+INSTANCE_GRACE_SECONDS = 8
 
 
 def _venv_bin(name: str) -> str:

@@ -8,7 +8,6 @@ answer with the partial that changed. Writes go through endpoints_app.services.e
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import time
@@ -93,10 +92,9 @@ def _busy(endpoint: Endpoint, deployments: list[Deployment]) -> bool:
 def _gateway_base() -> str:
     """Where this server reaches the gateway: STUDIO_GATEWAY_URL when the gateway runs
     apart, else this machine's web port (the embedded default mounts the gateway there)."""
-    configured = getattr(settings, "STUDIO_GATEWAY_URL", "") or ""
-    if configured:
-        return configured.rstrip("/")
-    host = os.environ.get("STUDIO_HOST", "127.0.0.1")  # the supervisor's bind address
+    if settings.STUDIO_GATEWAY_URL:
+        return settings.STUDIO_GATEWAY_URL
+    host = settings.STUDIO_HOST  # the supervisor's bind address
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     return f"http://{host}:{settings.STUDIO_PORT}"
