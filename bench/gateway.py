@@ -8,15 +8,19 @@ Starts, in a throwaway data dir: the studio's model server on an iris pipeline
 (gunicorn + uvicorn workers, `endpoints_app.gateway.asgi`) with one endpoint
 routing to it, and `mlflow models serve` on the same fitted model (MLflow lives
 in its own venv, var/bench-venv, created from requirements-bench.txt if missing).
-Then, in the same run and at the same concurrency, it measures with wrk (or a
-built-in aiohttp client when wrk is absent):
+Then, in the same run and at the same concurrency, it measures with wrk (Debian
+package `wrk`; without it a built-in aiohttp client is used, which on two cores
+becomes the bottleneck itself):
 
     direct    POST model server /score                 (no gateway)
     gateway   POST gateway /inference/bench/score      (auth, routing, metering)
     mlflow    POST mlflow /invocations                 (MLflow's own server, direct)
 
 Goals: gateway >= 0.70 x direct throughput, <= 1.5 ms added p50; the studio's
-end-to-end (gateway) throughput above MLflow's direct. Results are printed and
+end-to-end (gateway) throughput above MLflow's direct. Runs alternate (direct,
+gateway, mlflow) for several rounds and ratios are taken within a round, because
+the machine is usually shared; a last pair at one connection shows the gateway's
+own latency without queueing. CPU per request of each server comes from /proc. Results are printed and
 written to bench/results/gateway-<time>.json."""
 
 from __future__ import annotations
