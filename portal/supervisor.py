@@ -119,7 +119,8 @@ def main() -> int:
     print("Stopping web, worker and beat...", flush=True)
     for proc in children.values():
         if proc.poll() is None:
-            _signal_groups([proc.pid], signal.SIGTERM)
+            # The main process only: gunicorn and celery stop their own workers gracefully.
+            proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + GRACE_SECONDS
     for proc in children.values():
         try:
