@@ -234,5 +234,6 @@ LOGGING = {
         # The reconcile beat runs every few seconds: keep per-task received/succeeded lines out.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},
     },
 }
