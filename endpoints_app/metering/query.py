@@ -70,13 +70,17 @@ def _minus(lo: datetime, hi: datetime, inner: tuple[datetime, datetime] | None) 
 
 def plan(start: datetime, end: datetime, step: int | None, cursor: datetime | None) -> list[Piece]:
     """Cut [start, end) into pieces by level. `step` is the bucket size of the caller
-    (None for totals): a level is used only if its rows fit whole into buckets."""
+    (None for totals): a level is used only if its rows fit whole into buckets. Rollup rows
+    exist for everything before `cursor` (minute precision, see rollup.py)."""
     if start >= end:
         return []
     hours = None
     days = None
     if cursor is not None and (step is None or step % HOUR == 0):
-        lo, hi = ceil_to(start, HOUR), min(floor_to(end, HOUR), floor_to(cursor, HOUR))
+        # Hour rows cover whole hours before the cursor, and the cursor's own hour up to the
+        # cursor (a partial row): usable only if the range runs to the cursor or past it.
+        lo = ceil_to(start, HOUR)
+        hi = cursor if end >= cursor else floor_to(end, HOUR)
         if lo < hi:
             hours = (lo, hi)
             if step is None or step % DAY == 0:

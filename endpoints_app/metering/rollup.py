@@ -1,9 +1,9 @@
 """Rollup: UsageMinute rows -> hourly and daily UsageRollup rows.
 
-Level-triggered and idempotent: every run recomputes whole hours from the cursor up
-to the last hour that ended more than GRACE ago (so the gateway's last flushes for
-it are in), replaces their rows, and moves the cursor. Days are recomputed from hour
-rows once they end before the cursor. Running it twice, or in two workers at once,
+Level-triggered and idempotent: every run recomputes the hours from the cursor's hour up
+to the last minute that ended more than GRACE ago (so the gateway's flushes for it are
+in), replaces their rows, and moves the cursor there. Days are recomputed from hour rows
+once they end before the cursor. Running it twice, or in two workers at once,
 gives the same rows (the cursor row is locked while a chunk is written)."""
 
 from datetime import UTC, datetime, timedelta
@@ -13,7 +13,17 @@ from django.db.models import Min
 from django.utils import timezone
 
 from endpoints_app.metering.percentiles import add_into, empty_histogram
-from endpoints_app.metering.query import COUNTERS, DAY, HOUR, N, decode_histograms, epoch_seconds, floor_to, raw_chunks
+from endpoints_app.metering.query import (
+    COUNTERS,
+    DAY,
+    HOUR,
+    MINUTE,
+    N,
+    decode_histograms,
+    epoch_seconds,
+    floor_to,
+    raw_chunks,
+)
 from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
 
 # Longer than the gateway's flush interval, so an hour is complete when it is rolled up.
@@ -80,10 +90,15 @@ def roll_days(start: datetime, end: datetime) -> int:
 
 
 def rollup_usage(now: datetime | None = None) -> datetime | None:
-    """Bring the rollups up to date; returns the new cursor."""
+    """Bring the rollups up to date; returns the new cursor.
+
+    The cursor has minute precision: whole hours before it have their hour rows, and its own
+    hour has a partial row covering the minutes up to it (recomputed on every run), so
+    readers take almost nothing from minute rows. Days get rows once they are over."""
     now = now or timezone.now()
-    target = floor_to(now - GRACE, HOUR)
+    target = floor_to(now - GRACE, MINUTE)
     RollupCursor.objects.get_or_create(pk=1)
+    first_chunk = True
     while True:
         with transaction.atomic():
             cursor = RollupCursor.objects.select_for_update().get(pk=1)
@@ -95,13 +110,17 @@ def rollup_usage(now: datetime | None = None) -> datetime | None:
                 start = floor_to(first, HOUR)
             if start >= target:
                 return start
-            end = min(target, start + CHUNK)
-            # Re-roll the hours just before the cursor too: a gateway flush that failed and was
-            # retried late (after GRACE) still lands in the rollups, at the next hour's run.
-            redo = start - RECHECK if cursor.rolled_until is not None else start
-            roll_hours(redo, end)
-            # Days that end within this chunk are complete now: their hours are all rolled up.
-            day_start, day_end = floor_to(redo, DAY), floor_to(end, DAY)
+            # The cursor's hour is recomputed whole (its row was partial).
+            lo = floor_to(start, HOUR)
+            end = min(target, lo + CHUNK)
+            if first_chunk and cursor.rolled_until is not None and floor_to(end, HOUR) > lo:
+                # Entering a new hour: re-roll the ones before too, so a gateway flush that
+                # failed and was retried late (after GRACE) still lands in the rollups.
+                lo -= RECHECK
+            first_chunk = False
+            roll_hours(lo, end)
+            # Days that are over by `end` are complete: their hours are all rolled up.
+            day_start, day_end = floor_to(lo, DAY), floor_to(end, DAY)
             if day_start < day_end:
                 roll_days(day_start, day_end)
             cursor.rolled_until = end

@@ -74,6 +74,8 @@ def test_sums_are_exact_across_minute_rows_and_rollups(owner_api, iris):
         (T0 - timedelta(hours=2, minutes=13), T0 + timedelta(days=2, hours=5, minutes=41)),
         (T0, T0 + timedelta(days=1)),
         (T0 + timedelta(minutes=59), T0 + timedelta(hours=25, minutes=1)),
+        # Runs past the rollup cursor, which is in the middle of an hour (a partial hour row).
+        (T0 + timedelta(days=2, hours=5, minutes=7), T0 + timedelta(days=4)),
     ]
 
     def expected(lo, hi):
@@ -81,15 +83,18 @@ def test_sums_are_exact_across_minute_rows_and_rollups(owner_api, iris):
         return sum(r[2] + r[3] + r[4] for r in chosen), sum(r[4] for r in chosen)
 
     before = [owner_api.get(URL, {"from": iso(lo), "to": iso(hi)}).json()["totals"] for lo, hi in ranges]
-    rollup_usage(now=T0 + timedelta(days=3))
+    cursor = rollup_usage(now=T0 + timedelta(days=2, hours=20, minutes=33))
+    assert cursor == T0 + timedelta(days=2, hours=20, minutes=30)  # 3 minutes of grace
     assert UsageRollup.objects.filter(period="day").exists() and UsageRollup.objects.filter(period="hour").exists()
     used = set()
     for (lo, hi), old in zip(ranges, before, strict=True):
-        used |= {p.source for p in query.plan(lo, hi, None, query.rolled_until())}
+        pieces = query.plan(lo, hi, None, query.rolled_until())
+        used |= {p.source for p in pieces}
+        used |= {"partial hour" for p in pieces if p.source == "hour" and p.end.minute}
         totals = owner_api.get(URL, {"from": iso(lo), "to": iso(hi)}).json()["totals"]
         assert (totals["requests"], totals["status_5xx"]) == expected(lo, hi)
         assert totals == old
-    assert used == {"minute", "hour", "day"}
+    assert used == {"minute", "hour", "day", "partial hour"}
     # Hourly series from rollups equal the minute rows' hourly sums.
     lo, hi = T0, T0 + timedelta(days=2)
     body = owner_api.get(URL, {"from": iso(lo), "to": iso(hi), "interval": "1h", "endpoint": "iris"}).json()
