@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import time
+from datetime import timedelta
 
 import requests
 import yaml
@@ -22,6 +23,7 @@ from django.db.models import Prefetch
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -30,6 +32,7 @@ from endpoints_app import keys
 from endpoints_app.api.endpoints import inference_base_url
 from endpoints_app.catalog.runtimes import runtime_status
 from endpoints_app.errors import InvalidInput, StudioError
+from endpoints_app.gateway.mirror import mirror_summary
 from endpoints_app.models import (
     CatalogModel,
     Deployment,
@@ -418,6 +421,7 @@ def _render_detail(request, endpoint: Endpoint, error: str | None = None, status
         "busy": _busy(endpoint, deployments),
         "error": error,
         "traffic_total": sum(int(v) for v in endpoint.traffic.values()),
+        "mirror": mirror_summary(endpoint, since=timezone.now() - timedelta(hours=24)),
     })
     if wants_partial(request):
         # The header's state badge sits outside the swapped section: update it out of band.

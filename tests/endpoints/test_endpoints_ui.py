@@ -167,6 +167,25 @@ def test_details_show_deployments_and_poll_while_provisioning(owner_client, iris
     assert 'id="endpoint-state" hx-swap-oob="true">Succeeded<' in partial
 
 
+def test_details_show_the_mirror_comparison(owner_client, iris):
+    from django.utils import timezone
+
+    from endpoints_app.models import MirrorComparison
+
+    assert 'data-testid="mirror-summary"' not in owner_client.get("/endpoints/iris/").content.decode()
+    now = timezone.now()
+    for agreed, shadow_ms in ((True, 12.0), (True, 14.0), (False, 30.0), (True, 16.0)):
+        MirrorComparison.objects.create(
+            endpoint=iris, live_deployment="blue", shadow_deployment="green", time=now, live_status=200,
+            shadow_status=200, live_latency_ms=10.0, shadow_latency_ms=shadow_ms, agreed=agreed,
+        )
+    html = owner_client.get("/endpoints/iris/").content.decode()
+    assert 'data-testid="mirror-summary"' in html
+    assert "blue → shadow green" in html
+    assert "75% (3)" in html  # three of four outputs agreed
+    assert "4.0 ms" in html  # shadow minus live, nearest-rank median of 2, 4, 6, 20
+
+
 def test_polling_after_the_endpoint_is_gone_goes_back_to_the_list(owner_client, workspace):
     response = owner_client.get("/endpoints/gone/", **HX)
     assert response["HX-Redirect"] == "/endpoints/"
