@@ -47,13 +47,19 @@ else
   fi
 fi
 
-if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "Installing Debian's chromium for browser tests ..."
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "WARNING: chromium install failed; browser tests will fail" >&2
-  else
-    echo "WARNING: /usr/bin/chromium is missing; install Debian's chromium for the browser tests." >&2
+# Debian packages the tests and benchmarks drive: chromium (browser tests), wrk (bench/).
+if [ "$mode" = test ]; then
+  debs=()
+  [ -x /usr/bin/chromium ] || debs+=(chromium)
+  command -v wrk >/dev/null || debs+=(wrk)
+  if [ ${#debs[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "Installing Debian packages: ${debs[*]} ..."
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debs[@]}" >/dev/null) \
+        || echo "WARNING: apt-get install ${debs[*]} failed; browser tests or benchmarks will fail" >&2
+    else
+      echo "WARNING: missing ${debs[*]}; install them with apt-get for the browser tests and benchmarks." >&2
+    fi
   fi
 fi
 
