@@ -165,9 +165,10 @@ def deployment_data(deployment: Deployment) -> dict:
                 "generation": i.generation,
                 "restarts": i.restarts,
                 "started_at": i.started_at,
+                "launched_at": i.launched_at,
                 "ready_at": i.ready_at,
             }
-            for i in sorted(deployment.instances.all(), key=lambda i: (i.generation, i.name))
+            for i in sorted(svc.current_instances(deployment), key=lambda i: (i.generation, i.name))
         ],
         "created_at": deployment.created_at,
         "updated_at": deployment.updated_at,

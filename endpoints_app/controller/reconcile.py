@@ -118,8 +118,7 @@ def plan_deployment(deployment_id: int) -> None:
                     endpoint.delete()
                 bump = True
         else:
-            deployment.instances.filter(state=InstanceState.STOPPED).delete()
-            deployment.instances.filter(state=InstanceState.FAILED).exclude(generation=deployment.generation).delete()
+            # Stopped and failed rows stay: they are the instance-hours that costs are billed from.
             bump |= _autoscale(deployment)
             bump |= _plan_instances(deployment)
     if bump:
@@ -316,10 +315,13 @@ def _launch(node: Node, instance: Instance) -> None:
             row.save(update_fields=["state", "last_error", "port"])
             return
         row.log_path = str(process.log_path(row.name))
-        row.started_at = timezone.now()
+        row.launched_at = timezone.now()
+        row.started_at = row.started_at or row.launched_at
         row.probe_failures = 0
         row.last_probe_at = None
-        row.save(update_fields=["pid", "port", "log_path", "started_at", "probe_failures", "last_probe_at"])
+        row.save(update_fields=[
+            "pid", "port", "log_path", "started_at", "launched_at", "probe_failures", "last_probe_at",
+        ])
     log.info("started %s pid %s port %s", row.name, row.pid, row.port)
 
 
@@ -333,7 +335,7 @@ def _converge_starting(node: Node, instance: Instance) -> None:
         _fail(instance, reason)
         return
     probe = instance.deployment.readiness_probe or {}
-    started = instance.started_at or timezone.now()
+    started = instance.launched_at or instance.started_at or timezone.now()
     elapsed = (timezone.now() - started).total_seconds()
     if elapsed < int(probe.get("initial_delay", 0)):
         return
@@ -365,7 +367,8 @@ def _converge_running(node: Node, instance: Instance) -> None:
     period = int(probe.get("period", 5))
     if instance.last_probe_at and (now - instance.last_probe_at).total_seconds() < period:
         return
-    if instance.started_at and (now - instance.started_at).total_seconds() < int(probe.get("initial_delay", 0)):
+    launched = instance.launched_at or instance.started_at
+    if launched and (now - launched).total_seconds() < int(probe.get("initial_delay", 0)):
         return
     spec = _specs(node, instance)
     timeout = float(probe.get("timeout", 2))

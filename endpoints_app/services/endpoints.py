@@ -634,8 +634,6 @@ def do_update_deployment(actor: Actor, deployment: Deployment, changes: dict) ->
     if provisions:
         deployment.provisioning_state = ProvisioningState.UPDATING
         deployment.error = ""
-        # Instances that failed or stopped hold no process; a fresh rollout starts clean.
-        deployment.instances.filter(state__in=(InstanceState.FAILED, InstanceState.STOPPED)).delete()
     deployment.save()
     record(actor, "deployment.update", deployment, endpoint.workspace, changed=changed,
            generation=deployment.generation, instance_count=deployment.instance_count)
@@ -717,6 +715,17 @@ def issue_endpoint_token(actor: Actor, endpoint: Endpoint) -> dict:
     return {"access_token": token, "expiry_time_utc": expiry, "token_type": "Bearer"}
 
 
+def current_instances(deployment: Deployment, instances: list[Instance] | None = None) -> list[Instance]:
+    """The instances worth showing: all but stopped ones (kept for billing) and failures of
+    earlier generations."""
+    rows = list(deployment.instances.all()) if instances is None else instances
+    return [
+        i for i in rows
+        if i.state != InstanceState.STOPPED
+        and not (i.state == InstanceState.FAILED and i.generation != deployment.generation)
+    ]
+
+
 def read_deployment_logs(deployment: Deployment, lines: int = 100, instance: str | None = None) -> str:
     """The last `lines` lines of each instance's log (or of one instance), as plain text."""
     from endpoints_app.controller import process
@@ -727,6 +736,8 @@ def read_deployment_logs(deployment: Deployment, lines: int = 100, instance: str
         instances = [i for i in instances if i.name == instance]
         if not instances:
             raise InvalidInput(f"Deployment '{deployment.name}' has no instance {instance!r}.", field="instance")
+    else:
+        instances = current_instances(deployment, instances)
     if not instances:
         return f"Deployment '{deployment.name}' has no instances yet ({deployment.provisioning_state}).\n"
     parts = []

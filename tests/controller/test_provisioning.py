@@ -83,8 +83,9 @@ def test_killed_instance_is_replaced(live_worker, owner_api, workspace, tmp_path
     elapsed = time.monotonic() - killed_at
     # Within two liveness periods plus the replacement's own start-up time (and polling slack).
     row = Instance.objects.get(name=instance["name"])
-    start_up = (row.ready_at - row.started_at).total_seconds()
+    start_up = (row.ready_at - row.launched_at).total_seconds()
     assert elapsed <= 2 * 2 + start_up + 0.5, (elapsed, start_up)
+    assert row.started_at < row.launched_at, "billing keeps counting from the first start"
     assert replacement["name"] == instance["name"] and replacement["restarts"] == 1
     assert score(replacement, [3]) == {"result": [6.0], "pid": replacement["pid"]}
 
@@ -168,7 +169,8 @@ def test_changing_the_environment_rolls_out_new_instances_before_old_ones_stop(
     ready_counts = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        rows = list(Instance.objects.filter(deployment__name="blue").values("pid", "state", "generation"))
+        rows = list(Instance.objects.filter(deployment__name="blue").exclude(state="Stopped")
+                    .values("pid", "state", "generation"))
         ready_counts.append(sum(1 for r in rows if r["state"] == "Ready"))
         if {r["pid"] for r in rows if r["state"] == "Ready"}.isdisjoint(old_pids) and len(rows) == 2:
             break
@@ -196,6 +198,9 @@ def test_scaling_out_and_in(live_worker, owner_api, workspace, tmp_path):
     wait_for(lambda: len(deployment_json(owner_api, "doubler", "blue")["instances"]) == 1, timeout=30,
              what="scaled in to one instance")
     wait_for(lambda: len(live_pids()) == 1, timeout=15, what="two processes stopped")
+    # The stopped instances stay, with their uptime, for billing.
+    wait_for(lambda: Instance.objects.filter(state="Stopped", stopped_at__isnull=False).count() == 2, timeout=15,
+             what="two stopped rows")
 
 
 def test_worker_restart_adopts_running_instances(live_worker, owner_api, workspace, tmp_path):
