@@ -156,7 +156,7 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
     fig.add_trace(bar(x=x, y=tout, name="tokens out", marker={"color": "#9333ea"}))
     figures["tokens"] = fig
 
-    lines = costs.cost_lines([endpoint], start, end, step, now=now)
+    lines = costs.cost_lines([endpoint], start, end, step, now=now, series_rows=rows)
     cost_by = defaultdict(Decimal)
     for line in lines:
         cost_by[(line.bucket, line.deployment)] += line.cost

@@ -24,7 +24,7 @@ from endpoints_app.models import CatalogModel, Deployment, Endpoint, Instance, I
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CENT = Decimal("0.01")
-SECONDS_PER_HOUR = Decimal(3600)
+MICROS_PER_HOUR = Decimal(3_600_000_000)
 THOUSAND = Decimal(1000)
 
 
@@ -93,18 +93,6 @@ def split_by_prices(start: datetime, end: datetime, timeline: Timeline) -> list[
     return out
 
 
-def split_by_step(start: datetime, end: datetime, step: int) -> list[tuple[int, datetime, datetime]]:
-    """Cut [start, end) at bucket boundaries (epoch-aligned buckets of `step` seconds)."""
-    out = []
-    lo = start
-    while lo < end:
-        bucket = query.floor_to(lo, step)
-        hi = min(end, bucket + timedelta(seconds=step))
-        out.append((int(bucket.timestamp()), lo, hi))
-        lo = hi
-    return out
-
-
 # --- meters --------------------------------------------------------------------------------------------------------
 
 
@@ -156,7 +144,10 @@ def instance_costs(
     for change in PriceChange.objects.filter(instance_type_id__in=type_ids):
         history[change.instance_type_id].append(change)
     timelines = {}
-    lines: dict[tuple, CostLine] = {}
+    # Exact integer microseconds per (bucket, deployment, instance type, price); Decimals once per line.
+    micros: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
+    names: dict[tuple, tuple] = {}
+    step_us = step * 1_000_000
     for instance in instances:
         span = _uptime(instance, now)
         if span is None:
@@ -169,19 +160,27 @@ def instance_costs(
         if itype.pk not in timelines:
             timelines[itype.pk] = instance_price_timeline(itype, history.get(itype.pk, []))
         for plo, phi, price in split_by_prices(lo, hi, timelines[itype.pk]):
-            for bucket, blo, bhi in split_by_step(plo, phi, step):
-                key = (bucket, dep.endpoint_id, dep.name, itype.name)
-                line = lines.get(key)
-                if line is None:
-                    endpoint = by_id[dep.endpoint_id]
-                    line = lines[key] = CostLine(
-                        bucket, dep.endpoint_id, endpoint.name, dep.name, dep.model.name, "instance", itype.name
-                    )
-                seconds = Decimal((bhi - blo) // timedelta(microseconds=1)) / Decimal(1_000_000)
-                hours = seconds / SECONDS_PER_HOUR
-                line.instance_hours += hours
-                line.cost += hours * Decimal(price)
-    return list(lines.values())
+            lo_us, hi_us = _micros(plo), _micros(phi)
+            bucket_us = lo_us - lo_us % step_us
+            while bucket_us < hi_us:
+                overlap = min(hi_us, bucket_us + step_us) - max(lo_us, bucket_us)
+                key = (bucket_us // 1_000_000, dep.endpoint_id, dep.name, itype.name)
+                micros[key][price] += overlap
+                if key not in names:
+                    names[key] = (by_id[dep.endpoint_id].name, dep.model.name)
+                bucket_us += step_us
+    lines = []
+    for key, by_price in micros.items():
+        bucket, endpoint_id, dep_name, type_name = key
+        line = CostLine(bucket, endpoint_id, names[key][0], dep_name, names[key][1], "instance", type_name)
+        line.instance_hours = Decimal(sum(by_price.values())) / MICROS_PER_HOUR
+        line.cost = sum((Decimal(us) * Decimal(price) for price, us in by_price.items()), Decimal(0)) / MICROS_PER_HOUR
+        lines.append(line)
+    return lines
+
+
+def _micros(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
 
 
 def serverless_models(endpoints: Iterable[Endpoint]) -> dict[tuple[int, str], CatalogModel]:
@@ -200,8 +199,11 @@ def serverless_models(endpoints: Iterable[Endpoint]) -> dict[tuple[int, str], Ca
 
 
 def token_costs(
-    endpoints: Iterable[Endpoint], start: datetime, end: datetime, step: int, deployment: str | None = None
+    endpoints: Iterable[Endpoint], start: datetime, end: datetime, step: int, deployment: str | None = None,
+    series_rows: dict | None = None,
 ) -> list[CostLine]:
+    """`series_rows`: query.series() of these endpoints over the same range and step, if the
+    caller has it (read again only when a price changes inside the range)."""
     endpoints = list(endpoints)
     by_id = {e.pk: e for e in endpoints}
     models = serverless_models(endpoints)
@@ -217,8 +219,13 @@ def token_costs(
     timelines = {m.pk: token_price_timeline(m, history.get(m.pk, [])) for m in models.values()}
     endpoint_ids = {e_id for e_id, _ in models}
     for lo, hi in zip(bounds, bounds[1:], strict=False):
-        rows = query.series(endpoint_ids, lo, hi, step, deployment=deployment, with_latency=False)
+        if series_rows is not None and (lo, hi) == (start, end):
+            rows = series_rows
+        else:
+            rows = query.series(endpoint_ids, lo, hi, step, deployment=deployment, with_latency=False)
         for (bucket, endpoint_id, dep_name), acc in rows.items():
+            if endpoint_id not in endpoint_ids:
+                continue
             model = models.get((endpoint_id, dep_name)) or models.get((endpoint_id, ""))
             if model is None:
                 continue
@@ -246,9 +253,9 @@ def _price_at(timeline: Timeline, t: datetime):
 
 def cost_lines(
     endpoints: Iterable[Endpoint], start: datetime, end: datetime, step: int, deployment: str | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, series_rows: dict | None = None,
 ) -> list[CostLine]:
     endpoints = list(endpoints)
     return instance_costs(endpoints, start, end, step, deployment, now) + token_costs(
-        endpoints, start, end, step, deployment
+        endpoints, start, end, step, deployment, series_rows
     )

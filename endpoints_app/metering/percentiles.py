@@ -4,7 +4,9 @@ Histograms add bucket by bucket, so a percentile over many minutes or deployment
 is exact up to the bucket: inside a bucket we interpolate linearly, the way
 Prometheus' histogram_quantile does."""
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 
 from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS
 
@@ -55,30 +57,28 @@ def percentile(histogram: Sequence[int] | None, q: float) -> float | None:
 
 
 def quantiles(histogram: Sequence[int] | None, qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> list[float | None]:
-    """Several quantiles (ascending) in one pass over the histogram; same values as percentile()."""
+    """Several quantiles in one go (cumulative counts and a bisection each); the same values
+    as percentile(), at a fraction of the cost for the thousands of points of a series."""
     if not histogram:
         return [None] * len(qs)
-    count = sum(histogram)
+    cumulative = list(accumulate(histogram[:BUCKETS]))
+    count = cumulative[-1]
     if count == 0:
         return [None] * len(qs)
     out: list[float | None] = []
-    q_index = 0
-    seen = 0
-    for index, bucket_count in enumerate(histogram[:BUCKETS]):
-        if bucket_count == 0:
+    for q in qs:
+        rank = q * count
+        index = bisect_left(cumulative, rank)
+        if index >= len(cumulative):
+            out.append(float(LATENCY_BUCKETS_MS[-2]))
             continue
-        while q_index < len(qs) and seen + bucket_count >= qs[q_index] * count:
-            lower = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
-            upper = LATENCY_BUCKETS_MS[index]
-            if upper == float("inf"):
-                out.append(float(lower))
-            else:
-                out.append(lower + (upper - lower) * (qs[q_index] * count - seen) / bucket_count)
-            q_index += 1
-        if q_index == len(qs):
-            return out
-        seen += bucket_count
-    out += [float(LATENCY_BUCKETS_MS[-2])] * (len(qs) - len(out))
+        lower = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
+        upper = LATENCY_BUCKETS_MS[index]
+        if upper == float("inf"):
+            out.append(float(lower))
+            continue
+        seen = cumulative[index - 1] if index > 0 else 0
+        out.append(lower + (upper - lower) * (rank - seen) / histogram[index])
     return out
 
 

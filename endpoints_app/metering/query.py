@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from operator import add
 
 from django.db import connections
-from django.db.models import Sum
+from django.db.models import CharField, Sum
+from django.db.models.functions import Cast
 
 from endpoints_app.metering.percentiles import BUCKETS, add_into, empty_histogram
 from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
@@ -105,7 +106,16 @@ def _queryset(piece: Piece, endpoint_ids: Iterable[int], deployment: str | None)
     qs = qs.filter(endpoint_id__in=list(endpoint_ids))
     if deployment is not None:
         qs = qs.filter(deployment=deployment)
+    qs, time_field = as_text_on_sqlite(qs, time_field)
     return qs.order_by(), time_field
+
+
+def as_text_on_sqlite(qs, time_field: str):
+    """On SQLite, select the time as text: its driver otherwise parses every datetime with
+    a regex (the largest cost of reading rows); epoch_seconds() parses each distinct text once."""
+    if connections[qs.db].vendor != "sqlite":
+        return qs, time_field
+    return qs.annotate(time_text=Cast(time_field, output_field=CharField())), "time_text"
 
 
 def totals(

@@ -82,7 +82,8 @@ def usage_report(
     endpoints = list(endpoints)
     ids = [e.pk for e in endpoints]
     names = {e.pk: e.name for e in endpoints}
-    lines = costs.cost_lines(endpoints, window.start, window.end, window.step, deployment, now)
+    rows = query.series(ids, window.start, window.end, window.step, deployment)
+    lines = costs.cost_lines(endpoints, window.start, window.end, window.step, deployment, now, series_rows=rows)
     instance_hours = sum((line.instance_hours for line in lines), Decimal(0))
     cost = sum((line.cost for line in lines), Decimal(0))
     cost_by_key: dict[tuple, list] = defaultdict(lambda: [Decimal(0), Decimal(0)])
@@ -90,7 +91,6 @@ def usage_report(
         entry = cost_by_key[(line.bucket, line.endpoint_id, line.deployment)]
         entry[0] += line.instance_hours
         entry[1] += line.cost
-    rows = query.series(ids, window.start, window.end, window.step, deployment)
     # Totals are the sums of the series' buckets: the same rows, read once.
     counts = dict.fromkeys(query.COUNTERS, 0)
     for acc in rows.values():

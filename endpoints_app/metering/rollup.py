@@ -19,6 +19,7 @@ from endpoints_app.metering.query import (
     HOUR,
     MINUTE,
     N,
+    as_text_on_sqlite,
     decode_histograms,
     epoch_seconds,
     floor_to,
@@ -76,17 +77,15 @@ FIELDS = ["endpoint_id", "deployment", *COUNTERS, "latency_ms_sum", "latency_his
 
 
 def roll_hours(start: datetime, end: datetime) -> int:
-    rows = UsageMinute.objects.filter(minute__gte=start, minute__lt=end).order_by().values_list("minute", *FIELDS)
-    return _write(UsageRollup.Period.HOUR, start, end, _aggregate(rows, HOUR))
+    qs, time_field = as_text_on_sqlite(UsageMinute.objects.filter(minute__gte=start, minute__lt=end), "minute")
+    return _write(UsageRollup.Period.HOUR, start, end, _aggregate(qs.order_by().values_list(time_field, *FIELDS), HOUR))
 
 
 def roll_days(start: datetime, end: datetime) -> int:
-    rows = (
-        UsageRollup.objects.filter(period=UsageRollup.Period.HOUR, start__gte=start, start__lt=end)
-        .order_by()
-        .values_list("start", *FIELDS)
+    qs, time_field = as_text_on_sqlite(
+        UsageRollup.objects.filter(period=UsageRollup.Period.HOUR, start__gte=start, start__lt=end), "start"
     )
-    return _write(UsageRollup.Period.DAY, start, end, _aggregate(rows, DAY))
+    return _write(UsageRollup.Period.DAY, start, end, _aggregate(qs.order_by().values_list(time_field, *FIELDS), DAY))
 
 
 def rollup_usage(now: datetime | None = None) -> datetime | None:
