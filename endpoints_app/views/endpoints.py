@@ -34,6 +34,7 @@ from endpoints_app.catalog.runtimes import runtime_status
 from endpoints_app.errors import InvalidInput, StudioError
 from endpoints_app.gateway.mirror import mirror_summary
 from endpoints_app.models import (
+    AuditLog,
     CatalogModel,
     Deployment,
     Endpoint,
@@ -410,9 +411,11 @@ def endpoint_detail(request, name: str):
 
 def _render_detail(request, endpoint: Endpoint, error: str | None = None, status: int = 200):
     deployments = _deployments(endpoint)
+    scaling = _recent_autoscale_events(endpoint, deployments)
     for deployment in deployments:
         deployment.traffic_percent = int(endpoint.traffic.get(deployment.name, 0))
         deployment.mirror_percent = int(endpoint.mirror_traffic.get(deployment.name, 0))
+        deployment.autoscale_events = scaling.get(str(deployment), [])
     if request.htmx:
         status = 200  # htmx swaps only 2xx answers; the error shows in the partial
     context = _tab_context(request, endpoint, "details")
@@ -428,6 +431,22 @@ def _render_detail(request, endpoint: Endpoint, error: str | None = None, status
         context["oob"] = True
         return render(request, "endpoints/detail.html#live", context, status=status)
     return render(request, "endpoints/detail.html", context, status=status)
+
+
+def _recent_autoscale_events(endpoint: Endpoint, deployments: list, per_deployment: int = 3) -> dict[str, list]:
+    """The controller's latest autoscale decisions (from the audit log), by deployment, in one query."""
+    names = [str(d) for d in deployments if d.scale_settings.get("type") == "target_utilization"]
+    if not names:
+        return {}
+    events: dict[str, list] = {}
+    rows = AuditLog.objects.filter(
+        workspace_id=endpoint.workspace_id, action="deployment.autoscale", object_name__in=names
+    ).order_by("-time")[: per_deployment * len(names)]
+    for row in rows:
+        bucket = events.setdefault(row.object_name, [])
+        if len(bucket) < per_deployment:
+            bucket.append(row)
+    return events
 
 
 def _percent_fields(post, prefix: str, names: list[str]) -> dict:
@@ -467,11 +486,18 @@ def scale_deployment(request, name: str, deployment_name: str):
     deployment = Deployment.objects.filter(endpoint=endpoint, name=deployment_name).first()
     if deployment is None:
         raise Http404("No such deployment.")
+    post = request.POST
+    if post.get("mode") == "autoscale":
+        changes = {"scale_settings": {
+            "type": "target_utilization",
+            "min_instances": post.get("min_instances", ""),
+            "max_instances": post.get("max_instances", ""),
+            "target_utilization_percentage": post.get("target_utilization_percentage", ""),
+        }}
+    else:
+        changes = {"instance_count": post.get("instance_count", "").strip(), "scale_settings": {"type": "default"}}
     try:
-        raw = request.POST.get("instance_count", "").strip()
-        if not raw.isdigit():
-            raise InvalidInput("Instance count must be a whole number.", field="instance_count")
-        svc.do_update_deployment(Actor.from_request(request), deployment, {"instance_count": int(raw)})
+        svc.do_update_deployment(Actor.from_request(request), deployment, changes)
     except StudioError as exc:
         return _render_detail(request, endpoint, error=exc.message, status=exc.status)
     if not request.htmx:

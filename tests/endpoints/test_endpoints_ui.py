@@ -217,6 +217,38 @@ def test_scale_and_delete_a_deployment(owner_client, iris, catalog_model):
     assert not Deployment.objects.filter(name="green").exists()
 
 
+def test_autoscale_is_set_and_its_decisions_are_shown(owner_client, iris):
+    response = owner_client.post("/endpoints/iris/deployments/blue/scale/", {
+        "mode": "autoscale", "min_instances": "1", "max_instances": "4", "target_utilization_percentage": "60",
+    })
+    assert response.status_code == 302
+    deployment = Deployment.objects.get(name="blue")
+    assert deployment.scale_settings["type"] == "target_utilization"
+    scale = deployment.scale_settings
+    assert (scale["max_instances"], scale["target_utilization_percentage"]) == (4, 60)
+    AuditLog.objects.create(workspace=iris.workspace, action="deployment.autoscale", object_type="deployment",
+                            object_name=str(deployment), via="system",
+                            details={"from_instances": 1, "to_instances": 2, "in_flight": 1.5})
+    html = owner_client.get("/endpoints/iris/").content.decode()
+    assert "Autoscale</strong>: 1–4 instances, target 60%" in html
+    assert "scaled 1 → 2 (in flight 1.5)" in html
+
+
+def test_autoscale_with_max_below_min_names_the_field(owner_client, iris):
+    response = owner_client.post("/endpoints/iris/deployments/blue/scale/", {
+        "mode": "autoscale", "min_instances": "3", "max_instances": "2", "target_utilization_percentage": "60",
+    })
+    assert response.status_code == 400
+    assert "max_instances (2) is below min_instances (3)" in response.content.decode()
+    assert Deployment.objects.get(name="blue").scale_settings.get("type", "default") == "default"
+
+
+def test_manual_scale_rejects_a_non_number(owner_client, iris):
+    response = owner_client.post("/endpoints/iris/deployments/blue/scale/", {"instance_count": "many"})
+    assert response.status_code == 400
+    assert "instance_count must be a whole number" in response.content.decode()
+
+
 def test_delete_endpoint(owner_client, iris):
     response = owner_client.post("/endpoints/iris/delete/")
     assert response.status_code == 302 and response.url == "/endpoints/"
