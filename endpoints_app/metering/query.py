@@ -1,11 +1,12 @@
 """Reading usage over any range, exactly and fast.
 
 Counts live at three levels: UsageMinute rows (written by the gateway), and hourly and
-daily UsageRollup rows (written by the rollup task for whole hours/days before the
-rollup cursor). A range is cut into pieces so each piece is read from the coarsest
-level that covers it exactly: whole days from day rows, whole hours from hour rows,
-the ragged edges and everything after the cursor from minute rows. Nothing is read
-twice and nothing is skipped, so the sums equal the minute rows' sums."""
+daily UsageRollup rows (written by the rollup task for everything before the rollup
+cursor: whole days, whole hours, and a partial row for the cursor's own hour). A range
+is cut into pieces so each piece is read from the coarsest level that covers it
+exactly: whole days from day rows, hours from hour rows, the ragged edges and the few
+minutes after the cursor from minute rows. Nothing is read twice and nothing is
+skipped, so the sums equal the minute rows' sums."""
 
 import json
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from operator import add
 
 from django.db import connections
-from django.db.models import CharField, Sum
+from django.db.models import CharField
 from django.db.models.functions import Cast
 
 from endpoints_app.metering.percentiles import BUCKETS, add_into, empty_histogram
@@ -116,21 +117,6 @@ def as_text_on_sqlite(qs, time_field: str):
     if connections[qs.db].vendor != "sqlite":
         return qs, time_field
     return qs.annotate(time_text=Cast(time_field, output_field=CharField())), "time_text"
-
-
-def totals(
-    endpoint_ids: Iterable[int], start: datetime, end: datetime, deployment: str | None = None
-) -> dict[str, int | float]:
-    """Sums of every counter over [start, end), with one SQL aggregate per level."""
-    endpoint_ids = list(endpoint_ids)
-    result: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
-    result["latency_ms_sum"] = 0.0
-    for piece in plan(start, end, None, rolled_until()):
-        qs, _ = _queryset(piece, endpoint_ids, deployment)
-        sums = qs.aggregate(**{name: Sum(name) for name in (*COUNTERS, "latency_ms_sum")})
-        for name, value in sums.items():
-            result[name] += value or 0
-    return result
 
 
 def new_accumulator(with_latency: bool) -> list:
