@@ -10,10 +10,11 @@ on its own node `test-node` (queue `node.test-node`), reconciling every second.
     def test_something(live_worker, owner_api, workspace):
         ...  # create an endpoint and a deployment; the worker provisions it
 
-`live_worker_process` (session) starts the worker once; `live_worker` (per test)
-registers the node row again after each transactional flush and, at teardown,
-stops every model server the test left behind. `live_worker.restart()` stops and
-starts the worker (model servers keep running)."""
+`live_worker_process` (session) starts the worker once and pauses it (the
+controller's pause file), so it leaves alone the rows other tests make; `live_worker`
+(per test) registers the node row again after each transactional flush, resumes the
+controller and, at teardown, pauses it and stops every model server the test left
+behind. `live_worker.restart()` stops and starts the worker (model servers keep running)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,22 @@ def purge_broker() -> None:
                 conn.default_channel.queue_purge(queue)
             except Exception:  # a queue that was never declared has nothing to purge
                 pass
+
+
+def pause_file() -> Path:
+    from endpoints_app.controller.tasks import PAUSE_FILE
+
+    return Path(settings.DATA_DIR) / "run" / PAUSE_FILE
+
+
+def pause_controller() -> None:
+    """Between the tests that use it, the worker leaves alone the rows other tests make."""
+    pause_file().parent.mkdir(parents=True, exist_ok=True)
+    pause_file().touch()
+
+
+def resume_controller() -> None:
+    pause_file().unlink(missing_ok=True)
 
 
 def stop_instances() -> None:
@@ -188,6 +205,7 @@ def live_worker_process(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         stop_instances()
         purge_broker()
+        resume_controller()
         worker = LiveWorker()
         worker.start()
         try:
@@ -195,10 +213,12 @@ def live_worker_process(django_db_setup, django_db_blocker):
         except Exception:
             worker.stop()
             raise
+        pause_controller()
     yield worker
     with django_db_blocker.unblock():
         worker.stop()
         stop_instances()
+        resume_controller()
 
 
 @pytest.fixture
@@ -207,12 +227,16 @@ def live_worker(live_worker_process, transactional_db):
     from endpoints_app.models import Endpoint, RouteVersion
 
     if live_worker_process.proc.poll() is not None:
+        resume_controller()
         live_worker_process.start()
         live_worker_process.wait_ready()
     register_test_node()
     RouteVersion.objects.get_or_create(pk=1)
+    resume_controller()
     yield live_worker_process
-    # Rows first, so the worker does not restart what we stop; then the processes.
+    # Pause, drop the rows, then stop the processes: nothing restarts what we stop.
+    pause_controller()
+    time.sleep(0.3)  # a pass in progress notices the pause at its next step
     Endpoint.objects.all().delete()
     stop_instances()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -24,6 +25,7 @@ from endpoints_app.models import Deployment, Instance, InstanceState, Node, Prov
 
 log = logging.getLogger("studio.controller")
 
+PAUSE_FILE = "controller-paused"
 # Fast polling while an instance starts: the cost of noticing "ready" late is provisioning time.
 POLL_SECONDS = 0.2
 PROVISION_MAX_SECONDS = 15 * 60
@@ -32,20 +34,32 @@ DELETE_MAX_SECONDS = 120
 HEARTBEAT_SECONDS = 10
 
 
+def paused() -> bool:
+    """An operator's switch: while $STUDIO_DATA_DIR/run/controller-paused exists, this node's
+    worker neither plans nor touches processes nor heartbeats (running instances keep serving).
+    The test suite pauses its live worker between the tests that use it."""
+    return (Path(settings.DATA_DIR) / "run" / PAUSE_FILE).exists()
+
+
 @worker_ready.connect
 def _register_on_start(sender=None, **kwargs) -> None:
+    threading.Thread(target=_heartbeat_forever, name="studio-node-heartbeat", daemon=True).start()
+    if paused():
+        log.warning("controller paused: remove %s to resume", Path(settings.DATA_DIR) / "run" / PAUSE_FILE)
+        return
     node = placement.register_node()
     log.info("node %s registered (%s cores, %s GB, queue %s)", node.name, node.cores, node.memory_gb, node.queue)
-    # The worker's own heartbeat: a node stays live (and gets converge tasks) while its worker
-    # runs, even if no task reaches it for a while.
-    threading.Thread(target=_heartbeat_forever, name="studio-node-heartbeat", daemon=True).start()
 
 
 def _heartbeat_forever() -> None:
     from django.db import connection
 
+    # The worker's own heartbeat: a node stays live (and gets converge tasks) while its worker
+    # runs, even if no task reaches it for a while.
     while True:
         time.sleep(HEARTBEAT_SECONDS)
+        if paused():
+            continue
         try:
             placement.register_node()
         except Exception:
@@ -71,6 +85,8 @@ def _dispatch(nodes: list[Node], deployment_id: int | None = None) -> None:
 
 @shared_task(name="endpoints_app.controller.tasks.reconcile")
 def reconcile() -> None:
+    if paused():
+        return
     node = placement.register_node()
     rc.plan_all()
     touched = rc.converge_node(node)
@@ -80,7 +96,7 @@ def reconcile() -> None:
     # Watch instances that are starting here closely for most of the interval, so a restarted
     # instance is back in rotation as soon as it is ready rather than one interval later.
     deadline = time.monotonic() + settings.STUDIO_RECONCILE_SECONDS * 0.8
-    while time.monotonic() < deadline and rc.starting_here(node):
+    while time.monotonic() < deadline and rc.starting_here(node) and not paused():
         time.sleep(POLL_SECONDS)
         for deployment_id in rc.converge_node(node, starting_only=True):
             rc.refresh_deployment_state(deployment_id)
@@ -88,10 +104,12 @@ def reconcile() -> None:
 
 @shared_task(name="endpoints_app.controller.tasks.provision_deployment")
 def provision_deployment(deployment_id: int) -> str:
+    if paused():
+        return "paused"
     node = placement.register_node()
     began = beat = time.monotonic()
     dispatched = False
-    while True:
+    while not paused():
         rc.plan_deployment(deployment_id)
         if not dispatched:
             remote = _remote_nodes(node, deployment_id)
@@ -109,15 +127,18 @@ def provision_deployment(deployment_id: int) -> str:
         if time.monotonic() - beat > HEARTBEAT_SECONDS:
             node, beat = placement.register_node(), time.monotonic()
         time.sleep(POLL_SECONDS)
+    return "paused"
 
 
 @shared_task(name="endpoints_app.controller.tasks.reconcile_deployment")
 def reconcile_deployment(deployment_id: int) -> str:
     """Drive one deployment (usually a delete) until it is gone or settled."""
+    if paused():
+        return "paused"
     node = placement.register_node()
     began = time.monotonic()
     _dispatch(_remote_nodes(node, deployment_id), deployment_id)
-    while True:
+    while not paused():
         rc.plan_deployment(deployment_id)
         rc.converge_node(node, deployment_id=deployment_id)
         deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
@@ -131,10 +152,13 @@ def reconcile_deployment(deployment_id: int) -> str:
         if time.monotonic() - began > DELETE_MAX_SECONDS:
             return "left to reconcile"
         time.sleep(POLL_SECONDS)
+    return "paused"
 
 
 @shared_task(name="endpoints_app.controller.tasks.converge_node")
 def converge_node(node_name: str, deployment_id: int | None = None) -> None:
+    if paused():
+        return
     if node_name != settings.STUDIO_NODE_NAME:
         log.warning("converge for node %s reached worker of node %s; ignored", node_name, settings.STUDIO_NODE_NAME)
         return
