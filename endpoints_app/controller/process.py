@@ -90,7 +90,8 @@ def exit_code(pid: int) -> int | None:
     return proc.poll() if proc is not None else None
 
 
-def _proc_state(pid: int) -> str | None:
+def proc_state(pid: int) -> str | None:
+    """The /proc state letter of a process (R, S, Z, ...), or None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
@@ -107,7 +108,7 @@ def is_running(pid: int | None, name: str) -> bool:
     if not pid:
         return False
     reap()
-    state = _proc_state(pid)
+    state = proc_state(pid)
     if state is None or state in ("Z", "X"):
         return False
     try:

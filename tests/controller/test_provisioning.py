@@ -65,7 +65,7 @@ def live_pids() -> set[int]:
     """Pids of model servers that are alive, from the pid files and the instance rows."""
     pids = set(process.pid_files().values())
     pids |= {p for p in Instance.objects.values_list("pid", flat=True) if p}
-    return {p for p in pids if process._proc_state(p) not in (None, "Z", "X")}
+    return {p for p in pids if process.proc_state(p) not in (None, "Z", "X")}
 
 
 def test_killed_instance_is_replaced(live_worker, owner_api, workspace, tmp_path):
