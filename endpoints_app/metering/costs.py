@@ -113,15 +113,22 @@ class CostLine:
     cost: Decimal = Decimal(0)
 
 
-def _uptime(instance: Instance, now: datetime) -> tuple[datetime, datetime] | None:
-    if instance.started_at is None:
+def _uptime(started_at, stopped_at, state: str, now: datetime) -> tuple[datetime, datetime] | None:
+    if started_at is None:
         return None
-    if instance.stopped_at is not None:
-        return instance.started_at, instance.stopped_at
-    if instance.state in (InstanceState.STOPPED, InstanceState.FAILED):
+    if stopped_at is not None:
+        return started_at, stopped_at
+    if state in (InstanceState.STOPPED, InstanceState.FAILED):
         # A stopped instance the controller gave no stop time: it bills nothing past its start.
         return None
-    return instance.started_at, now
+    return started_at, now
+
+
+INSTANCE_COLUMNS = (
+    "started_at", "stopped_at", "state", "deployment__endpoint_id", "deployment__name",
+    "deployment__instance_type_id", "deployment__instance_type__name", "deployment__instance_type__price_per_hour",
+    "deployment__model__name",
+)
 
 
 def instance_costs(
@@ -134,12 +141,12 @@ def instance_costs(
     instances = (
         Instance.objects.filter(deployment__endpoint_id__in=list(by_id), started_at__lt=end)
         .filter(Q(stopped_at__isnull=True) | Q(stopped_at__gt=start))
-        .select_related("deployment__instance_type", "deployment__model")
     )
     if deployment is not None:
         instances = instances.filter(deployment__name=deployment)
-    instances = list(instances)
-    type_ids = {i.deployment.instance_type_id for i in instances}
+    # Plain values: model instances (with the catalog model's JSON fields) cost more than the meter.
+    instances = list(instances.values_list(*INSTANCE_COLUMNS))
+    type_ids = {row[5] for row in instances}
     history: dict[int, list[PriceChange]] = defaultdict(list)
     for change in PriceChange.objects.filter(instance_type_id__in=type_ids):
         history[change.instance_type_id].append(change)
@@ -148,26 +155,27 @@ def instance_costs(
     micros: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
     names: dict[tuple, tuple] = {}
     step_us = step * 1_000_000
-    for instance in instances:
-        span = _uptime(instance, now)
+    for started_at, stopped_at, state, endpoint_id, dep_name, type_id, type_name, type_price, model in instances:
+        span = _uptime(started_at, stopped_at, state, now)
         if span is None:
             continue
         lo, hi = max(span[0], start), min(span[1], end)
         if lo >= hi:
             continue
-        dep = instance.deployment
-        itype = dep.instance_type
-        if itype.pk not in timelines:
-            timelines[itype.pk] = instance_price_timeline(itype, history.get(itype.pk, []))
-        for plo, phi, price in split_by_prices(lo, hi, timelines[itype.pk]):
+        if type_id not in timelines:
+            changes = history.get(type_id)
+            timelines[type_id] = (
+                [(c.effective_from, c.price_per_hour) for c in changes] if changes else [(EPOCH, type_price)]
+            )
+        for plo, phi, price in split_by_prices(lo, hi, timelines[type_id]):
             lo_us, hi_us = _micros(plo), _micros(phi)
             bucket_us = lo_us - lo_us % step_us
             while bucket_us < hi_us:
                 overlap = min(hi_us, bucket_us + step_us) - max(lo_us, bucket_us)
-                key = (bucket_us // 1_000_000, dep.endpoint_id, dep.name, itype.name)
+                key = (bucket_us // 1_000_000, endpoint_id, dep_name, type_name)
                 micros[key][price] += overlap
                 if key not in names:
-                    names[key] = (by_id[dep.endpoint_id].name, dep.model.name)
+                    names[key] = (by_id[endpoint_id].name, model)
                 bucket_us += step_us
     lines = []
     for key, by_price in micros.items():
