@@ -304,8 +304,8 @@ def _live_deployments(endpoint: Endpoint) -> dict[str, Deployment]:
 def validate_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any, names: set[str]) -> tuple[dict, dict]:
     """Normalised (traffic, mirror_traffic) or InvalidInput naming the problem.
 
-    Live traffic covers every deployment (missing ones get 0) and sums to 100, or to 0 for
-    "no live traffic". Mirror traffic sends at most 50% of requests to one deployment that
+    Live traffic covers every deployment (missing ones get 0) and sums to 100 (an endpoint
+    without deployments has none). Mirror traffic sends at most 50% of requests to one deployment that
     takes no live traffic."""
     live_in = _mapping(traffic, "traffic")
     mirror_in = _mapping(mirror_traffic, "mirror_traffic")
@@ -318,9 +318,12 @@ def validate_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any, name
             )
         live[name] = _int(value, f"traffic.{name}", 0, 100)
     total = sum(live.values())
-    if total not in (0, 100):
-        parts = ", ".join(f"{k}={v}" for k, v in sorted(live.items()))
-        raise InvalidInput(f"traffic must add up to 100; {parts} adds up to {total}.", field="traffic")
+    if names and total != 100:
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(live.items())) or "nothing"
+        raise InvalidInput(
+            f"traffic must add up to 100 over the deployments of '{endpoint.name}'; {parts} adds up to {total}.",
+            field="traffic",
+        )
     live = {name: live.get(name, 0) for name in sorted(names)}
     mirror: dict[str, int] = {}
     for name, value in mirror_in.items():

@@ -185,3 +185,9 @@ def test_deleting_an_endpoint_with_nothing_running_is_immediate(owner_api, endpo
     assert response.status_code == 204
     assert owner_api.get(f"{BASE}/iris").status_code == 404
     assert owner_api.post(BASE, {"name": "iris"}, format="json").status_code == 201, "the name is free again"
+
+
+def test_traffic_cannot_be_all_zero_once_there_are_deployments(owner_api, endpoint_factory):
+    endpoint_factory("iris", deployments=("blue",))
+    response = owner_api.patch(f"{BASE}/iris", {"traffic": {"blue": 0}}, format="json")
+    assert response.status_code == 400 and "adds up to 0" in response.json()["error"]["message"]
