@@ -134,7 +134,9 @@ def signal_group(pid: int, sig: int) -> None:
 
 def stop(pid: int | None, name: str, grace: float = 5.0) -> None:
     """SIGTERM the instance's process group, SIGKILL after `grace` seconds; remove its pid file."""
-    if pid and is_running(pid, name):
+    if not pid:
+        return
+    if is_running(pid, name):
         signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and is_running(pid, name):
@@ -144,11 +146,22 @@ def stop(pid: int | None, name: str, grace: float = 5.0) -> None:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and is_running(pid, name):
                 time.sleep(0.05)
-    forget(name)
+    forget(name, pid)
 
 
-def forget(name: str) -> None:
-    pid_file(name).unlink(missing_ok=True)
+def forget(name: str, pid: int | None = None) -> None:
+    """Remove the instance's pid file; with `pid`, only if the file still names that process
+    (a restart may already have written its successor's pid there)."""
+    path = pid_file(name)
+    if pid is not None:
+        try:
+            current = int(path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            current = None
+        if current is not None and current != pid:
+            reap()
+            return
+    path.unlink(missing_ok=True)
     reap()
 
 

@@ -449,7 +449,7 @@ def _converge_stopping(instance: Instance) -> None:
             process.signal_group(instance.pid, signal.SIGKILL)
             process.note(instance.name, "instance did not stop in time (SIGKILL)")
         return
-    process.forget(instance.name)
+    process.forget(instance.name, instance.pid)
     Instance.objects.filter(pk=instance.pk, state=InstanceState.STOPPING).update(
         state=InstanceState.STOPPED, pid=None, stopped_at=instance.stopped_at or now
     )
@@ -473,7 +473,7 @@ def sweep_orphans(node: Node) -> None:
         if process.is_running(pid, name):
             log.warning("stopping orphan model server %s (pid %s)", name, pid)
             process.stop(pid, name, grace=3)
-        process.forget(name)
+        process.forget(name, pid)
 
 
 def starting_here(node: Node, deployment_id: int | None = None) -> bool:
