@@ -8,6 +8,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 
+import numpy as np
+
 from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS
 
 BUCKETS = len(LATENCY_BUCKETS_MS)
@@ -85,3 +87,35 @@ def quantiles(histogram: Sequence[int] | None, qs: tuple[float, ...] = (0.5, 0.9
 def p50_p90_p99(histogram: Sequence[int] | None) -> tuple[float | None, float | None, float | None]:
     p50, p90, p99 = quantiles(histogram)
     return p50, p90, p99
+
+
+_BOUNDS = np.array(LATENCY_BUCKETS_MS, np.float64)
+
+
+def quantile_columns(
+    histograms: np.ndarray, qs: tuple[float, ...] = (0.5, 0.9, 0.99)
+) -> list[list[float | None]]:
+    """quantiles() for every row of an (n, BUCKETS) array at once: one list per q, with
+    the values quantiles() gives for each row (the same float operations, in numpy)."""
+    histograms = np.asarray(histograms, np.int64)[:, :BUCKETS]
+    cumulative = np.cumsum(histograms, axis=1)
+    count = cumulative[:, -1] if histograms.size else np.zeros(len(histograms), np.int64)
+    empty = count == 0
+    rows = np.arange(len(histograms))
+    out = []
+    for q in qs:
+        rank = q * count.astype(np.float64)
+        # bisect_left: the first bucket whose cumulative count reaches the rank.
+        index = np.minimum((cumulative < rank[:, None]).sum(axis=1), BUCKETS - 1)
+        lower = np.where(index > 0, _BOUNDS[index - 1], 0.0)
+        upper = _BOUNDS[index]
+        seen = np.where(index > 0, cumulative[rows, index - 1], 0).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            value = lower + (upper - lower) * (rank - seen) / histograms[rows, index].astype(np.float64)
+        # The open bucket has no upper bound: report its lower one.
+        value = np.where(np.isinf(upper), lower, value)
+        values: list[float | None] = value.tolist()
+        for i in np.flatnonzero(empty).tolist():
+            values[i] = None
+        out.append(values)
+    return out

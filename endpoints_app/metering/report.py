@@ -11,7 +11,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from endpoints_app.errors import InvalidInput
 from endpoints_app.metering import costs, query
-from endpoints_app.metering.percentiles import p50_p90_p99
+from endpoints_app.metering.percentiles import quantile_columns
 from endpoints_app.models import Endpoint
 
 MAX_BUCKETS = 5000
@@ -82,8 +82,12 @@ def usage_report(
     endpoints = list(endpoints)
     ids = [e.pk for e in endpoints]
     names = {e.pk: e.name for e in endpoints}
-    rows = query.series(ids, window.start, window.end, window.step, deployment)
-    lines = costs.cost_lines(endpoints, window.start, window.end, window.step, deployment, now, series_rows=rows)
+    table = query.series_table(ids, window.start, window.end, window.step, deployment)
+    # Token costs read tokens only: counters without histograms.
+    token_rows = {key: [*counts, None, None] for key, counts in zip(table.keys, table.counts.tolist(), strict=True)}
+    lines = costs.cost_lines(
+        endpoints, window.start, window.end, window.step, deployment, now, series_rows=token_rows
+    )
     instance_hours = sum((line.instance_hours for line in lines), Decimal(0))
     cost = sum((line.cost for line in lines), Decimal(0))
     cost_by_key: dict[tuple, list] = defaultdict(lambda: [Decimal(0), Decimal(0)])
@@ -92,28 +96,34 @@ def usage_report(
         entry[0] += line.instance_hours
         entry[1] += line.cost
     # Totals are the sums of the series' buckets: the same rows, read once.
-    counts = dict.fromkeys(query.COUNTERS, 0)
-    for acc in rows.values():
-        for i, name in enumerate(query.COUNTERS):
-            counts[name] += acc[i]
+    column_sums = table.counts.sum(axis=0).tolist() if table.keys else [0] * query.N
+    counts = dict(zip(query.COUNTERS, column_sums, strict=True))
+    position = {key: g for g, key in enumerate(table.keys)}
+    counters = table.counts.tolist()
+    latency_sums = table.latency_sum.tolist()
+    p50s, p90s, p99s = quantile_columns(table.histograms) if table.keys else ([], [], [])
     series = []
     times: dict[int, str] = {}
-    empty = query.new_accumulator(True)
-    for key in sorted(set(rows) | set(cost_by_key), key=lambda k: (k[0], names.get(k[1], ""), k[2])):
-        acc = rows.get(key) or empty
+    zeros = [0] * query.N
+    for key in sorted(set(position) | set(cost_by_key), key=lambda k: (k[0], names.get(k[1], ""), k[2])):
         bucket, endpoint_id, dep = key
-        p50, p90, p99 = p50_p90_p99(acc[query.N + 1])
-        requests = acc[0]
+        g = position.get(key)
         time_text = times.get(bucket)
         if time_text is None:
             time_text = times[bucket] = iso(bucket)
         item = {"time": time_text, "endpoint": names[endpoint_id], "deployment": dep}
-        for i, name in enumerate(query.COUNTERS):
-            item[name] = acc[i]
-        item["latency_avg_ms"] = round(acc[query.N] / requests, 3) if requests else None
-        item["latency_p50_ms"] = None if p50 is None else round(p50, 3)
-        item["latency_p90_ms"] = None if p90 is None else round(p90, 3)
-        item["latency_p99_ms"] = None if p99 is None else round(p99, 3)
+        if g is None:
+            item.update(zip(query.COUNTERS, zeros, strict=True))
+            item.update(latency_avg_ms=None, latency_p50_ms=None, latency_p90_ms=None, latency_p99_ms=None)
+        else:
+            row = counters[g]
+            item.update(zip(query.COUNTERS, row, strict=True))
+            requests = row[0]
+            p50, p90, p99 = p50s[g], p90s[g], p99s[g]
+            item["latency_avg_ms"] = round(latency_sums[g] / requests, 3) if requests else None
+            item["latency_p50_ms"] = None if p50 is None else round(p50, 3)
+            item["latency_p90_ms"] = None if p90 is None else round(p90, 3)
+            item["latency_p99_ms"] = None if p99 is None else round(p99, 3)
         money = cost_by_key.get(key)
         item["instance_hours"] = round(float(money[0]), 6) if money else 0.0
         item["cost"] = round(float(money[1]), 6) if money else 0.0

@@ -3,7 +3,8 @@
 import random
 
 from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS, bucket_index
-from endpoints_app.metering.percentiles import BUCKETS, merge, percentile, quantiles
+from endpoints_app.metering.percentiles import BUCKETS, merge, percentile, quantile_columns, quantiles
+from endpoints_app.metering.query import histogram_matrix
 
 
 def histogram(latencies):
@@ -36,3 +37,21 @@ def test_one_pass_quantiles_equal_percentile():
     for _ in range(2000):
         h = [rng.choice([0, 0, 0, 1, 2, 7, 300]) for _ in range(BUCKETS)]
         assert quantiles(h) == [percentile(h, q) for q in (0.5, 0.9, 0.99)]
+
+
+def test_quantile_columns_give_exactly_what_quantiles_gives_per_histogram():
+    rng = random.Random(11)
+    histograms = [[0] * BUCKETS, histogram([10**6] * 3)]
+    for _ in range(500):
+        latencies = [rng.lognormvariate(rng.uniform(0, 9), rng.uniform(0.1, 2)) for _ in range(rng.randint(1, 300))]
+        histograms.append(histogram(latencies))
+    columns = quantile_columns(histogram_matrix(histograms))
+    for i, h in enumerate(histograms):
+        assert [column[i] for column in columns] == quantiles(h)
+
+
+def test_histogram_matrix_reads_json_texts_full_short_and_empty():
+    full = list(range(BUCKETS))
+    assert histogram_matrix(['[' + ", ".join(map(str, full)) + ']'] * 2).tolist() == [full, full]
+    mixed = histogram_matrix(["[]", "[1, 2]", str(full)]).tolist()
+    assert mixed == [[0] * BUCKETS, [1, 2] + [0] * (BUCKETS - 2), full]
