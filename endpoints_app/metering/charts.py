@@ -96,7 +96,8 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
     # Whole buckets: the first one starts at a boundary, the last one is the current, partial one.
     start = query.floor_to(now - span, step) + timedelta(seconds=step)
     end = now
-    buckets = list(range(int(start.timestamp()), int(end.timestamp()), step))
+    # + 1: within the first second of a minute the current bucket starts at int(now) itself.
+    buckets = list(range(int(start.timestamp()), int(end.timestamp()) + 1, step))
     rows = query.series([endpoint.pk], start, end, step)
     deployments = sorted({dep for (_, _, dep) in rows} | set(endpoint.traffic) | set(endpoint.mirror_traffic))
     per_minute = step / 60
