@@ -73,12 +73,17 @@ def _endpoint_for(request, name: str, need: Role = Role.READER) -> Endpoint:
 
 
 def _deployments(endpoint: Endpoint) -> list[Deployment]:
+    """The endpoint's deployments, each with `.current`: the instances worth showing
+    (stopped rows are kept for billing, not for display)."""
     instances = Instance.objects.select_related("node").order_by("generation", "name")
-    return list(
+    deployments = list(
         endpoint.deployments.select_related("model", "instance_type")
         .prefetch_related(Prefetch("instances", queryset=instances))
         .order_by("name")
     )
+    for deployment in deployments:
+        deployment.current = svc.current_instances(deployment)
+    return deployments
 
 
 def _busy(endpoint: Endpoint, deployments: list[Deployment]) -> bool:

@@ -249,6 +249,18 @@ def test_manual_scale_rejects_a_non_number(owner_client, iris):
     assert "instance_count must be a whole number" in response.content.decode()
 
 
+def test_details_and_logs_hide_stopped_instances_kept_for_billing(owner_client, iris, node):
+    from endpoints_app.models import Instance
+
+    deployment = iris.deployments.get()
+    Instance.objects.create(deployment=deployment, name="iris-blue-old", node=node, state="Stopped")
+    Instance.objects.create(deployment=deployment, name="iris-blue-now", node=node, state="Ready")
+    details = owner_client.get("/endpoints/iris/").content.decode()
+    logs = owner_client.get("/endpoints/iris/logs/").content.decode()
+    for html in (details, logs):
+        assert "iris-blue-now" in html and "iris-blue-old" not in html
+
+
 def test_delete_endpoint(owner_client, iris):
     response = owner_client.post("/endpoints/iris/delete/")
     assert response.status_code == 302 and response.url == "/endpoints/"
