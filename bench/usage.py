@@ -7,7 +7,8 @@ Makes a throwaway data dir (SQLite, the embedded default, DEBUG off), migrates, 
   one instance per deployment running the whole time, and one instance-type price change;
 - one UsageMinute row per deployment per minute for 30 days (4.32 million rows), inserted
   with executemany in big transactions; each row's latency histogram is one of 64 seeded
-  random templates and its request count is that histogram's total;
+  random templates and its request count is that histogram's total, with per-status-code
+  counts (200, 401, 429, 503) that add up to it;
 - the hourly and daily rollups, made by the real rollup (rollup_usage(), timed), which
   leaves the last partial hour to be read from minute rows, as in production.
 Then times requests through Django's test Client: the whole request/response cycle in this
@@ -133,13 +134,15 @@ def main() -> None:
             latency = rng.lognormvariate(3.2, 0.8)
             latency_sum += latency
             histogram[next(i for i, b in enumerate(LATENCY_BUCKETS_MS) if latency <= b)] += 1
-        templates.append((total, latency_sum, json.dumps(histogram)))
+        s5, s4 = total // 40, total // 25
+        codes = {"200": total - s4 - s5, "401": s4 // 2, "429": s4 - s4 // 2, "503": s5}
+        templates.append((total, latency_sum, json.dumps(histogram), json.dumps({c: n for c, n in codes.items() if n})))
 
     minutes = int((end - start).total_seconds() // 60)
     table = UsageMinute._meta.db_table
     sql = (f"INSERT INTO {table} (endpoint_id, deployment, minute, requests, status_2xx, status_4xx, status_5xx, "
-           "bytes_in, bytes_out, tokens_in, tokens_out, latency_ms_sum, latency_histogram) "
-           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+           "bytes_in, bytes_out, tokens_in, tokens_out, latency_ms_sum, latency_histogram, status_codes) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
     total_rows = len(deployments) * minutes
     print(f"seeding {len(deployments)} deployments x {minutes} minutes = {total_rows:,} minute rows ...", flush=True)
     seeded = time.perf_counter()
@@ -150,12 +153,12 @@ def main() -> None:
     for m in range(minutes):
         stamp = (start + timedelta(minutes=m)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         for endpoint_id, name, serverless in deployments:
-            total, latency_sum, histogram = templates[rng.randrange(64)]
+            total, latency_sum, histogram, codes = templates[rng.randrange(64)]
             s5 = total // 40
             s4 = total // 25
             tokens_in, tokens_out = (total * 40, total * 90) if serverless else (0, 0)
             batch.append((endpoint_id, name, stamp, total, total - s4 - s5, s4, s5, total * 300, total * 500,
-                          tokens_in, tokens_out, latency_sum, histogram))
+                          tokens_in, tokens_out, latency_sum, histogram, codes))
         if len(batch) >= 50_000:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.executemany(sql, batch)

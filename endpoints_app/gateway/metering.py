@@ -16,13 +16,13 @@ import time
 from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import F
 
-from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS, bucket_index
+from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS, bucket_index, merge_codes
 
 log = logging.getLogger("studio.gateway.metering")
 
 N_BUCKETS = len(LATENCY_BUCKETS_MS)
 # Positions in a counter list.
-REQUESTS, S2XX, S4XX, S5XX, BYTES_IN, BYTES_OUT, TOKENS_IN, TOKENS_OUT, LATENCY_SUM, HIST = range(10)
+REQUESTS, S2XX, S4XX, S5XX, BYTES_IN, BYTES_OUT, TOKENS_IN, TOKENS_OUT, LATENCY_SUM, HIST, CODES = range(11)
 COUNTER_FIELDS = (
     "requests", "status_2xx", "status_4xx", "status_5xx", "bytes_in", "bytes_out", "tokens_in", "tokens_out",
 )
@@ -31,7 +31,8 @@ Key = tuple[int, str, int]  # endpoint id, deployment name ("" when none was cho
 
 
 def _new_counters() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, 0, 0.0, [0] * N_BUCKETS]
+    # CODES: requests per HTTP status code ({status: count}; keys become strings in the JSON column).
+    return [0, 0, 0, 0, 0, 0, 0, 0, 0.0, [0] * N_BUCKETS, {}]
 
 
 class UsageCounters:
@@ -66,6 +67,8 @@ class UsageCounters:
         c[TOKENS_OUT] += tokens_out
         c[LATENCY_SUM] += latency_ms
         c[HIST][bucket_index(latency_ms)] += 1
+        codes = c[CODES]
+        codes[status] = codes.get(status, 0) + 1
 
     def take(self) -> dict[Key, list]:
         """The deltas so far, leaving empty counters (call on the event loop)."""
@@ -82,6 +85,9 @@ class UsageCounters:
             for i in range(LATENCY_SUM + 1):
                 c[i] += delta[i]
             c[HIST] = [a + b for a, b in zip(c[HIST], delta[HIST], strict=True)]
+            codes = c[CODES]
+            for code, count in delta[CODES].items():
+                codes[code] = codes.get(code, 0) + count
 
 
 def write_deltas(deltas: dict[Key, list]) -> dict[Key, list]:
@@ -109,7 +115,12 @@ def _add_to_row(UsageMinute, endpoint_id: int, deployment: str, when: dt.datetim
     for attempt in range(2):
         try:
             with transaction.atomic():
-                row = UsageMinute.objects.select_for_update().filter(**lookup).values("pk", "latency_histogram").first()
+                row = (
+                    UsageMinute.objects.select_for_update()
+                    .filter(**lookup)
+                    .values("pk", "latency_histogram", "status_codes")
+                    .first()
+                )
                 if row is None:
                     # A unique (endpoint, deployment, minute) constraint makes a concurrent
                     # create fail here; the retry then finds the row and adds to it.
@@ -119,15 +130,19 @@ def _add_to_row(UsageMinute, endpoint_id: int, deployment: str, when: dt.datetim
                             **{name: delta[i] for i, name in enumerate(COUNTER_FIELDS)},
                             latency_ms_sum=delta[LATENCY_SUM],
                             latency_histogram=list(delta[HIST]),
+                            status_codes=merge_codes({}, delta[CODES]),
                         )
                     return
                 histogram = list(row["latency_histogram"] or [])
                 histogram += [0] * (N_BUCKETS - len(histogram))
                 histogram = [a + b for a, b in zip(histogram, delta[HIST], strict=False)]
+                # Like the histogram: merged under the row lock, so concurrent flushes add up exactly.
+                codes = merge_codes(dict(row["status_codes"] or {}), delta[CODES])
                 UsageMinute.objects.filter(pk=row["pk"]).update(
                     **{name: F(name) + delta[i] for i, name in enumerate(COUNTER_FIELDS)},
                     latency_ms_sum=F("latency_ms_sum") + delta[LATENCY_SUM],
                     latency_histogram=histogram,
+                    status_codes=codes,
                 )
                 return
         except IntegrityError:

@@ -1,4 +1,4 @@
-"""Latency histogram buckets shared by the gateway (counting) and the usage
+"""Latency histogram buckets (and per-status-code counts) shared by the gateway (counting) and the usage
 readers (percentiles): upper bounds in milliseconds, the last one open."""
 
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -12,3 +12,12 @@ def bucket_index(latency_ms: float) -> int:
         if latency_ms <= bound:
             return index
     return len(LATENCY_BUCKETS_MS) - 1
+
+
+def merge_codes(total: dict[str, int], codes: dict | None) -> dict[str, int]:
+    """Add per-status-code counts ({"200": n, ...}; int keys too) into `total` in place."""
+    if codes:
+        for code, count in codes.items():
+            code = str(code)
+            total[code] = total.get(code, 0) + count
+    return total

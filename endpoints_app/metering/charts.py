@@ -10,6 +10,7 @@ from functools import lru_cache
 import plotly.graph_objects as go
 
 from endpoints_app.metering import costs, query
+from endpoints_app.metering.buckets import merge_codes
 from endpoints_app.metering.percentiles import merge, p50_p90_p99
 from endpoints_app.models import Endpoint, Instance, InstanceSample, MirrorComparison
 
@@ -19,6 +20,8 @@ RANGES: dict[str, tuple[timedelta, str]] = {
     "7d": (timedelta(days=7), "1h"),
     "30d": (timedelta(days=30), "6h"),
 }
+CLIENT_ERROR_COLORS = ["#d97706", "#b45309", "#f59e0b", "#92400e", "#ea580c"]
+SERVER_ERROR_COLORS = ["#dc2626", "#991b1b", "#ef4444", "#7f1d1d", "#be123c"]
 PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#db2777", "#65a30d", "#7c3aed"]
 REQ = query.COUNTERS.index("requests")
 S4XX, S5XX = query.COUNTERS.index("status_4xx"), query.COUNTERS.index("status_5xx")
@@ -90,6 +93,30 @@ def _times(buckets: list[int]) -> list[str]:
     return [datetime.fromtimestamp(b, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for b in buckets]
 
 
+def errors_figure(rows: dict, buckets: list[int], x: list[str], totals_4xx: list[int], totals_5xx: list[int]) -> Figure:
+    """One stacked bar trace per 4xx and 5xx status code. Errors counted before per-code
+    counts existed (or by class only) show as "4xx (code not recorded)" and the like, so
+    the bars still add up to the class totals."""
+    codes_by_bucket: dict[int, dict[str, int]] = defaultdict(dict)
+    for (b, _, _), acc in rows.items():
+        merge_codes(codes_by_bucket[b], acc[query.N + 2])
+    error_codes = sorted({code for codes in codes_by_bucket.values() for code in codes if code >= "400"})
+    fig = new_figure("Errors by status code", "requests", barmode="stack")
+    for i, code in enumerate(error_codes):
+        shades = CLIENT_ERROR_COLORS if code < "500" else SERVER_ERROR_COLORS
+        y = [codes_by_bucket[b].get(code, 0) if b in codes_by_bucket else 0 for b in buckets]
+        fig.add_trace(bar(x=x, y=y, name=code, marker={"color": shades[i % len(shades)]}))
+    for label, totals, lo, hi, color in (("4xx", totals_4xx, "400", "500", "#fbbf24"),
+                                         ("5xx", totals_5xx, "500", "600", "#f87171")):
+        unknown = []
+        for b, total in zip(buckets, totals, strict=True):
+            known = sum(n for code, n in codes_by_bucket.get(b, {}).items() if lo <= code < hi)
+            unknown.append(max(total - known, 0))
+        if any(unknown):
+            fig.add_trace(bar(x=x, y=unknown, name=f"{label} (code not recorded)", marker={"color": color}))
+    return fig
+
+
 def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dict:
     span, interval = RANGES[range_key]
     step = query.INTERVALS[interval]
@@ -133,12 +160,9 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
                                  mode="lines+markers", connectgaps=False, marker={"size": 3}))
     figures["latency"] = fig
 
-    fig = new_figure("Errors by status class", "requests", barmode="stack")
     totals_4xx = [sums[b][S4XX] if b in sums else 0 for b in buckets]
     totals_5xx = [sums[b][S5XX] if b in sums else 0 for b in buckets]
-    fig.add_trace(bar(x=x, y=totals_4xx, name="4xx", marker={"color": "#d97706"}))
-    fig.add_trace(bar(x=x, y=totals_5xx, name="5xx", marker={"color": "#dc2626"}))
-    figures["errors"] = fig
+    figures["errors"] = errors_figure(rows, buckets, x, totals_4xx, totals_5xx)
 
     requests_by_dep = {dep: sum(values(dep, REQ)) for dep in deployments}
     live = [d for d in deployments if d not in endpoint.mirror_traffic]

@@ -8,7 +8,6 @@ exactly: whole days from day rows, hours from hour rows, the ragged edges and th
 minutes after the cursor from minute rows. Nothing is read twice and nothing is
 skipped, so the sums equal the minute rows' sums."""
 
-import json
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from django.db import connections
 from django.db.models import CharField
 from django.db.models.functions import Cast
 
+from endpoints_app.metering.buckets import merge_codes
 from endpoints_app.metering.percentiles import BUCKETS, empty_histogram
 from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
 
@@ -124,6 +124,7 @@ def as_text_on_sqlite(qs, time_field: str):
 def new_accumulator(with_latency: bool) -> list:
     acc: list = [0] * N + [0.0]
     acc.append(empty_histogram() if with_latency else None)
+    acc.append({})
     return acc
 
 
@@ -136,6 +137,7 @@ class Table:
     counts: np.ndarray  # (G, N) int64, columns as COUNTERS
     latency_sum: np.ndarray  # (G,) float64
     histograms: np.ndarray | None  # (G, BUCKETS) int64, or None without latency
+    status_codes: list[dict[str, int]]  # requests per HTTP status code, {"200": n, ...}
 
 
 def series_table(
@@ -156,7 +158,8 @@ def series_table(
     counts = np.zeros((0, N), np.int64)
     latency = np.zeros(0, np.float64)
     histograms = np.zeros((0, BUCKETS), np.int64) if with_latency else None
-    columns = ["endpoint_id", "deployment", None, *COUNTERS, "latency_ms_sum"]
+    codes: list[dict[str, int]] = []
+    columns = ["endpoint_id", "deployment", None, *COUNTERS, "latency_ms_sum", "status_codes"]
     if with_latency:
         columns.append("latency_histogram")
     stamps: dict = {}  # raw time value -> epoch seconds; rows of one minute share it
@@ -177,6 +180,10 @@ def series_table(
             else:
                 groups = [index.setdefault((ts - ts % step, 0, ""), len(index)) for ts in times]
             grow = len(index) - len(latency)
+            codes += [{} for _ in range(grow)]
+            for g, row_codes in zip(groups, decode_values(cols[4 + N]), strict=True):
+                if row_codes:
+                    merge_codes(codes[g], row_codes)
             if grow:
                 counts = np.concatenate([counts, np.zeros((grow, N), np.int64)])
                 latency = np.concatenate([latency, np.zeros(grow, np.float64)])
@@ -187,7 +194,7 @@ def series_table(
             np.add.at(latency, where, np.array(cols[3 + N], np.float64))
             if histograms is not None:
                 np.add.at(histograms, where, histogram_matrix(cols[-1]))
-    return Table(list(index), counts, latency, histograms)
+    return Table(list(index), counts, latency, histograms, codes)
 
 
 def series(
@@ -200,7 +207,7 @@ def series(
     with_latency: bool = True,
 ) -> dict[tuple[int, int, str], list]:
     """series_table() as a dict {(bucket_timestamp, endpoint_id, deployment): accumulator}
-    where an accumulator is [*COUNTERS, latency_ms_sum, histogram or None]. With
+    where an accumulator is [*COUNTERS, latency_ms_sum, histogram or None, status_codes]. With
     by_deployment=False, endpoint_id is 0 and deployment is "" (all summed)."""
     table = series_table(endpoint_ids, start, end, step, deployment, by_deployment, with_latency)
     return table_to_dict(table)
@@ -209,9 +216,9 @@ def series(
 def table_to_dict(table: Table) -> dict[tuple[int, int, str], list]:
     hists = table.histograms.tolist() if table.histograms is not None else [None] * len(table.keys)
     return {
-        key: [*counts, latency, histogram]
-        for key, counts, latency, histogram in zip(
-            table.keys, table.counts.tolist(), table.latency_sum.tolist(), hists, strict=True
+        key: [*counts, latency, histogram, codes]
+        for key, counts, latency, histogram, codes in zip(
+            table.keys, table.counts.tolist(), table.latency_sum.tolist(), hists, table.status_codes, strict=True
         )
     }
 
@@ -260,10 +267,19 @@ def raw_chunks(qs, size: int = 5000):
 
 def decode_histograms(rows) -> list:
     """The last column of each row as a list: JSON text decoded in one call per chunk."""
-    values = [row[-1] for row in rows]
+    return decode_json_column(rows, -1)
+
+
+def decode_json_column(rows, column: int) -> list:
+    """One JSON column of each row (JSON text on SQLite, decoded values on PostgreSQL) as
+    Python values: text decoded in one call per chunk (see decode_values)."""
+    return decode_values([row[column] for row in rows])
+
+
+def decode_values(values) -> list:
     if values and all(isinstance(v, str) for v in values):
-        return json.loads("[" + ",".join(values) + "]")
-    return [json.loads(v) if isinstance(v, str) else v for v in values]
+        return orjson.loads("[" + ",".join(values) + "]")
+    return [orjson.loads(v) if isinstance(v, str) else v for v in values]
 
 
 def epoch_seconds(value) -> int:

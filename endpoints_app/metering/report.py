@@ -11,6 +11,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from endpoints_app.errors import InvalidInput
 from endpoints_app.metering import costs, query
+from endpoints_app.metering.buckets import merge_codes
 from endpoints_app.metering.percentiles import quantile_columns
 from endpoints_app.models import Endpoint
 
@@ -76,6 +77,10 @@ def iso(ts: int | datetime) -> str:
     return ts.isoformat().replace("+00:00", "Z")
 
 
+def sorted_codes(codes: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(codes.items())) if len(codes) > 1 else codes
+
+
 def usage_report(
     endpoints: Iterable[Endpoint], window: Window, deployment: str | None = None, now: datetime | None = None
 ) -> dict:
@@ -98,6 +103,9 @@ def usage_report(
     # Totals are the sums of the series' buckets: the same rows, read once.
     column_sums = table.counts.sum(axis=0).tolist() if table.keys else [0] * query.N
     counts = dict(zip(query.COUNTERS, column_sums, strict=True))
+    all_codes: dict[str, int] = {}
+    for codes in table.status_codes:
+        merge_codes(all_codes, codes)
     position = {key: g for g, key in enumerate(table.keys)}
     counters = table.counts.tolist()
     latency_sums = table.latency_sum.tolist()
@@ -114,10 +122,12 @@ def usage_report(
         item = {"time": time_text, "endpoint": names[endpoint_id], "deployment": dep}
         if g is None:
             item.update(zip(query.COUNTERS, zeros, strict=True))
+            item["status_codes"] = {}
             item.update(latency_avg_ms=None, latency_p50_ms=None, latency_p90_ms=None, latency_p99_ms=None)
         else:
             row = counters[g]
             item.update(zip(query.COUNTERS, row, strict=True))
+            item["status_codes"] = sorted_codes(table.status_codes[g])
             requests = row[0]
             p50, p90, p99 = p50s[g], p90s[g], p99s[g]
             item["latency_avg_ms"] = round(latency_sums[g] / requests, 3) if requests else None
@@ -137,6 +147,7 @@ def usage_report(
             "status_2xx": counts["status_2xx"],
             "status_4xx": counts["status_4xx"],
             "status_5xx": counts["status_5xx"],
+            "status_codes": sorted_codes(all_codes),
             "bytes_in": counts["bytes_in"],
             "bytes_out": counts["bytes_out"],
             "tokens_in": counts["tokens_in"],

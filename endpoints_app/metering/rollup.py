@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from endpoints_app.metering.buckets import merge_codes
 from endpoints_app.metering.percentiles import add_into, empty_histogram
 from endpoints_app.metering.query import (
     COUNTERS,
@@ -20,7 +21,7 @@ from endpoints_app.metering.query import (
     MINUTE,
     N,
     as_text_on_sqlite,
-    decode_histograms,
+    decode_json_column,
     epoch_seconds,
     floor_to,
     raw_chunks,
@@ -36,11 +37,12 @@ RECHECK = timedelta(hours=2)
 
 def _aggregate(qs, period_seconds: int) -> dict[tuple[int, str, int], list]:
     """Sum rows of `qs` (values_list: time, endpoint_id, deployment, *COUNTERS, latency_ms_sum,
-    latency_histogram) per endpoint, deployment and period."""
+    latency_histogram, status_codes) per endpoint, deployment and period."""
     out: dict[tuple[int, str, int], list] = {}
     stamps: dict = {}
     for rows in raw_chunks(qs):
-        histograms = decode_histograms(rows)
+        histograms = decode_json_column(rows, -2)
+        codes = decode_json_column(rows, -1)
         for index, row in enumerate(rows):
             ts = stamps.get(row[0])
             if ts is None:
@@ -48,10 +50,12 @@ def _aggregate(qs, period_seconds: int) -> dict[tuple[int, str, int], list]:
             key = (row[1], row[2], ts - ts % period_seconds)
             acc = out.get(key)
             if acc is None:
-                acc = out[key] = [0] * N + [0.0, empty_histogram()]
+                acc = out[key] = [0] * N + [0.0, empty_histogram(), {}]
             for i in range(N + 1):
                 acc[i] += row[3 + i]
             add_into(acc[N + 1], histograms[index])
+            if codes[index]:
+                merge_codes(acc[N + 2], codes[index])
     return out
 
 
@@ -65,6 +69,7 @@ def _write(period: str, start: datetime, end: datetime, aggregated: dict) -> int
             start=datetime.fromtimestamp(ts, UTC),
             latency_ms_sum=acc[N],
             latency_histogram=acc[N + 1],
+            status_codes=acc[N + 2],
             **{name: acc[i] for i, name in enumerate(COUNTERS)},
         )
         for (endpoint_id, deployment, ts), acc in aggregated.items()
@@ -73,7 +78,7 @@ def _write(period: str, start: datetime, end: datetime, aggregated: dict) -> int
     return len(rows)
 
 
-FIELDS = ["endpoint_id", "deployment", *COUNTERS, "latency_ms_sum", "latency_histogram"]
+FIELDS = ["endpoint_id", "deployment", *COUNTERS, "latency_ms_sum", "latency_histogram", "status_codes"]
 
 
 def roll_hours(start: datetime, end: datetime) -> int:

@@ -21,6 +21,8 @@ class UsageMinute(models.Model):
     latency_ms_sum = models.FloatField(default=0)
     # Histogram buckets (upper bounds in ms, see endpoints_app.metering) as a list of counts.
     latency_histogram = models.JSONField(default=list)
+    # Requests per HTTP status code: {"200": n, "401": n, ...}.
+    status_codes = models.JSONField(default=dict)
 
     class Meta:
         ordering = ["minute"]
@@ -52,6 +54,7 @@ class UsageRollup(models.Model):
     tokens_out = models.PositiveBigIntegerField(default=0)
     latency_ms_sum = models.FloatField(default=0)
     latency_histogram = models.JSONField(default=list)
+    status_codes = models.JSONField(default=dict)
 
     class Meta:
         ordering = ["start"]

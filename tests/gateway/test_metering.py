@@ -71,14 +71,21 @@ def test_usage_is_counted_exactly_with_two_gateway_workers(procs, make_endpoint)
 
     rows = UsageMinute.objects.filter(endpoint=endpoint)
     by_deployment = collections.Counter()
+    codes: collections.Counter = collections.Counter()
     for row in rows:
         by_deployment[row.deployment] += row.requests
+        assert sum(row.status_codes.values()) == row.requests
+        for code, n in row.status_codes.items():
+            codes[(int(code), row.deployment)] += n
         assert len(row.latency_histogram) == len(LATENCY_BUCKETS_MS)
         assert sum(row.latency_histogram) == row.requests
         assert row.latency_ms_sum > 0
     for deployment in ("blue", "green"):
         assert by_deployment[deployment] == sum(n for (_, dep), n in sent.items() if dep == deployment)
     assert by_deployment[""] == sent[(401, "")]
+    # Per status code and deployment, exactly what the clients got: 200s, 401s (no deployment) and 422s.
+    assert +codes == +sent
+    assert {status for status, _ in codes} == {200, 401, 422}
 
 
 def test_counts_still_in_memory_are_written_at_shutdown(procs, make_endpoint):

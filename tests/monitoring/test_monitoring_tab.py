@@ -22,7 +22,8 @@ def iris(workspace):
     now = timezone.now().replace(second=0, microsecond=0)
     for i in range(1, 30):
         f.minute_row(ep, "blue", now - timedelta(minutes=i), ok=7, latency_ms=12)
-        f.minute_row(ep, "green", now - timedelta(minutes=i), ok=3, server_errors=1, latency_ms=90)
+        f.minute_row(ep, "green", now - timedelta(minutes=i), ok=3, server_errors=1, latency_ms=90,
+                     codes={"200": 3, "503": 1})
     f.minute_row(ep, "blue", now - timedelta(days=3), ok=1000, latency_ms=12)
     f.instance(blue, now - timedelta(hours=2))
     return ep
@@ -47,11 +48,22 @@ def test_it_builds_every_chart(owner_client, iris):
     assert sum(stacked["blue"]["y"]) == 29 * 7 and sum(stacked["green"]["y"]) == 29 * 4
     assert [t["name"] for t in figs["latency"]["data"]] == ["p50", "p90", "p99"]
     errors = {t["name"]: sum(t["y"]) for t in figs["errors"]["data"]}
-    assert errors == {"4xx": 0, "5xx": 29}
+    assert errors == {"503": 29}  # one bar per error status code
     traffic = {t["name"]: t["y"] for t in figs["traffic"]["data"]}
     assert traffic["configured %"] == [70, 30] and traffic["actual %"] == [63.64, 36.36]
     assert sum(figs["cost"]["data"][0]["y"]) > 0  # blue's instance has run for the whole hour
     assert 'data-stat="requests">319<' in html
+
+
+def test_errors_are_drawn_per_status_code_and_uncoded_errors_by_class(owner_client, iris):
+    now = timezone.now().replace(second=0, microsecond=0)
+    f.minute_row(iris, "blue", now - timedelta(minutes=31), ok=2, client_errors=3, codes={"200": 2, "401": 1, "429": 2})
+    # A row counted before per-code counts existed: its errors are known by class only.
+    f.minute_row(iris, "green", now - timedelta(minutes=32), client_errors=2, server_errors=1, codes={})
+    figs = figures(owner_client.get("/endpoints/iris/monitoring/?range=1h", HTTP_HX_REQUEST="true").content.decode())
+    assert figs["errors"]["layout"]["title"]["text"] == "Errors by status code"
+    errors = {t["name"]: sum(t["y"]) for t in figs["errors"]["data"]}
+    assert errors == {"401": 1, "429": 2, "503": 29, "4xx (code not recorded)": 2, "5xx (code not recorded)": 1}
 
 
 def test_the_range_selector_changes_the_buckets(owner_client, iris):

@@ -46,13 +46,17 @@ def histogram(latencies: list[float]) -> list[int]:
 
 
 def minute_row(ep: Endpoint, dep: str, minute: datetime, ok: int = 0, client_errors: int = 0, server_errors: int = 0,
-               latency_ms: float = 10.0, tokens_in: int = 0, tokens_out: int = 0) -> UsageMinute:
+               latency_ms: float = 10.0, tokens_in: int = 0, tokens_out: int = 0,
+               codes: dict[str, int] | None = None) -> UsageMinute:
+    """`codes`: requests per status code; by default 200, 400 and 500 for the three classes."""
     requests = ok + client_errors + server_errors
+    if codes is None:
+        codes = {code: n for code, n in (("200", ok), ("400", client_errors), ("500", server_errors)) if n}
     return UsageMinute.objects.create(
         endpoint=ep, deployment=dep, minute=minute, requests=requests, status_2xx=ok, status_4xx=client_errors,
         status_5xx=server_errors, bytes_in=100 * requests, bytes_out=200 * requests, tokens_in=tokens_in,
         tokens_out=tokens_out, latency_ms_sum=latency_ms * requests,
-        latency_histogram=histogram([latency_ms] * requests),
+        latency_histogram=histogram([latency_ms] * requests), status_codes=codes,
     )
 
 

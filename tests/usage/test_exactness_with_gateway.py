@@ -27,6 +27,7 @@ def test_usage_api_reports_exactly_what_three_gateway_workers_served(procs, make
     url, _gateway = procs.gateway(workers=3)
     started = timezone.now()
     sent: collections.Counter = collections.Counter()
+    sent_codes: collections.Counter = collections.Counter()
 
     async def load():
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
@@ -37,6 +38,7 @@ def test_usage_api_reports_exactly_what_three_gateway_workers_served(procs, make
                                         headers=auth(creds["primary"])) as r:
                     await r.read()
                     sent[(r.headers.get("azureml-model-deployment", ""), r.status // 100)] += 1
+                    sent_codes[str(r.status)] += 1
 
             for first in range(0, 450, 9):
                 await asyncio.gather(*(one(i) for i in range(first, first + 9)))
@@ -62,10 +64,13 @@ def test_usage_api_reports_exactly_what_three_gateway_workers_served(procs, make
     assert totals["requests"] == 450
     assert totals["status_2xx"] == sum(n for (_, s), n in sent.items() if s == 2) == 360
     assert totals["status_4xx"] == 90
+    assert totals["status_codes"] == dict(sent_codes) == {"200": 360, "422": 90}
 
     # Rolled up into hours and days, the same range still reports the same numbers.
     rollup_usage(now=timezone.now() + timedelta(days=2))
     assert UsageRollup.objects.filter(endpoint=endpoint, period="hour").exists()
     params.update(interval="1d", to=(timezone.now() + timedelta(days=1)).isoformat(),
                   **{"from": (started - timedelta(days=1)).isoformat()})
-    assert owner_api.get(URL, params).json()["totals"]["requests"] == 450
+    rolled = owner_api.get(URL, params).json()["totals"]
+    assert rolled["requests"] == 450
+    assert rolled["status_codes"] == {"200": 360, "422": 90}

@@ -93,7 +93,9 @@ def test_sums_are_exact_across_minute_rows_and_rollups(owner_api, iris):
         used |= {"partial hour" for p in pieces if p.source == "hour" and p.end.minute}
         totals = owner_api.get(URL, {"from": iso(lo), "to": iso(hi)}).json()["totals"]
         assert (totals["requests"], totals["status_5xx"]) == expected(lo, hi)
-        assert totals == old
+        assert totals == old  # per-status-code counts included
+        codes = totals["status_codes"]
+        assert sum(codes.values()) == totals["requests"] and codes.get("500", 0) == totals["status_5xx"]
     assert used == {"minute", "hour", "day", "partial hour"}
     # Hourly series from rollups equal the minute rows' hourly sums.
     lo, hi = T0, T0 + timedelta(days=2)
@@ -106,6 +108,28 @@ def test_sums_are_exact_across_minute_rows_and_rollups(owner_api, iris):
         if lo <= minute < hi:
             want[iso(query.floor_to(minute, 3600))] += ok + c4 + c5
     assert +got == +want
+
+
+def test_it_reports_requests_per_status_code_in_series_and_totals(owner_api, iris):
+    f.minute_row(iris, "blue", T0, ok=5, client_errors=3, codes={"200": 5, "401": 1, "429": 2})
+    f.minute_row(iris, "blue", T0 + timedelta(minutes=1), ok=1, client_errors=1, server_errors=1,
+                 codes={"201": 1, "422": 1, "503": 1})
+    f.minute_row(iris, "green", T0 + timedelta(minutes=1), ok=4, codes={"200": 4})
+    window = {"from": iso(T0), "to": iso(T0 + timedelta(hours=1))}
+    minutes = owner_api.get(URL, {**window, "interval": "1m"}).json()
+    points = {(p["time"], p["deployment"]): p["status_codes"] for p in minutes["series"]}
+    assert points[(iso(T0), "blue")] == {"200": 5, "401": 1, "429": 2}
+    assert points[(iso(T0 + timedelta(minutes=1)), "green")] == {"200": 4}
+    want = {"200": 9, "201": 1, "401": 1, "422": 1, "429": 2, "503": 1}
+    assert minutes["totals"]["status_codes"] == want
+    # Rolled up into hours and days, the counts per code stay exact.
+    rollup_usage(now=T0 + timedelta(days=2))
+    hourly = owner_api.get(URL, {**window, "interval": "1h", "deployment": "blue"}).json()
+    assert [p["status_codes"] for p in hourly["series"]] == [{"200": 5, "201": 1, "401": 1, "422": 1, "429": 2,
+                                                             "503": 1}]
+    assert UsageRollup.objects.get(period="day", deployment="green").status_codes == {"200": 4}
+    daily = owner_api.get(URL, {"from": iso(T0), "to": iso(T0 + timedelta(days=1)), "interval": "1d"}).json()
+    assert daily["totals"]["status_codes"] == want
 
 
 def test_rollup_is_idempotent(iris):
