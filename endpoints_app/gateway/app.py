@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections
 
 from endpoints_app import keys
+from endpoints_app.asgi_io import read_body
 from endpoints_app.gateway import metering, mirror, proxy, swagger
 from endpoints_app.gateway.routes import DeploymentRoute, EndpointRoute, RouteTable, current_version, load_route_table
 from portal.env import env_float, env_int
@@ -188,16 +189,7 @@ class GatewayApp:
 
     async def score(self, endpoint: EndpointRoute, scope, receive, send) -> None:
         started = time.perf_counter()
-        auth = api_key = pinned = content_length = None
-        for header, value in scope["headers"]:
-            if header == b"authorization":
-                auth = value
-            elif header == b"api-key":
-                api_key = value
-            elif header == b"azureml-model-deployment":
-                pinned = value.decode("latin-1").strip()
-            elif header == b"content-length":
-                content_length = value
+        auth, api_key, pinned, content_length, _ = _request_headers(scope)
 
         def done(status: int, deployment: str, bytes_in: int, bytes_out: int, tokens=(0, 0)) -> None:
             latency_ms = (time.perf_counter() - started) * 1000.0
@@ -212,7 +204,7 @@ class GatewayApp:
             done(413, "", 0, 0)
             await _error(send, 413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
             return
-        body = await _read_body(receive, MAX_PAYLOAD_BYTES)
+        body = await read_body(receive, MAX_PAYLOAD_BYTES)
         if body is None:
             done(413, "", 0, 0)
             await _error(send, 413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
@@ -334,17 +326,7 @@ class GatewayApp:
             ))
 
     async def swagger(self, endpoint: EndpointRoute, scope, send) -> None:
-        auth = api_key = pinned = None
-        host = b"localhost"
-        for header, value in scope["headers"]:
-            if header == b"authorization":
-                auth = value
-            elif header == b"api-key":
-                api_key = value
-            elif header == b"azureml-model-deployment":
-                pinned = value.decode("latin-1").strip()
-            elif header == b"host":
-                host = value
+        auth, api_key, pinned, _, host = _request_headers(scope)
         if not _authorized(endpoint, auth, api_key):
             await _error(send, 401, "Unauthorized", "Missing or invalid key or token.",
                          ((b"www-authenticate", b"Bearer"),))
@@ -359,6 +341,24 @@ class GatewayApp:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _request_headers(scope) -> tuple[bytes | None, bytes | None, str | None, bytes | None, bytes]:
+    """The headers the gateway acts on: (authorization, api-key, pinned deployment, content-length, host)."""
+    auth = api_key = pinned = content_length = None
+    host = b"localhost"
+    for header, value in scope["headers"]:
+        if header == b"authorization":
+            auth = value
+        elif header == b"api-key":
+            api_key = value
+        elif header == b"azureml-model-deployment":
+            pinned = value.decode("latin-1").strip()
+        elif header == b"content-length":
+            content_length = value
+        elif header == b"host":
+            host = value
+    return auth, api_key, pinned, content_length, host
 
 
 def _authorized(endpoint: EndpointRoute, auth: bytes | None, api_key: bytes | None) -> bool:
@@ -380,24 +380,6 @@ def _authorized(endpoint: EndpointRoute, auth: bytes | None, api_key: bytes | No
     return False
 
 
-async def _read_body(receive, limit: int) -> bytes | None:
-    """The request body, or None once it passes the limit."""
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body if len(body) <= limit else None
-    chunks, size = [body], len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _tokens(data: bytes) -> tuple[int, int]:

@@ -27,6 +27,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+from endpoints_app.asgi_io import read_body
 from endpoints_app.runtime.handlers import BadRequest, EmbeddingsHandler, Handler, ModelInputError, make_handler
 
 log = logging.getLogger("studio.model_server")
@@ -91,7 +92,7 @@ class ModelServer:
             else:
                 status, body = _error(404, "NotFound", f"No route {path}")
         elif method == "POST" and (path == "/score" or (path == "/v1/embeddings" and self.embeddings)):
-            request_body = await self._read_body(receive)
+            request_body = await read_body(receive, MAX_BODY_BYTES)
             if request_body is None:
                 status, body = _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes")
             else:
@@ -113,20 +114,6 @@ class ModelServer:
                 self.executor.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    @staticmethod
-    async def _read_body(receive) -> bytes | None:
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
 
     async def _score(self, path: str, request_body: bytes) -> tuple[int, bytes]:
         if not self.ready:
