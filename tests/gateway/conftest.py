@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
-from django.conf import settings
-from django.db import connection
 
 from endpoints_app import keys
 from endpoints_app.gateway.routes import bump_route_version
 from endpoints_app.models import CatalogModel, Deployment, Endpoint, Instance, InstanceState, InstanceType, Node
+from tests.live import free_port, worker_env  # noqa: F401 - free_port: test modules import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = Path(__file__).with_name("upstream.py")
@@ -34,34 +31,12 @@ INPUT_SCHEMA = {
 OUTPUT_SCHEMA = {"type": "object", "properties": {"predictions": {"type": "array", "items": {"type": "number"}}}}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def database_url() -> str:
-    """The test database, as a URL for child processes."""
-    s = connection.settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = f"{quote(s['USER'] or '')}:{quote(s['PASSWORD'] or '')}@" if s.get("USER") else ""
-    return f"postgresql://{auth}{s.get('HOST') or 'localhost'}:{s.get('PORT') or 5432}/{s['NAME']}"
-
-
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": database_url(),
-        "STUDIO_DATA_DIR": str(settings.DATA_DIR),
-        "DEBUG": "1",
-        "SECRET_KEY": settings.SECRET_KEY,
-        "PYTHONPATH": str(ROOT),
-        "STUDIO_GATEWAY_FLUSH_SECONDS": "0.5",
-        "STUDIO_GATEWAY_MAX_PAYLOAD_BYTES": str(TEST_MAX_PAYLOAD),
-    })
-    env.update(extra)
-    return env
+    """Environment of gateway and server processes: the live worker's (test database, data dir,
+    SECRET_KEY) with quick usage flushes and a small payload limit."""
+    return worker_env(
+        STUDIO_GATEWAY_FLUSH_SECONDS="0.5", STUDIO_GATEWAY_MAX_PAYLOAD_BYTES=str(TEST_MAX_PAYLOAD), **extra
+    )
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None, ok: bool = False) -> None:

@@ -4,6 +4,8 @@ from endpoints_app.models import AuditLog, Membership, Role
 
 pytestmark = pytest.mark.django_db
 
+MEMBERS = "/api/v1/workspaces/team/members"
+
 
 def test_it_lists_my_workspaces_with_my_role(owner_api, reader_api):
     assert owner_api.get("/api/v1/workspaces").json() == [{"name": "team", "display_name": "Team", "role": "Owner"}]
@@ -16,7 +18,7 @@ def test_it_lists_members(owner_api, reader):
 
 
 def test_owner_adds_a_member_and_it_is_audited(owner_api, outsider):
-    response = owner_api.post("/api/v1/workspaces/team/members", {"username": "oscar", "role": "Contributor"}, format="json")
+    response = owner_api.post(MEMBERS, {"username": "oscar", "role": "Contributor"}, format="json")
     assert response.status_code == 201
     assert response.json()["role"] == "Contributor"
     entry = AuditLog.objects.get(action="member.add")
@@ -25,7 +27,8 @@ def test_owner_adds_a_member_and_it_is_audited(owner_api, outsider):
 
 
 def test_cli_writes_are_audited_as_cli(owner_api, outsider):
-    owner_api.credentials(HTTP_AUTHORIZATION=owner_api._credentials["HTTP_AUTHORIZATION"], HTTP_X_STUDIO_CLIENT="studio-cli/1")
+    token = owner_api._credentials["HTTP_AUTHORIZATION"]
+    owner_api.credentials(HTTP_AUTHORIZATION=token, HTTP_X_STUDIO_CLIENT="studio-cli/1")
     owner_api.post("/api/v1/workspaces/team/members", {"username": "oscar", "role": "Reader"}, format="json")
     assert AuditLog.objects.get(action="member.add").via == "cli"
 
@@ -56,7 +59,7 @@ def test_it_rejects_an_unknown_role_naming_the_field(owner_api, outsider):
 
 
 def test_it_rejects_an_unknown_user(owner_api):
-    response = owner_api.post("/api/v1/workspaces/team/members", {"username": "nobody", "role": "Reader"}, format="json")
+    response = owner_api.post(MEMBERS, {"username": "nobody", "role": "Reader"}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "username"
 
