@@ -35,7 +35,9 @@ def check_workspace(user, workspace_name: str, need: Role = Role.READER) -> Work
     if role is None:
         raise Http404("No such workspace.")
     if RANK[role] < RANK[need]:
-        raise PermissionDenied(f"This needs the {need.value} role in workspace '{workspace.name}'; you are {role.value}.")
+        raise PermissionDenied(
+            f"This needs the {need.value} role in workspace '{workspace.name}'; you are {role.value}."
+        )
     return workspace
 
 

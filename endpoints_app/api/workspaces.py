@@ -73,7 +73,8 @@ def members(request, ws: str):
 def member(request, ws: str, username: str):
     need = Role.READER if request.method == "GET" else Role.OWNER
     workspace = check_workspace(request.user, ws, need)
-    membership = get_object_or_404(Membership.objects.select_related("user"), workspace=workspace, user__username=username)
+    members = Membership.objects.select_related("user")
+    membership = get_object_or_404(members, workspace=workspace, user__username=username)
     if request.method == "GET":
         return Response(MemberSerializer(membership).data)
     if request.method == "DELETE":

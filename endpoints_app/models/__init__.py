@@ -1,4 +1,3 @@
-from endpoints_app.models.workspaces import AuditLog, Membership, QuotaLimit, Role, Workspace
 from endpoints_app.models.catalog import CatalogModel, InstanceType
 from endpoints_app.models.endpoints import (
     Deployment,
@@ -18,6 +17,7 @@ from endpoints_app.models.usage import (
     UsageRollup,
     WorkspaceCost,
 )
+from endpoints_app.models.workspaces import AuditLog, Membership, QuotaLimit, Role, Workspace
 
 __all__ = [
     "AuditLog",
