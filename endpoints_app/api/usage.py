@@ -5,6 +5,7 @@ from django.http import Http404, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import api_view
 
+from endpoints_app.metering.query import gc_paused
 from endpoints_app.metering.report import parse_window, usage_report
 from endpoints_app.models import Endpoint
 from endpoints_app.permissions import check_workspace
@@ -24,7 +25,8 @@ from endpoints_app.permissions import check_workspace
 @api_view(["GET"])
 def usage(request, ws: str):
     workspace = check_workspace(request.user, ws)
-    endpoints = Endpoint.objects.filter(workspace=workspace)
+    # Deleted endpoints too: what they served and cost stays billed.
+    endpoints = Endpoint.all_objects.filter(workspace=workspace)
     name = request.query_params.get("endpoint")
     if name:
         endpoints = endpoints.filter(name=name)
@@ -34,4 +36,6 @@ def usage(request, ws: str):
     deployment = request.query_params.get("deployment") or None
     # orjson: a 30-day series for a whole workspace is thousands of points (megabytes of JSON),
     # which the standard library's encoder (DRF's renderer) takes several times longer to write.
-    return HttpResponse(orjson.dumps(usage_report(endpoints, window, deployment)), content_type="application/json")
+    with gc_paused():
+        body = orjson.dumps(usage_report(endpoints, window, deployment))
+    return HttpResponse(body, content_type="application/json")
