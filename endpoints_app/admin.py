@@ -272,7 +272,9 @@ class EndpointAdmin(ReadOnlyAdmin):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_deployments=Count("deployments"))
+        # The live endpoints; deleted ones are kept for billing and are visible in the cost pages.
+        live = Count("deployments", filter=Q(deployments__deleted_at__isnull=True))
+        return super().get_queryset(request).annotate(_deployments=live)
 
     @admin.display(description="State", ordering="provisioning_state")
     def state(self, obj):

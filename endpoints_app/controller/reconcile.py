@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Exists, OuterRef, Sum
 from django.utils import timezone
 
 from endpoints_app.controller import placement, process
@@ -90,8 +90,10 @@ def plan_all() -> None:
 
 def plan_all_deleted_endpoints() -> None:
     """Finish deleting endpoints whose deployments are all gone."""
-    for endpoint in Endpoint.objects.filter(provisioning_state=ProvisioningState.DELETING, deployments__isnull=True):
-        endpoint.delete()
+    live_deployments = Deployment.objects.filter(endpoint=OuterRef("pk"))
+    deleting = Endpoint.objects.filter(provisioning_state=ProvisioningState.DELETING).exclude(Exists(live_deployments))
+    for endpoint in deleting:
+        endpoint.mark_deleted()
         bump_route_version()
 
 
@@ -113,9 +115,9 @@ def plan_deployment(deployment_id: int) -> None:
             bump |= _forget_lost_nodes(deployment)
             bump |= _mark_stopping(instances)
             if not deployment.instances.filter(state__in=LIVE).exists():
-                deployment.delete()
+                deployment.mark_deleted()
                 if endpoint.provisioning_state == ProvisioningState.DELETING and not endpoint.deployments.exists():
-                    endpoint.delete()
+                    endpoint.mark_deleted()
                 bump = True
         else:
             # Stopped and failed rows stay: they are the instance-hours that costs are billed from.

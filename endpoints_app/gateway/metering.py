@@ -151,5 +151,5 @@ def _add_to_row(UsageMinute, endpoint_id: int, deployment: str, when: dt.datetim
             # Either another worker created the row first (retry adds to it) or the endpoint is gone.
             from endpoints_app.models import Endpoint
 
-            if not Endpoint.objects.filter(pk=endpoint_id).exists():
+            if not Endpoint.all_objects.filter(pk=endpoint_id).exists():
                 raise

@@ -72,7 +72,7 @@ class WorkspaceCostAdmin(admin.ModelAdmin):
         now = timezone.now()
         start, end = parse_month(request.GET.get("month", ""), now)
         endpoints_by_ws = defaultdict(list)
-        for ep in Endpoint.objects.select_related("workspace"):
+        for ep in Endpoint.all_objects.select_related("workspace"):
             endpoints_by_ws[ep.workspace_id].append(ep)
         rows = []
         grand = Decimal(0)

@@ -196,7 +196,7 @@ def serverless_models(endpoints: Iterable[Endpoint]) -> dict[tuple[int, str], Ca
     models by name, and under "" (rows with no deployment) the endpoint's only model."""
     serverless = [e for e in endpoints if e.kind == Endpoint.Kind.SERVERLESS]
     out: dict[tuple[int, str], CatalogModel] = {}
-    for dep in Deployment.objects.filter(endpoint__in=serverless).select_related("model"):
+    for dep in Deployment.all_objects.filter(endpoint__in=serverless).select_related("model"):
         out[(dep.endpoint_id, dep.name)] = dep.model
         out.setdefault((dep.endpoint_id, ""), dep.model)
     for endpoint in serverless:

@@ -1,5 +1,6 @@
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from endpoints_app.models.catalog import CatalogModel, InstanceType
 from endpoints_app.models.workspaces import DNS_LABEL, Workspace
@@ -18,6 +19,15 @@ class ProvisioningState(models.TextChoices):
     DELETING = "Deleting"
 
 
+class LiveManager(models.Manager):
+    """Deleted endpoints and deployments stay in the database, because their usage
+    and instance-hours are billed from them; everyday queries never see them.
+    `all_objects` sees them (the meters use it)."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(deleted_at__isnull=True)
+
+
 class Endpoint(models.Model):
     class Kind(models.TextChoices):
         ONLINE = "online"
@@ -29,7 +39,8 @@ class Endpoint(models.Model):
         AML_TOKEN = "aml_token"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="endpoints")
-    name = models.CharField(max_length=32, unique=True, validators=[DNS_LABEL])
+    # Unique among live endpoints (see Meta); a deleted endpoint's name may be used again.
+    name = models.CharField(max_length=32, validators=[DNS_LABEL])
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ONLINE)
     auth_mode = models.CharField(max_length=16, choices=AuthMode.choices, default=AuthMode.KEY)
     description = models.TextField(blank=True)
@@ -47,12 +58,30 @@ class Endpoint(models.Model):
     secondary_key_digest = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = LiveManager()
+    all_objects = models.Manager()
 
     class Meta:
         ordering = ["name"]
+        base_manager_name = "all_objects"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(deleted_at__isnull=True), name="unique_live_endpoint_name"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def mark_deleted(self) -> None:
+        """Finish a delete: the endpoint and its deployments leave every list and route,
+        and their meter history stays."""
+        now = timezone.now()
+        Deployment.objects.filter(endpoint=self).update(deleted_at=now, updated_at=now)
+        self.deleted_at = now
+        self.save(update_fields=["deleted_at", "updated_at"])
 
 
 class Deployment(models.Model):
@@ -80,13 +109,28 @@ class Deployment(models.Model):
     last_scaled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = LiveManager()
+    all_objects = models.Manager()
 
     class Meta:
         ordering = ["endpoint__name", "name"]
-        constraints = [models.UniqueConstraint(fields=["endpoint", "name"], name="unique_deployment_name")]
+        base_manager_name = "all_objects"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "name"], condition=models.Q(deleted_at__isnull=True),
+                name="unique_live_deployment_name",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.endpoint.name}/{self.name}"
+
+    def mark_deleted(self) -> None:
+        """Finish a delete; the row stays for the meters (see LiveManager)."""
+        self.deleted_at = timezone.now()
+        self.save(update_fields=["deleted_at", "updated_at"])
 
 
 class Node(models.Model):

@@ -478,7 +478,7 @@ def do_delete_endpoint(actor: Actor, endpoint: Endpoint) -> None:
         endpoint.deployments.update(provisioning_state=ProvisioningState.DELETING)
         _enqueue_reconcile([d.pk for d in deployments])
     else:
-        endpoint.delete()
+        endpoint.mark_deleted()
     bump_route_version()
 
 
@@ -673,7 +673,7 @@ def do_delete_deployment(actor: Actor, deployment: Deployment) -> None:
         deployment.save(update_fields=["provisioning_state", "updated_at"])
         _enqueue_reconcile([deployment.pk])
     else:
-        deployment.delete()
+        deployment.mark_deleted()
     bump_route_version()
 
 

@@ -65,7 +65,7 @@ def do_set_budget(actor: Actor, workspace: Workspace, amount) -> Workspace:
 def month_to_date_cost(workspace: Workspace, now: datetime | None = None) -> Decimal:
     now = now or timezone.now()
     start = month_start(now)
-    endpoints = list(Endpoint.objects.filter(workspace=workspace))
+    endpoints = list(Endpoint.all_objects.filter(workspace=workspace))  # deleted ones cost too
     if not endpoints:
         return Decimal(0)
     lines = costs.cost_lines(endpoints, start, now, 31 * 86400, now=now)

@@ -29,7 +29,7 @@ def _month(request, now: datetime) -> tuple[datetime, datetime]:
 
 
 def _lines(workspace, start: datetime, end: datetime, now: datetime) -> list[costs.CostLine]:
-    endpoints = list(Endpoint.objects.filter(workspace=workspace))
+    endpoints = list(Endpoint.all_objects.filter(workspace=workspace))  # deleted ones cost too
     if not endpoints or start >= now:
         return []
     return costs.cost_lines(endpoints, start, min(end, now), DAY, now=now)

@@ -117,3 +117,26 @@ def test_admin_token_price_edit_applies_from_now_on(admin_client, workspace):
     report = usage_report([ep], Window(T0, T0 + timedelta(hours=1), "1h"))
     assert report["totals"]["cost"] == 0.0  # 0.001 + 0.002 = 0.003 rounds to 0.00, not 3.00
     assert AuditLog.objects.filter(action="price.change", object_name=str(model)).exists()
+
+
+def test_deleting_an_endpoint_keeps_what_it_served_and_cost(owner_api, workspace):
+    """Billing history outlives the endpoint; its name is free for a new one."""
+    from endpoints_app.services import endpoints as svc
+    from endpoints_app.services.audit import SYSTEM
+
+    ep = f.endpoint(workspace, "iris", traffic={"blue": 100})
+    blue = f.deployment(ep, "blue")  # 0.14 / h
+    f.instance(blue, T0, T0 + timedelta(hours=10), state="Stopped")
+    f.minute_row(ep, "blue", T0 + timedelta(minutes=5), ok=7, client_errors=2)
+    window = {"from": iso(T0), "to": iso(T0 + timedelta(days=1)), "interval": "1d"}
+    before = owner_api.get(URL, window).json()["totals"]
+
+    svc.do_delete_endpoint(SYSTEM, ep)  # no live instance: finished at once
+    assert not Endpoint.objects.filter(name="iris").exists()
+    assert owner_api.get("/api/v1/workspaces/team/online-endpoints/iris").status_code == 404
+
+    after = owner_api.get(URL, window).json()["totals"]
+    assert after == before
+    assert (after["requests"], after["instance_hours"], after["cost"]) == (9, 10.0, 1.4)
+    again = f.endpoint(workspace, "iris")
+    assert again.pk != ep.pk and Endpoint.all_objects.filter(name="iris").count() == 2
