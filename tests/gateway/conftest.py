@@ -34,9 +34,8 @@ OUTPUT_SCHEMA = {"type": "object", "properties": {"predictions": {"type": "array
 def child_env(**extra: str) -> dict[str, str]:
     """Environment of gateway and server processes: the live worker's (test database, data dir,
     SECRET_KEY) with quick usage flushes and a small payload limit."""
-    return worker_env(
-        STUDIO_GATEWAY_FLUSH_SECONDS="0.5", STUDIO_GATEWAY_MAX_PAYLOAD_BYTES=str(TEST_MAX_PAYLOAD), **extra
-    )
+    defaults = {"STUDIO_GATEWAY_FLUSH_SECONDS": "0.5", "STUDIO_GATEWAY_MAX_PAYLOAD_BYTES": str(TEST_MAX_PAYLOAD)}
+    return worker_env(**{**defaults, **extra})
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None, ok: bool = False) -> None:
