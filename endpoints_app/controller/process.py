@@ -138,15 +138,22 @@ def stop(pid: int | None, name: str, grace: float = 5.0) -> None:
         return
     if is_running(pid, name):
         signal_group(pid, signal.SIGTERM)
+        # Identity is checked once, above: an exiting process's environ reads empty
+        # before it is gone, so from here on wait for the pid itself to end.
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and is_running(pid, name):
+        while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.05)
-        if is_running(pid, name):
+        if _alive(pid):
             signal_group(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and is_running(pid, name):
+            while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.05)
     forget(name, pid)
+
+
+def _alive(pid: int) -> bool:
+    reap()
+    return proc_state(pid) not in (None, "Z", "X")
 
 
 def forget(name: str, pid: int | None = None) -> None:
