@@ -13,6 +13,7 @@ run: install
 	exec $(PY) -m portal.supervisor
 
 test: install-test
+	$(VENV)/bin/ruff check .
 	STUDIO_DATA_DIR=$(CURDIR)/var/test $(PY) -m pytest
 
 install:
