@@ -4,12 +4,9 @@ from endpoints_app.models.endpoints import Endpoint
 from endpoints_app.models.workspaces import Workspace
 
 
-class UsageMinute(models.Model):
-    """Per deployment per minute counters, flushed by gateway workers as deltas."""
+class UsageCounters(models.Model):
+    """What the gateway counts per deployment, summed alike at every granularity."""
 
-    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="usage_minutes")
-    deployment = models.CharField(max_length=32, blank=True)
-    minute = models.DateTimeField()
     requests = models.PositiveBigIntegerField(default=0)
     status_2xx = models.PositiveBigIntegerField(default=0)
     status_4xx = models.PositiveBigIntegerField(default=0)
@@ -25,6 +22,17 @@ class UsageMinute(models.Model):
     status_codes = models.JSONField(default=dict)
 
     class Meta:
+        abstract = True
+
+
+class UsageMinute(UsageCounters):
+    """Per deployment per minute counters, flushed by gateway workers as deltas."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="usage_minutes")
+    deployment = models.CharField(max_length=32, blank=True)
+    minute = models.DateTimeField()
+
+    class Meta:
         ordering = ["minute"]
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "deployment", "minute"], name="one_usage_row_per_minute"),
@@ -32,7 +40,7 @@ class UsageMinute(models.Model):
         indexes = [models.Index(fields=["endpoint", "minute"])]
 
 
-class UsageRollup(models.Model):
+class UsageRollup(UsageCounters):
     """UsageMinute rows summed per hour or per day, so reads over long ranges stay fast.
     Written only by endpoints_app.metering.rollup (recomputed, so it may run twice)."""
 
@@ -44,17 +52,6 @@ class UsageRollup(models.Model):
     deployment = models.CharField(max_length=32, blank=True)
     period = models.CharField(max_length=8, choices=Period.choices)
     start = models.DateTimeField()
-    requests = models.PositiveBigIntegerField(default=0)
-    status_2xx = models.PositiveBigIntegerField(default=0)
-    status_4xx = models.PositiveBigIntegerField(default=0)
-    status_5xx = models.PositiveBigIntegerField(default=0)
-    bytes_in = models.PositiveBigIntegerField(default=0)
-    bytes_out = models.PositiveBigIntegerField(default=0)
-    tokens_in = models.PositiveBigIntegerField(default=0)
-    tokens_out = models.PositiveBigIntegerField(default=0)
-    latency_ms_sum = models.FloatField(default=0)
-    latency_histogram = models.JSONField(default=list)
-    status_codes = models.JSONField(default=dict)
 
     class Meta:
         ordering = ["start"]
