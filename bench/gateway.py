@@ -14,6 +14,7 @@ becomes the bottleneck itself):
 
     direct    POST model server /score                 (no gateway)
     gateway   POST gateway /inference/bench/score      (auth, routing, metering)
+    unmetered the same through a gateway with STUDIO_GATEWAY_METERING=0 (what metering costs)
     mlflow    POST mlflow /invocations                 (MLflow's own server, direct)
 
 Goals: gateway >= 0.70 x direct throughput, <= 1.5 ms added p50; the studio's
@@ -295,6 +296,8 @@ def main() -> int:
                         help="the gateway's upstream client (STUDIO_GATEWAY_CLIENT)")
     parser.add_argument("--python-client", action="store_true", help="use the aiohttp client even if wrk exists")
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--compare-metering", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run a gateway with STUDIO_GATEWAY_METERING=0 to price metering")
     parser.add_argument("--unloaded-seconds", type=int, default=5,
                         help="also measure direct and gateway at one connection for this long (0: skip)")
     args = parser.parse_args()
@@ -322,10 +325,22 @@ def main() -> int:
                                              "-k", "uvicorn_worker.UvicornWorker", "-w", str(args.gateway_workers),
                                              "-b", f"127.0.0.1:{gateway_port}"],
                                  {**env, "STUDIO_GATEWAY_CLIENT": args.client})
+        unmetered_url = None
+        if args.compare_metering:
+            unmetered_port = free_port()
+            unmetered = services.start(
+                "gateway-unmetered",
+                [str(BIN / "gunicorn"), "endpoints_app.gateway.asgi:application", "-k", "uvicorn_worker.UvicornWorker",
+                 "-w", str(args.gateway_workers), "-b", f"127.0.0.1:{unmetered_port}"],
+                {**env, "STUDIO_GATEWAY_CLIENT": args.client, "STUDIO_GATEWAY_METERING": "0"},
+            )
+            unmetered_url = f"http://127.0.0.1:{unmetered_port}/inference/bench/score"
         auth = {"Authorization": f"Bearer {key}"}
         direct_url = f"http://127.0.0.1:{model_port}/score"
         gateway_url = f"http://127.0.0.1:{gateway_port}/inference/bench/score"
         wait_post_ok(gateway_url, STUDIO_BODY, {"Content-Type": "application/json", **auth}, gateway)
+        if unmetered_url:
+            wait_post_ok(unmetered_url, STUDIO_BODY, {"Content-Type": "application/json", **auth}, unmetered)
 
         mlflow_url = None
         if not args.no_mlflow:
@@ -345,13 +360,16 @@ def main() -> int:
         print(f"client {results['client']}, {args.connections} connections, {args.duration} s runs, "
               f"{args.rounds} round(s), gateway workers {args.gateway_workers} ({args.client} upstream client), "
               f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
-        runs: dict[str, list[dict]] = {"direct": [], "gateway": [], "mlflow": []}
+        runs: dict[str, list[dict]] = {"direct": [], "gateway": [], "unmetered": [], "mlflow": []}
         results["load_average_before"] = os.getloadavg()
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}", flush=True)
             watch = {"model": [model.pid], "gateway": [gateway.pid]}
             runs["direct"].append(measure("direct", direct_url, STUDIO_BODY, {}, args, workdir, watch))
             runs["gateway"].append(measure("gateway", gateway_url, STUDIO_BODY, auth, args, workdir, watch))
+            if unmetered_url:
+                runs["unmetered"].append(measure("unmetered", unmetered_url, STUDIO_BODY, auth, args, workdir,
+                                                 {"gateway": [unmetered.pid]}))
             if mlflow_url:
                 runs["mlflow"].append(measure("mlflow", mlflow_url, MLFLOW_BODY, {}, args, workdir,
                                               {"mlflow": [mlflow_proc.pid]}))
@@ -371,6 +389,12 @@ def main() -> int:
               f"{', '.join(f'{a:.2f}' for a in added)})")
         verdict = {"throughput_ratio": ratio, "added_p50_ms": added_p50, "round_ratios": ratios,
                    "round_added_p50_ms": added, "ratio_goal_met": ratio >= 0.70, "p50_goal_met": added_p50 <= 1.5}
+        if runs["unmetered"]:
+            costs = [1 - g["rps"] / u["rps"] for g, u in zip(runs["gateway"], runs["unmetered"], strict=True)]
+            metering_cost = statistics.median(costs)
+            print(f"metering costs {metering_cost * 100:.1f}% of gateway throughput (goal <= 3%; rounds "
+                  f"{', '.join(f'{c * 100:.1f}%' for c in costs)})")
+            verdict.update({"metering_throughput_cost": metering_cost, "metering_goal_met": metering_cost <= 0.03})
         if args.unloaded_seconds:
             # One connection: no queueing, so the difference is the gateway's own latency.
             one = argparse.Namespace(**{**vars(args), "connections": 1, "duration": args.unloaded_seconds})

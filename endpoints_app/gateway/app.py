@@ -26,7 +26,7 @@ from endpoints_app import keys
 from endpoints_app.asgi_io import read_body
 from endpoints_app.gateway import metering, mirror, proxy, swagger
 from endpoints_app.gateway.routes import DeploymentRoute, EndpointRoute, RouteTable, current_version, load_route_table
-from portal.env import env_float, env_int
+from portal.env import env_bool, env_float, env_int
 
 log = logging.getLogger("studio.gateway")
 
@@ -38,6 +38,8 @@ FLUSH_SECONDS = env_float("STUDIO_GATEWAY_FLUSH_SECONDS", 2.0)
 # Mirror copies in flight per worker; beyond this a copy is skipped rather than queued.
 MAX_MIRROR_INFLIGHT = env_int("STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT", 64, minimum=1)
 MAX_BUFFERED_COMPARISONS = 100_000
+# Off only to measure what metering costs (bench/gateway.py); usage and cost go unrecorded.
+METERING = env_bool("STUDIO_GATEWAY_METERING", True)
 
 JSON_TYPE = b"application/json"
 # Request ids: a random per-process prefix and a counter (no entropy syscall per request).
@@ -192,8 +194,9 @@ class GatewayApp:
         auth, api_key, pinned, content_length, _ = _request_headers(scope)
 
         def done(status: int, deployment: str, bytes_in: int, bytes_out: int, tokens=(0, 0)) -> None:
-            latency_ms = (time.perf_counter() - started) * 1000.0
-            self.usage.count(endpoint.id, deployment, status, latency_ms, bytes_in, bytes_out, *tokens)
+            if METERING:
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                self.usage.count(endpoint.id, deployment, status, latency_ms, bytes_in, bytes_out, *tokens)
 
         if not _authorized(endpoint, auth, api_key):
             done(401, "", 0, 0)
