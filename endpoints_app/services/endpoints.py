@@ -115,6 +115,10 @@ def _mapping(value: Any, field: str) -> dict:
     return value
 
 
+# /endpoints/new/ is the deploy wizard.
+RESERVED_ENDPOINT_NAMES = {"new"}
+
+
 def _check_name(value: Any, validator, field: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"{what} name is required.", field=field)
@@ -366,6 +370,8 @@ def do_create_endpoint(
     kind: str = "online",
 ) -> Endpoint:
     _check_name(name, DNS_LABEL, "name", "Endpoint")
+    if name in RESERVED_ENDPOINT_NAMES:
+        raise InvalidInput(f"Endpoint name '{name}' is reserved by the studio's pages; pick another.", field="name")
     if auth_mode not in Endpoint.AuthMode.values:
         raise InvalidInput(f"auth_mode must be key or aml_token, not {auth_mode!r}.", field="auth_mode")
     if kind not in Endpoint.Kind.values:

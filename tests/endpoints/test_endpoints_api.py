@@ -191,3 +191,9 @@ def test_traffic_cannot_be_all_zero_once_there_are_deployments(owner_api, endpoi
     endpoint_factory("iris", deployments=("blue",))
     response = owner_api.patch(f"{BASE}/iris", {"traffic": {"blue": 0}}, format="json")
     assert response.status_code == 400 and "adds up to 0" in response.json()["error"]["message"]
+
+
+def test_a_name_the_pages_use_is_refused(owner_api):
+    response = owner_api.post("/api/v1/workspaces/team/online-endpoints", {"name": "new"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "name" and "reserved" in response.json()["error"]["message"]
