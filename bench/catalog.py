@@ -22,11 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
+from bench.common import percentile  # noqa: E402
 
 
 def main() -> None:
@@ -99,7 +95,7 @@ def main() -> None:
         ("catalog page (full, 24 cards)", browser, "/catalog/", {}),
         ("catalog page, htmx filter", browser, "/catalog/?task=regression&search=model-01",
          {"HTTP_HX_REQUEST": "true"}),
-        ("model page", browser, "/catalog/model-0500/", {}),
+        ("model page", browser, f"/catalog/model-{args.models // 2:04d}/", {}),
         ("models API list (50 rows)", api, "/api/v1/workspaces/bench/models", {}),
         ("models API list, filtered", api, "/api/v1/workspaces/bench/models?task=regression&deployment_kind=batch", {}),
         ("models API list (500 rows)", api, "/api/v1/workspaces/bench/models?limit=500", {}),
