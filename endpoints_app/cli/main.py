@@ -127,31 +127,46 @@ def endpoint_commands(api: Api, args) -> object:
     if not name:
         raise CliError("give the endpoint's name with -n/--name or a file with a name (-f)")
     path = f"{base}/{name}"
-    if args.action == "create":
-        spec["name"] = name
-        obj = api.call("POST", base, json=spec)
-        return obj if args.no_wait else wait_for(api, path, f"endpoint {name}")
-    if args.action == "update":
-        spec.pop("name", None)
-        obj = api.call("PATCH", path, json=spec)
-        return obj if args.no_wait else wait_for(api, path, f"endpoint {name}")
-    if args.action == "show":
-        return api.call("GET", path)
-    if args.action == "delete":
-        api.call("DELETE", path)
-        if not args.no_wait:
-            wait_gone(api, path, f"endpoint {name}")
-        return {"name": name, "deleted": True}
+    result = common_action(api, args.action, base, name, spec, f"endpoint {name}", args.no_wait)
+    if result is not None:
+        return result
     if args.action == "get-credentials":
-        endpoint = api.call("GET", path)
-        if endpoint.get("auth_mode") == "aml_token":
-            return api.call("POST", f"{path}/token")
-        return api.call("POST", f"{path}/list-keys")
+        return get_credentials(api, path)
     if args.action == "regenerate-keys":
         return api.call("POST", f"{path}/regenerate-keys", json={"key_type": args.key_type})
     if args.action == "invoke":
         return invoke(api, path, args)
     raise CliError(f"unknown action {args.action}")
+
+
+def get_credentials(api: Api, path: str, endpoint: dict | None = None) -> dict:
+    """Keys for key endpoints, a fresh token for aml_token endpoints."""
+    endpoint = endpoint or api.call("GET", path)
+    if endpoint.get("auth_mode") == "aml_token":
+        return api.call("POST", f"{path}/token")
+    return api.call("POST", f"{path}/list-keys")
+
+
+def common_action(api: Api, action: str, base: str, name: str, spec: dict, what: str, no_wait: bool,
+                  after_write=None):
+    """create, update, show and delete, alike for endpoints and deployments; None for other actions."""
+    path = f"{base}/{name}"
+    if action in ("create", "update"):
+        if action == "create":
+            obj = api.call("POST", base, json={**spec, "name": name})
+        else:
+            obj = api.call("PATCH", path, json={k: v for k, v in spec.items() if k != "name"})
+        if after_write:
+            after_write()
+        return obj if no_wait else wait_for(api, path, what)
+    if action == "show":
+        return api.call("GET", path)
+    if action == "delete":
+        api.call("DELETE", path)
+        if not no_wait:
+            wait_gone(api, path, what)
+        return {"name": name, "deleted": True}
+    return None
 
 
 def invoke(api: Api, path: str, args) -> object:
@@ -162,10 +177,8 @@ def invoke(api: Api, path: str, args) -> object:
     except FileNotFoundError:
         raise CliError(f"no such file: {args.request_file}") from None
     endpoint = api.call("GET", path)
-    if endpoint.get("auth_mode") == "aml_token":
-        secret = api.call("POST", f"{path}/token")["access_token"]
-    else:
-        secret = api.call("POST", f"{path}/list-keys")["primary_key"]
+    credentials = get_credentials(api, path, endpoint)
+    secret = credentials.get("access_token") or credentials["primary_key"]
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
     if args.deployment_name:
         headers["azureml-model-deployment"] = args.deployment_name
@@ -193,23 +206,15 @@ def deployment_commands(api: Api, args) -> object:
     if not name:
         raise CliError("give the deployment's name with -n/--name or a file with a name (-f)")
     path = f"{base}/{name}"
-    if args.action in ("create", "update"):
-        if args.action == "create":
-            spec["name"] = name
-            obj = api.call("POST", base, json=spec)
-        else:
-            spec.pop("name", None)
-            obj = api.call("PATCH", path, json=spec)
+
+    def all_traffic() -> None:
         if args.all_traffic:
             api.call("PATCH", api.ws_path(f"online-endpoints/{endpoint}"), json={"traffic": {name: 100}})
-        return obj if args.no_wait else wait_for(api, path, f"deployment {endpoint}/{name}")
-    if args.action == "show":
-        return api.call("GET", path)
-    if args.action == "delete":
-        api.call("DELETE", path)
-        if not args.no_wait:
-            wait_gone(api, path, f"deployment {endpoint}/{name}")
-        return {"name": name, "deleted": True}
+
+    result = common_action(api, args.action, base, name, spec, f"deployment {endpoint}/{name}", args.no_wait,
+                           after_write=all_traffic)
+    if result is not None:
+        return result
     if args.action == "get-logs":
         return api.call("GET", f"{path}/logs", params={"lines": args.lines})
     raise CliError(f"unknown action {args.action}")
