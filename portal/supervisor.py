@@ -75,14 +75,10 @@ def _alive(pid: int) -> bool:
 
 
 def _signal_groups(pids: list[int], sig: int) -> None:
+    from endpoints_app.controller.process import signal_group  # Django settings load lazily, if at all
+
     for pid in pids:
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+        signal_group(pid, sig)
 
 
 def main() -> int:

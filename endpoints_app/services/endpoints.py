@@ -589,18 +589,15 @@ def do_update_deployment(actor: Actor, deployment: Deployment, changes: dict) ->
             deployment.instance_type = instance_type
             changed.append("instance_type")
             new_process = True
-    if "code_configuration" in changes:
-        value = _code_configuration(changes["code_configuration"])
-        if value != deployment.code_configuration:
-            deployment.code_configuration = value
-            changed.append("code_configuration")
-            new_process = True
-    if "environment_variables" in changes:
-        value = _environment_variables(changes["environment_variables"])
-        if value != deployment.environment_variables:
-            deployment.environment_variables = value
-            changed.append("environment_variables")
-            new_process = True
+    # What the model server process is started with: a change needs new processes.
+    process_fields = (("code_configuration", _code_configuration), ("environment_variables", _environment_variables))
+    for field, parse in process_fields:
+        if field in changes:
+            value = parse(changes[field])
+            if value != getattr(deployment, field):
+                setattr(deployment, field, value)
+                changed.append(field)
+                new_process = True
     for probe in ("liveness_probe", "readiness_probe"):
         if probe in changes:
             value = _probe(changes[probe], probe, getattr(deployment, probe))

@@ -484,13 +484,18 @@ def update_traffic(request, name: str):
     return _render_detail(request, endpoint)
 
 
-@login_required
-@require_POST
-def scale_deployment(request, name: str, deployment_name: str):
+def _deployment_for_write(request, name: str, deployment_name: str) -> tuple[Endpoint, Deployment]:
     endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
     deployment = Deployment.objects.filter(endpoint=endpoint, name=deployment_name).first()
     if deployment is None:
         raise Http404("No such deployment.")
+    return endpoint, deployment
+
+
+@login_required
+@require_POST
+def scale_deployment(request, name: str, deployment_name: str):
+    endpoint, deployment = _deployment_for_write(request, name, deployment_name)
     post = request.POST
     if post.get("mode") == "autoscale":
         changes = {"scale_settings": {
@@ -513,10 +518,7 @@ def scale_deployment(request, name: str, deployment_name: str):
 @login_required
 @require_POST
 def delete_deployment(request, name: str, deployment_name: str):
-    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
-    deployment = Deployment.objects.filter(endpoint=endpoint, name=deployment_name).first()
-    if deployment is None:
-        raise Http404("No such deployment.")
+    endpoint, deployment = _deployment_for_write(request, name, deployment_name)
     try:
         svc.do_delete_deployment(Actor.from_request(request), deployment)
     except StudioError as exc:
