@@ -139,7 +139,7 @@ from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from endpoints_app import keys
 from endpoints_app.catalog.instance_types import seed_instance_types
-from endpoints_app.gateway.routes import bump_route_version
+from endpoints_app.models import RouteVersion
 from endpoints_app.models import *
 seed_instance_types()
 ws = Workspace.objects.create(name="bench", display_name="Bench")
@@ -155,7 +155,7 @@ dep = Deployment.objects.create(endpoint=ep, name="blue", model=model, instance_
                                                    "request_timeout_ms": 10000}},
                                 provisioning_state="Succeeded")
 Instance.objects.create(deployment=dep, name="bench-blue-0", node=node, port={model_port}, state="Ready")
-bump_route_version()
+RouteVersion.bump()
 print(key)
 """
     out = subprocess.run([sys.executable, "-c", script], env=studio_env(data_dir), cwd=ROOT, check=True,

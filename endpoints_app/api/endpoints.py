@@ -17,7 +17,9 @@ from rest_framework.response import Response
 from endpoints_app.errors import InvalidInput
 from endpoints_app.models import Deployment, Endpoint, ProvisioningState, Role, Workspace
 from endpoints_app.permissions import check_workspace
-from endpoints_app.services import endpoints as svc
+from endpoints_app.services import deployments as deployment_svc
+from endpoints_app.services import keys as key_svc
+from endpoints_app.services import online as endpoint_svc
 from endpoints_app.services.audit import Actor
 
 ENDPOINT_CREATE_FIELDS = ("name", "auth_mode", "description", "tags")
@@ -168,7 +170,7 @@ def deployment_data(deployment: Deployment) -> dict:
                 "launched_at": i.launched_at,
                 "ready_at": i.ready_at,
             }
-            for i in sorted(svc.current_instances(deployment), key=lambda i: (i.generation, i.name))
+            for i in sorted(deployment_svc.current_instances(deployment), key=lambda i: (i.generation, i.name))
         ],
         "created_at": deployment.created_at,
         "updated_at": deployment.updated_at,
@@ -214,7 +216,7 @@ def _create_endpoint(request, workspace: Workspace, body: dict, name: str | None
         fields["name"] = name
     if "name" not in fields:
         raise InvalidInput("Endpoint name is required.", field="name")
-    return svc.do_create_endpoint(Actor.from_request(request), workspace, **fields)
+    return endpoint_svc.do_create_endpoint(Actor.from_request(request), workspace, **fields)
 
 
 def _update_endpoint(request, endpoint: Endpoint, body: dict) -> Endpoint:
@@ -222,7 +224,7 @@ def _update_endpoint(request, endpoint: Endpoint, body: dict) -> Endpoint:
         raise InvalidInput("auth_mode cannot change; create a new endpoint.", field="auth_mode")
     if body.get("name") not in (None, endpoint.name):
         raise InvalidInput("An endpoint cannot be renamed.", field="name")
-    return svc.do_update_endpoint(
+    return endpoint_svc.do_update_endpoint(
         Actor.from_request(request),
         endpoint,
         traffic=body.get("traffic"),
@@ -256,7 +258,7 @@ def online_endpoint(request, ws: str, name: str):
         return Response(endpoint_data(request, endpoint), status=status.HTTP_201_CREATED)
     endpoint = _endpoint(workspace, name)
     if request.method == "DELETE":
-        svc.do_delete_endpoint(Actor.from_request(request), endpoint)
+        endpoint_svc.do_delete_endpoint(Actor.from_request(request), endpoint)
         remaining = Endpoint.objects.filter(pk=endpoint.pk).first()
         if remaining is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -273,7 +275,7 @@ def _key_endpoint(request, ws: str, name: str) -> Endpoint:
 @extend_schema(request=None, responses=KeysOut)
 @api_view(["POST"])
 def list_keys(request, ws: str, name: str):
-    return Response(svc.get_keys(_key_endpoint(request, ws, name)))
+    return Response(key_svc.get_keys(_key_endpoint(request, ws, name)))
 
 
 @extend_schema(request=RegenerateIn, responses=OpenApiTypes.OBJECT)
@@ -282,7 +284,7 @@ def regenerate_keys(request, ws: str, name: str):
     endpoint = _key_endpoint(request, ws, name)
     body = _body(request)
     key_type = body.get("key_type", "primary")
-    key = svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
+    key = key_svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
     return Response({"key_type": key_type, f"{key_type}_key": key})
 
 
@@ -290,7 +292,7 @@ def regenerate_keys(request, ws: str, name: str):
 @api_view(["POST"])
 def token(request, ws: str, name: str):
     endpoint = _key_endpoint(request, ws, name)
-    return Response(svc.issue_endpoint_token(Actor.from_request(request), endpoint))
+    return Response(key_svc.issue_endpoint_token(Actor.from_request(request), endpoint))
 
 
 def _provisioning_response(deployment: Deployment, created: bool = False) -> Response:
@@ -317,7 +319,7 @@ def deployments(request, ws: str, name: str):
         return Response([deployment_data(d) for d in rows])
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)
-    deployment = svc.do_create_deployment(Actor.from_request(request), endpoint, _body(request))
+    deployment = deployment_svc.do_create_deployment(Actor.from_request(request), endpoint, _body(request))
     return _provisioning_response(deployment, created=True)
 
 
@@ -337,17 +339,17 @@ def deployment(request, ws: str, name: str, deployment_name: str):
                 f"The body names deployment '{body['name']}' but the URL names '{deployment_name}'.", field="name"
             )
         body["name"] = deployment_name
-        return _provisioning_response(svc.do_create_deployment(actor, endpoint, body), created=True)
+        return _provisioning_response(deployment_svc.do_create_deployment(actor, endpoint, body), created=True)
     found = _deployment(endpoint, deployment_name)
     if request.method == "DELETE":
-        svc.do_delete_deployment(actor, found)
+        deployment_svc.do_delete_deployment(actor, found)
         remaining = Deployment.objects.filter(pk=found.pk).first()
         if remaining is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(deployment_data(remaining), status=status.HTTP_202_ACCEPTED)
     body = _body(request)
     body.pop("endpoint_name", None)
-    return _provisioning_response(svc.do_update_deployment(actor, found, body))
+    return _provisioning_response(deployment_svc.do_update_deployment(actor, found, body))
 
 
 @extend_schema(
@@ -359,5 +361,6 @@ def deployment_logs(request, ws: str, name: str, deployment_name: str):
     workspace = check_workspace(request.user, ws)
     found = _deployment(_endpoint(workspace, name), deployment_name)
     lines = request.query_params.get("lines", "100")
-    text = svc.read_deployment_logs(found, lines=lines, instance=request.query_params.get("instance") or None)
+    instance = request.query_params.get("instance") or None
+    text = deployment_svc.read_deployment_logs(found, lines=lines, instance=instance)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")

@@ -36,6 +36,7 @@ from endpoints_app.models import (
     InstanceState,
     Node,
     ProvisioningState,
+    RouteVersion,
     UsageMinute,
 )
 from endpoints_app.services.audit import SYSTEM, record
@@ -50,12 +51,6 @@ STABLE_AFTER = timedelta(seconds=60)
 NODE_LOST = 2 * placement.NODE_TIMEOUT
 # A pid file with no instance behind it is left alone this long (its launch may not be committed yet).
 ORPHAN_GRACE_SECONDS = 15
-
-
-def bump_route_version() -> None:
-    from endpoints_app.services.endpoints import bump_route_version as bump
-
-    bump()
 
 
 def _instance_name(deployment: Deployment) -> str:
@@ -94,7 +89,7 @@ def plan_all_deleted_endpoints() -> None:
     deleting = Endpoint.objects.filter(provisioning_state=ProvisioningState.DELETING).exclude(Exists(live_deployments))
     for endpoint in deleting:
         endpoint.mark_deleted()
-        bump_route_version()
+        RouteVersion.bump()
 
 
 def plan_deployment(deployment_id: int) -> None:
@@ -124,7 +119,7 @@ def plan_deployment(deployment_id: int) -> None:
             bump |= _autoscale(deployment)
             bump |= _plan_instances(deployment)
     if bump:
-        bump_route_version()
+        RouteVersion.bump()
     if not deleting:
         refresh_deployment_state(deployment_id)
 
@@ -351,7 +346,7 @@ def _converge_starting(node: Node, instance: Instance) -> None:
         )
         if updated:
             log.info("%s is ready after %.1fs", instance.name, elapsed)
-            bump_route_version()
+            RouteVersion.bump()
         return
     period, threshold = int(probe.get("period", 1)), int(probe.get("failure_threshold", 180))
     deadline = int(probe.get("initial_delay", 0)) + period * threshold
@@ -387,7 +382,7 @@ def _converge_running(node: Node, instance: Instance) -> None:
     )
     if updated and state != instance.state:
         log.info("%s is now %s", instance.name, state)
-        bump_route_version()
+        RouteVersion.bump()
 
 
 def _fail(instance: Instance, reason: str) -> None:
@@ -427,7 +422,7 @@ def _fail(instance: Instance, reason: str) -> None:
         row.save(update_fields=["state", "last_error", "pid", "port", "probe_failures", "restarts", "stopped_at"])
     log.warning("%s %s (restarts %s, now %s)", instance.name, reason, row.restarts, row.state)
     if was_ready:
-        bump_route_version()
+        RouteVersion.bump()
 
 
 def _converge_stopping(instance: Instance) -> None:

@@ -6,7 +6,7 @@ table from the database (called in a worker thread, never on the event loop);
 over to the new table, so a reload never resets load balancing.
 
 Anything that changes what the gateway routes on (traffic, keys, auth mode,
-instances becoming ready or going away) calls `bump_route_version()` after the
+instances becoming ready or going away) calls `RouteVersion.bump()` after the
 change; every gateway worker polls that one row and reloads."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 from django.db import close_old_connections, transaction
-from django.db.models import F
 from yarl import URL
 
 # Defaults of the cloud ML CLI v2 request_settings, used when a deployment omits them.
@@ -190,16 +189,6 @@ def current_version() -> int:
 
     row = RouteVersion.objects.filter(pk=1).values_list("version", flat=True).first()
     return int(row) if row is not None else 0
-
-
-def bump_route_version() -> None:
-    """Tell every gateway worker to reload its route table (call after committing the change)."""
-    from endpoints_app.models import RouteVersion
-
-    with transaction.atomic():
-        updated = RouteVersion.objects.filter(pk=1).update(version=F("version") + 1)
-        if not updated:
-            RouteVersion.objects.get_or_create(pk=1, defaults={"version": 1})
 
 
 def _timeout_s(settings: dict) -> float:

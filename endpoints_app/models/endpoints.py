@@ -1,5 +1,6 @@
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from endpoints_app.models.catalog import CatalogModel, InstanceType
@@ -195,6 +196,13 @@ class RouteVersion(models.Model):
 
     version = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+
+    @classmethod
+    def bump(cls) -> None:
+        """Tell every gateway worker to reload its route table (visible when the caller's transaction commits)."""
+        with transaction.atomic():
+            if not cls.objects.filter(pk=1).update(version=F("version") + 1):
+                cls.objects.get_or_create(pk=1, defaults={"version": 1})
 
 
 class MirrorComparison(models.Model):

@@ -47,7 +47,10 @@ from endpoints_app.models import (
 from endpoints_app.models.endpoints import DEPLOYMENT_NAME
 from endpoints_app.models.workspaces import DNS_LABEL
 from endpoints_app.permissions import can, check_workspace
-from endpoints_app.services import endpoints as svc
+from endpoints_app.services import deployments as deployment_svc
+from endpoints_app.services import keys as key_svc
+from endpoints_app.services import online as endpoint_svc
+from endpoints_app.services import specs
 from endpoints_app.services.audit import Actor
 from endpoints_app.views.catalog import pretty_json, wants_partial
 from endpoints_app.views.home import require_workspace
@@ -82,7 +85,7 @@ def _deployments(endpoint: Endpoint) -> list[Deployment]:
         .order_by("name")
     )
     for deployment in deployments:
-        deployment.current = svc.current_instances(deployment)
+        deployment.current = deployment_svc.current_instances(deployment)
     return deployments
 
 
@@ -173,9 +176,9 @@ def _wizard_values(source, workspace) -> dict:
         "deployment_name": get("deployment_name"),
         "instance_type": get("instance_type"),
         "instance_count": get("instance_count", "1"),
-        "request_timeout_ms": get("request_timeout_ms", str(svc.REQUEST_DEFAULTS["request_timeout_ms"])),
+        "request_timeout_ms": get("request_timeout_ms", str(specs.REQUEST_DEFAULTS["request_timeout_ms"])),
         "max_concurrent_requests_per_instance": get(
-            "max_concurrent_requests_per_instance", str(svc.REQUEST_DEFAULTS["max_concurrent_requests_per_instance"])
+            "max_concurrent_requests_per_instance", str(specs.REQUEST_DEFAULTS["max_concurrent_requests_per_instance"])
         ),
     }
 
@@ -205,7 +208,7 @@ def _validate_step(step: str, values: dict, workspace) -> dict:
     errors: dict[str, str] = {}
     if step == "endpoint":
         try:
-            model = svc.resolve_model(workspace, values["model"])
+            model = specs.resolve_model(workspace, values["model"])
             if "online" not in (model.deployment_kinds or []):
                 errors["model"] = f"{model.name} cannot be deployed to an online endpoint."
         except InvalidInput as exc:
@@ -237,11 +240,11 @@ def _validate_step(step: str, values: dict, workspace) -> dict:
                 errors["deployment_name"] = f"Endpoint '{values['existing_endpoint']}' already has '{name}'."
         if not InstanceType.objects.filter(name=values["instance_type"], is_active=True).exists():
             errors["instance_type"] = "Choose an instance type."
-        _int_field(values, "instance_count", 1, svc.MAX_INSTANCES, errors, "Instance count")
+        _int_field(values, "instance_count", 1, specs.MAX_INSTANCES, errors, "Instance count")
     elif step == "settings":
-        low, high = svc.REQUEST_LIMITS["request_timeout_ms"]
+        low, high = specs.REQUEST_LIMITS["request_timeout_ms"]
         _int_field(values, "request_timeout_ms", low, high, errors, "Request timeout (ms)")
-        low, high = svc.REQUEST_LIMITS["max_concurrent_requests_per_instance"]
+        low, high = specs.REQUEST_LIMITS["max_concurrent_requests_per_instance"]
         _int_field(values, "max_concurrent_requests_per_instance", low, high, errors,
                    "Max concurrent requests per instance")
     return errors
@@ -274,11 +277,11 @@ def _deploy(request, workspace, values: dict, model: CatalogModel) -> Endpoint:
     # One transaction: a deployment the services refuse (quota, capacity) leaves no new endpoint behind.
     with transaction.atomic():
         if endpoint_spec is not None:
-            endpoint = svc.do_create_endpoint(actor, workspace, **endpoint_spec)
+            endpoint = endpoint_svc.do_create_endpoint(actor, workspace, **endpoint_spec)
         else:
             endpoint = Endpoint.objects.get(workspace=workspace, kind=Endpoint.Kind.ONLINE,
                                             name=values["existing_endpoint"])
-        svc.do_create_deployment(actor, endpoint, deployment_spec)
+        deployment_svc.do_create_deployment(actor, endpoint, deployment_spec)
     return endpoint
 
 
@@ -311,7 +314,7 @@ def deploy_wizard(request):
                     step = name
                     break
             else:
-                model = svc.resolve_model(workspace, values["model"])
+                model = specs.resolve_model(workspace, values["model"])
                 try:
                     endpoint = _deploy(request, workspace, values, model)
                 except StudioError as exc:
@@ -329,7 +332,7 @@ def deploy_wizard(request):
     model = None
     if values["model"]:
         try:
-            model = svc.resolve_model(workspace, values["model"])
+            model = specs.resolve_model(workspace, values["model"])
             values["model"] = model.asset_id
         except InvalidInput as exc:
             errors.setdefault("model", exc.message)
@@ -473,7 +476,7 @@ def update_traffic(request, name: str):
     try:
         traffic = _percent_fields(request.POST, "traffic", names)
         mirror = _percent_fields(request.POST, "mirror", names)
-        svc.do_update_endpoint(Actor.from_request(request), endpoint, traffic=traffic, mirror_traffic=mirror)
+        endpoint_svc.do_update_endpoint(Actor.from_request(request), endpoint, traffic=traffic, mirror_traffic=mirror)
     except StudioError as exc:
         endpoint.refresh_from_db()
         return _render_detail(request, endpoint, error=exc.message, status=exc.status)
@@ -507,7 +510,7 @@ def scale_deployment(request, name: str, deployment_name: str):
     else:
         changes = {"instance_count": post.get("instance_count", "").strip(), "scale_settings": {"type": "default"}}
     try:
-        svc.do_update_deployment(Actor.from_request(request), deployment, changes)
+        deployment_svc.do_update_deployment(Actor.from_request(request), deployment, changes)
     except StudioError as exc:
         return _render_detail(request, endpoint, error=exc.message, status=exc.status)
     if not request.htmx:
@@ -520,7 +523,7 @@ def scale_deployment(request, name: str, deployment_name: str):
 def delete_deployment(request, name: str, deployment_name: str):
     endpoint, deployment = _deployment_for_write(request, name, deployment_name)
     try:
-        svc.do_delete_deployment(Actor.from_request(request), deployment)
+        deployment_svc.do_delete_deployment(Actor.from_request(request), deployment)
     except StudioError as exc:
         return _render_detail(request, endpoint, error=exc.message, status=exc.status)
     endpoint.refresh_from_db()
@@ -535,7 +538,7 @@ def delete_deployment(request, name: str, deployment_name: str):
 def delete_endpoint(request, name: str):
     endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
     try:
-        svc.do_delete_endpoint(Actor.from_request(request), endpoint)
+        endpoint_svc.do_delete_endpoint(Actor.from_request(request), endpoint)
     except StudioError as exc:
         return _render_detail(request, endpoint, error=exc.message, status=exc.status)
     messages.success(request, f"Deleting endpoint {name}.")
@@ -562,7 +565,7 @@ def send_test_request(endpoint: Endpoint, body: str, deployment: str | None) -> 
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"The request body is not valid JSON: {exc}.", field="body") from None
     if endpoint.auth_mode == Endpoint.AuthMode.KEY:
-        credential = svc.get_keys(endpoint)["primary_key"]
+        credential = key_svc.get_keys(endpoint)["primary_key"]
     else:
         credential, _ = keys.issue_token(endpoint.name)
     headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
@@ -641,9 +644,9 @@ def reveal_keys(request, name: str):
     endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
     context = _consume_context(request, endpoint)
     if endpoint.auth_mode == Endpoint.AuthMode.KEY:
-        context["keys"] = svc.get_keys(endpoint)
+        context["keys"] = key_svc.get_keys(endpoint)
     else:
-        context["token"] = svc.issue_endpoint_token(Actor.from_request(request), endpoint)
+        context["token"] = key_svc.issue_endpoint_token(Actor.from_request(request), endpoint)
     template = "endpoints/consume.html#credentials" if request.htmx else "endpoints/consume.html"
     return render(request, template, context)
 
@@ -656,14 +659,14 @@ def regenerate_key(request, name: str):
     context = _consume_context(request, endpoint)
     status = 200
     try:
-        svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
+        key_svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
     except StudioError as exc:
         context["error"] = exc.message
         status = 200 if request.htmx else exc.status
     else:
         endpoint.refresh_from_db()
         if endpoint.auth_mode == Endpoint.AuthMode.KEY:
-            context["keys"] = svc.get_keys(endpoint)
+            context["keys"] = key_svc.get_keys(endpoint)
         context["regenerated"] = key_type
     template = "endpoints/consume.html#credentials" if request.htmx else "endpoints/consume.html"
     return render(request, template, context, status=status)
@@ -685,7 +688,7 @@ def endpoint_logs(request, name: str):
     if chosen is not None:
         instance = request.GET.get("instance") or None
         try:
-            context["log"] = svc.read_deployment_logs(chosen, lines=lines, instance=instance)
+            context["log"] = deployment_svc.read_deployment_logs(chosen, lines=lines, instance=instance)
         except StudioError as exc:
             context["log"] = exc.message
         context["instance"] = instance or ""

@@ -6,7 +6,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from endpoints_app.models import AuditLog, Deployment, Endpoint, QuotaLimit
-from endpoints_app.services import endpoints as svc
+from endpoints_app.services import audit
+from endpoints_app.services import deployments as deployment_svc
+from endpoints_app.services import keys as key_svc
 
 HX = {"HTTP_HX_REQUEST": "true"}
 
@@ -192,7 +194,8 @@ def test_polling_after_the_endpoint_is_gone_goes_back_to_the_list(owner_client, 
 
 
 def test_traffic_update_and_its_validation(owner_client, iris, catalog_model):
-    svc.do_create_deployment(svc.Actor(user=None), iris, {"name": "green", "model": catalog_model.asset_id})
+    green = {"name": "green", "model": catalog_model.asset_id}
+    deployment_svc.do_create_deployment(audit.Actor(user=None), iris, green)
     ok = owner_client.post("/endpoints/iris/traffic/", {"traffic-blue": "80", "traffic-green": "20"})
     assert ok.status_code == 302
     iris.refresh_from_db()
@@ -210,7 +213,8 @@ def test_traffic_update_and_its_validation(owner_client, iris, catalog_model):
 def test_scale_and_delete_a_deployment(owner_client, iris, catalog_model):
     assert owner_client.post("/endpoints/iris/deployments/blue/scale/", {"instance_count": "3"}).status_code == 302
     assert Deployment.objects.get(name="blue").instance_count == 3
-    svc.do_create_deployment(svc.Actor(user=None), iris, {"name": "green", "model": catalog_model.asset_id})
+    green = {"name": "green", "model": catalog_model.asset_id}
+    deployment_svc.do_create_deployment(audit.Actor(user=None), iris, green)
     refused = owner_client.post("/endpoints/iris/deployments/blue/delete/")
     assert refused.status_code == 409 and "set its traffic to 0" in refused.content.decode()
     assert owner_client.post("/endpoints/iris/deployments/green/delete/").status_code == 302
@@ -303,7 +307,7 @@ def test_test_tab_says_when_the_gateway_is_unreachable(owner_client, iris, setti
 
 
 def test_consume_hides_keys_until_revealed_and_regenerates(owner_client, iris):
-    keys = svc.get_keys(iris)
+    keys = key_svc.get_keys(iris)
     page = owner_client.get("/endpoints/iris/consume/").content.decode()
     assert keys["primary_key"] not in page
     assert "curl -X POST" in page and "/inference/iris/score" in page
@@ -311,7 +315,7 @@ def test_consume_hides_keys_until_revealed_and_regenerates(owner_client, iris):
     assert keys["primary_key"] in revealed and keys["secondary_key"] in revealed
     regenerated = owner_client.post("/endpoints/iris/consume/regenerate/", {"key_type": "secondary"}, **HX)
     iris.refresh_from_db()
-    new_keys = svc.get_keys(iris)
+    new_keys = key_svc.get_keys(iris)
     assert new_keys["secondary_key"] != keys["secondary_key"]
     assert new_keys["primary_key"] == keys["primary_key"]
     assert new_keys["secondary_key"] in regenerated.content.decode()
@@ -333,7 +337,7 @@ def test_details_query_count_is_constant_as_deployments_and_instances_grow(owner
     Instance.objects.create(deployment=iris.deployments.get(), name="iris-blue-0", node=node, state="Ready")
     few = count()
     for name in ("green", "red", "yellow"):
-        deployment = svc.do_create_deployment(svc.Actor(user=None), iris, {"name": name,
+        deployment = deployment_svc.do_create_deployment(audit.Actor(user=None), iris, {"name": name,
                                                                            "model": catalog_model.asset_id})
         for index in range(2):
             Instance.objects.create(deployment=deployment, name=f"iris-{name}-{index}", node=node, state="Ready")

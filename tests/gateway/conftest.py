@@ -14,8 +14,16 @@ import pytest
 import requests
 
 from endpoints_app import keys
-from endpoints_app.gateway.routes import bump_route_version
-from endpoints_app.models import CatalogModel, Deployment, Endpoint, Instance, InstanceState, InstanceType, Node
+from endpoints_app.models import (
+    CatalogModel,
+    Deployment,
+    Endpoint,
+    Instance,
+    InstanceState,
+    InstanceType,
+    Node,
+    RouteVersion,
+)
 from tests.live import free_port, worker_env  # noqa: F401 - free_port: test modules import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,7 +178,7 @@ def make_endpoint(workspace, node, catalog_model):
                     deployment=deployment, name=f"{name}-{dep_name}-{index}", node=node, port=port,
                     state=(states or {}).get(dep_name, InstanceState.READY),
                 )
-        bump_route_version()
+        RouteVersion.bump()
         return endpoint, creds
 
     return make

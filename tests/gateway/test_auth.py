@@ -4,7 +4,7 @@ import pytest
 import requests
 
 from endpoints_app import keys
-from endpoints_app.gateway.routes import bump_route_version
+from endpoints_app.models import RouteVersion
 from tests.gateway.conftest import auth, set_key
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -50,7 +50,7 @@ def test_regenerated_key_is_rejected_within_two_seconds(procs, make_endpoint):
     assert requests.post(score, json=BODY, headers=auth(creds["primary"])).status_code == 200
 
     new_primary = set_key(endpoint, "primary")
-    bump_route_version()
+    RouteVersion.bump()
     time.sleep(2.0)
 
     # Fresh connections land on either gateway worker: every one must have dropped the old key.

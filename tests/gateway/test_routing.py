@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 import requests
 
-from endpoints_app.gateway.routes import DeploymentRoute, InstanceRoute, bump_route_version
-from endpoints_app.models import Instance
+from endpoints_app.gateway.routes import DeploymentRoute, InstanceRoute
+from endpoints_app.models import Instance, RouteVersion
 from tests.gateway.conftest import auth
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -119,7 +119,7 @@ def test_instance_that_becomes_ready_is_routed_after_the_version_bump(procs, mak
     assert requests.post(score, json={"data": [1]}, headers=auth(creds["primary"])).status_code == 503
 
     Instance.objects.filter(deployment__endpoint__name="warming").update(state="Ready")
-    bump_route_version()
+    RouteVersion.bump()
 
     assert _first_success_after(score, creds["primary"], timeout=2.0) is not None
 

@@ -121,7 +121,7 @@ def test_admin_token_price_edit_applies_from_now_on(admin_client, workspace):
 
 def test_deleting_an_endpoint_keeps_what_it_served_and_cost(owner_api, workspace):
     """Billing history outlives the endpoint; its name is free for a new one."""
-    from endpoints_app.services import endpoints as svc
+    from endpoints_app.services import online as endpoint_svc
     from endpoints_app.services.audit import SYSTEM
 
     ep = f.endpoint(workspace, "iris", traffic={"blue": 100})
@@ -131,7 +131,7 @@ def test_deleting_an_endpoint_keeps_what_it_served_and_cost(owner_api, workspace
     window = {"from": iso(T0), "to": iso(T0 + timedelta(days=1)), "interval": "1d"}
     before = owner_api.get(URL, window).json()["totals"]
 
-    svc.do_delete_endpoint(SYSTEM, ep)  # no live instance: finished at once
+    endpoint_svc.do_delete_endpoint(SYSTEM, ep)  # no live instance: finished at once
     assert not Endpoint.objects.filter(name="iris").exists()
     assert owner_api.get("/api/v1/workspaces/team/online-endpoints/iris").status_code == 404
 

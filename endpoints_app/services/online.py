@@ -1,0 +1,176 @@
+"""Online endpoints: create, update (traffic, mirror traffic, description, tags), delete.
+
+The services write desired state only; the controller (endpoints_app.controller) starts and
+stops processes in the worker, woken by a Celery task after commit (ids only)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from endpoints_app import keys
+from endpoints_app.errors import Conflict, InvalidInput
+from endpoints_app.models import (
+    Deployment,
+    Endpoint,
+    Instance,
+    InstanceState,
+    ProvisioningState,
+    RouteVersion,
+    Workspace,
+)
+from endpoints_app.models.workspaces import DNS_LABEL
+from endpoints_app.services.audit import Actor, record
+from endpoints_app.services.specs import RESERVED_ENDPOINT_NAMES, parse_mapping, parse_name, validate_traffic
+
+LIVE_INSTANCE_STATES = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.STOPPING)
+
+
+def enqueue_provision(deployment_id: int) -> None:
+    from endpoints_app.controller import tasks
+
+    transaction.on_commit(lambda: tasks.provision_deployment.delay(deployment_id))
+
+
+def enqueue_reconcile(deployment_ids: list[int]) -> None:
+    from endpoints_app.controller import tasks
+
+    for deployment_id in deployment_ids:
+        transaction.on_commit(lambda d=deployment_id: tasks.reconcile_deployment.delay(d))
+
+
+def live_deployments(endpoint: Endpoint) -> dict[str, Deployment]:
+    rows = endpoint.deployments.exclude(provisioning_state=ProvisioningState.DELETING)
+    return {d.name: d for d in rows}
+
+
+@transaction.atomic
+def do_create_endpoint(
+    actor: Actor,
+    workspace: Workspace,
+    *,
+    name: str,
+    auth_mode: str = "key",
+    description: str = "",
+    tags: dict | None = None,
+    kind: str = "online",
+) -> Endpoint:
+    parse_name(name, DNS_LABEL, "name", "Endpoint")
+    if name in RESERVED_ENDPOINT_NAMES:
+        raise InvalidInput(f"Endpoint name '{name}' is reserved by the studio's pages; pick another.", field="name")
+    if auth_mode not in Endpoint.AuthMode.values:
+        raise InvalidInput(f"auth_mode must be key or aml_token, not {auth_mode!r}.", field="auth_mode")
+    if kind not in Endpoint.Kind.values:
+        raise InvalidInput(f"kind must be online, batch or serverless, not {kind!r}.", field="kind")
+    if description is not None and not isinstance(description, str):
+        raise InvalidInput("description must be a string.", field="description")
+    tags = parse_mapping(tags, "tags")
+    if Endpoint.objects.filter(name=name).exists():
+        raise Conflict(f"The endpoint name '{name}' is taken; endpoint names are unique in the studio.", field="name")
+    primary, secondary = keys.new_nonce(), keys.new_nonce()
+    endpoint = Endpoint.objects.create(
+        workspace=workspace,
+        name=name,
+        kind=kind,
+        auth_mode=auth_mode,
+        description=description or "",
+        tags=tags,
+        traffic={},
+        mirror_traffic={},
+        # An endpoint is a name, keys and a route: nothing to provision until a deployment.
+        provisioning_state=ProvisioningState.SUCCEEDED,
+        primary_key_nonce=primary,
+        primary_key_digest=keys.digest(keys.derive_key(primary)),
+        secondary_key_nonce=secondary,
+        secondary_key_digest=keys.digest(keys.derive_key(secondary)),
+    )
+    record(actor, "endpoint.create", endpoint, workspace, kind=kind, auth_mode=auth_mode)
+    RouteVersion.bump()
+    return endpoint
+
+
+def lock_endpoint(endpoint: Endpoint) -> Endpoint:
+    locked = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    if locked is None:
+        raise Conflict(f"Endpoint '{endpoint.name}' no longer exists.")
+    if locked.provisioning_state == ProvisioningState.DELETING:
+        raise Conflict(f"Endpoint '{endpoint.name}' is being deleted.")
+    return locked
+
+
+@transaction.atomic
+def do_update_endpoint(
+    actor: Actor,
+    endpoint: Endpoint,
+    *,
+    traffic: dict | None = None,
+    mirror_traffic: dict | None = None,
+    description: str | None = None,
+    tags: dict | None = None,
+) -> Endpoint:
+    endpoint = lock_endpoint(endpoint)
+    changed = []
+    names = set(live_deployments(endpoint))
+    if traffic is not None or mirror_traffic is not None:
+        new_traffic, new_mirror = validate_traffic(
+            endpoint,
+            traffic if traffic is not None else endpoint.traffic,
+            mirror_traffic if mirror_traffic is not None else endpoint.mirror_traffic,
+            names,
+        )
+        if new_traffic != endpoint.traffic:
+            endpoint.traffic = new_traffic
+            changed.append("traffic")
+        if new_mirror != endpoint.mirror_traffic:
+            endpoint.mirror_traffic = new_mirror
+            changed.append("mirror_traffic")
+    if description is not None:
+        if not isinstance(description, str):
+            raise InvalidInput("description must be a string.", field="description")
+        if description != endpoint.description:
+            endpoint.description = description
+            changed.append("description")
+    if tags is not None:
+        tags = parse_mapping(tags, "tags")
+        if tags != endpoint.tags:
+            endpoint.tags = tags
+            changed.append("tags")
+    if changed:
+        endpoint.save()
+        record(
+            actor, "endpoint.update", endpoint, endpoint.workspace, changed=changed,
+            traffic=endpoint.traffic, mirror_traffic=endpoint.mirror_traffic,
+        )
+        if {"traffic", "mirror_traffic"} & set(changed):
+            RouteVersion.bump()
+    return endpoint
+
+
+def request_stop(instances) -> int:
+    """Mark live instances Stopping (the gateway stops routing to them; the controller stops them)."""
+    now = timezone.now()
+    running = instances.filter(state__in=(InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY))
+    count = running.update(state=InstanceState.STOPPING, stop_requested_at=now)
+    return count
+
+
+@transaction.atomic
+def do_delete_endpoint(actor: Actor, endpoint: Endpoint) -> None:
+    """Delete at once if nothing runs; otherwise mark it Deleting, drain and stop its instances in the worker."""
+    endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    if endpoint is None:
+        return
+    deployments = list(endpoint.deployments.select_for_update())
+    request_stop(Instance.objects.filter(deployment__endpoint=endpoint))
+    running = Instance.objects.filter(deployment__endpoint=endpoint, state__in=LIVE_INSTANCE_STATES).exists()
+    record(actor, "endpoint.delete", endpoint, endpoint.workspace, deployments=[d.name for d in deployments])
+    if running:
+        endpoint.provisioning_state = ProvisioningState.DELETING
+        endpoint.save(update_fields=["provisioning_state", "updated_at"])
+        endpoint.deployments.update(provisioning_state=ProvisioningState.DELETING)
+        enqueue_reconcile([d.pk for d in deployments])
+    else:
+        endpoint.mark_deleted()
+    RouteVersion.bump()
+
+
