@@ -48,9 +48,8 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
     from django.test.utils import setup_test_environment
-    from rest_framework.authtoken.models import Token
 
-    from endpoints_app.models import CatalogModel, Membership, Role, Workspace
+    from endpoints_app.models import ApiToken, CatalogModel, Membership, Role, Workspace
 
     setup_test_environment()
     call_command("migrate", verbosity=0)
@@ -58,7 +57,7 @@ def main() -> None:
     workspace = Workspace.objects.create(name="bench")
     user = get_user_model().objects.create_user("bench", password="bench-password")
     Membership.objects.create(workspace=workspace, user=user, role=Role.OWNER)
-    token = Token.objects.create(user=user)
+    _, token = ApiToken.objects.create(user=user)
 
     tasks = ["classification", "regression", "embeddings", "chat-completion", "text-generation"]
     formats = ["sklearn", "onnx", "sentence-transformers", "gguf", "custom"]
@@ -90,7 +89,7 @@ def main() -> None:
 
     browser = Client()
     browser.force_login(user)
-    api = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
     cases = [
         ("catalog page (full, 24 cards)", browser, "/catalog/", {}),
         ("catalog page, htmx filter", browser, "/catalog/?task=regression&search=model-01",

@@ -105,12 +105,11 @@ def main() -> None:
     django.setup()
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
     from endpoints_app.catalog.instance_types import seed_instance_types
     from endpoints_app.catalog.seed import seed_catalog
-    from endpoints_app.models import CatalogModel, Deployment, Endpoint, InstanceType, Membership, Workspace
+    from endpoints_app.models import ApiToken, CatalogModel, Deployment, Endpoint, InstanceType, Membership, Workspace
     from portal.supervisor import stop_instances
 
     call_command("migrate", verbosity=0)
@@ -120,7 +119,7 @@ def main() -> None:
     user = get_user_model().objects.create_user("bench")
     Membership.objects.create(workspace=workspace, user=user, role="Owner")
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.objects.create(user=user)[1]}")
     base = "/api/v1/workspaces/bench/online-endpoints/bench"
     assert api.post("/api/v1/workspaces/bench/online-endpoints", {"name": "bench"}, format="json").status_code == 201
 

@@ -61,13 +61,13 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import setup_test_environment
     from django.utils import timezone
-    from rest_framework.authtoken.models import Token
 
     from endpoints_app.catalog.instance_types import seed_instance_types
     from endpoints_app.metering import costs
     from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS
     from endpoints_app.metering.rollup import rollup_usage
     from endpoints_app.models import (
+        ApiToken,
         CatalogModel,
         Deployment,
         Endpoint,
@@ -88,7 +88,7 @@ def main() -> None:
     workspace = Workspace.objects.create(name="bench")
     user = get_user_model().objects.create_user("bench", password="bench-password")
     Membership.objects.create(workspace=workspace, user=user, role=Role.OWNER)
-    token = Token.objects.create(user=user)
+    _, token = ApiToken.objects.create(user=user)
     model = CatalogModel.objects.create(name="bench-model", task="classification", format="sklearn", license="MIT",
                                         deployment_kinds=["online"])
     chat = CatalogModel.objects.create(name="bench-chat", task="chat-completion", format="gguf", license="MIT",
@@ -178,7 +178,7 @@ def main() -> None:
 
     browser = Client()
     browser.force_login(user)
-    api = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
     htmx = {"HTTP_HX_REQUEST": "true"}
     usage = "/api/v1/workspaces/bench/usage"
     online = f"ep-{min(5, args.endpoints - 1):02d}"

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from endpoints_app.models import (
+    ApiToken,
     AuditLog,
     CatalogModel,
     Deployment,
@@ -127,6 +128,27 @@ class StudioUserAdmin(DjangoUserAdmin):
     @admin.display(description="Workspaces")
     def workspaces(self, obj):
         return ", ".join(f"{m.workspace.name} ({m.role})" for m in obj.memberships.all()) or "—"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens by prefix only: the database holds digests, and values are shown once to their user."""
+
+    list_display = ("prefix_label", "user", "created", "last_used", "expiry")
+    list_filter = ("expiry",)
+    search_fields = ("user__username", "token_key")
+    fields = ("prefix_label", "user", "created", "last_used", "expiry")
+    readonly_fields = fields
+
+    @admin.display(description="prefix", ordering="token_key")
+    def prefix_label(self, obj):
+        return f"{obj.token_key}…"
+
+    def has_add_permission(self, request, obj=None):
+        return False  # made by their user on the Tokens page, the API or drf_create_token
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Workspace)

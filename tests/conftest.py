@@ -3,11 +3,10 @@ outsider, and clients logged in as each (API token and browser session)."""
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from endpoints_app.catalog.instance_types import seed_instance_types
-from endpoints_app.models import Membership, Role, RouteVersion, Workspace
+from endpoints_app.models import ApiToken, Membership, Role, RouteVersion, Workspace
 from tests.live import live_gateway, live_worker, live_worker_process  # noqa: F401  (real worker and gateway: tests/live.py)
 
 PASSWORD = "correct horse battery staple"
@@ -53,8 +52,8 @@ def outsider(workspace):
 
 def api_client_for(user) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, token = ApiToken.objects.create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 

@@ -69,7 +69,7 @@ def exception_handler(exc, context):
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait) + 1)
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
-            headers["WWW-Authenticate"] = "Token"
+            headers["WWW-Authenticate"] = "Bearer"
             exc.status_code = status.HTTP_401_UNAUTHORIZED
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return Response(error_body(exc.status_code, detail), status=exc.status_code, headers=headers)

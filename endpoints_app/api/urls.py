@@ -3,11 +3,14 @@ from django.urls import path
 from endpoints_app.api import endpoints as endpoints_api
 from endpoints_app.api import mirror as mirror_api
 from endpoints_app.api import models as models_api
+from endpoints_app.api import tokens as tokens_api
 from endpoints_app.api import usage as usage_api
 from endpoints_app.api import workspaces
 
 urlpatterns = [
     path("instance-types", workspaces.instance_types, name="api-instance-types"),
+    path("tokens", tokens_api.tokens, name="api-tokens"),
+    path("tokens/<int:token_id>", tokens_api.token, name="api-token"),
     path("workspaces", workspaces.workspaces, name="api-workspaces"),
     path("workspaces/<str:ws>/members", workspaces.members, name="api-members"),
     path("workspaces/<str:ws>/members/<str:username>", workspaces.member, name="api-member"),

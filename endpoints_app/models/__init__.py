@@ -9,6 +9,7 @@ from endpoints_app.models.endpoints import (
     ProvisioningState,
     RouteVersion,
 )
+from endpoints_app.models.tokens import ApiToken
 from endpoints_app.models.usage import (
     InstanceSample,
     PriceChange,
@@ -20,6 +21,7 @@ from endpoints_app.models.usage import (
 from endpoints_app.models.workspaces import AuditLog, Membership, QuotaLimit, Role, Workspace
 
 __all__ = [
+    "ApiToken",
     "AuditLog",
     "CatalogModel",
     "Deployment",

@@ -3,6 +3,7 @@ from django.urls import path
 from endpoints_app.views import catalog, home
 from endpoints_app.views import endpoints as endpoint_views
 from endpoints_app.views import monitoring as monitoring_views
+from endpoints_app.views import tokens as token_views
 from endpoints_app.views import usage as usage_views
 
 urlpatterns = [
@@ -27,6 +28,8 @@ urlpatterns = [
     path("endpoints/<str:name>/consume/regenerate/", endpoint_views.regenerate_key, name="endpoint-regenerate-key"),
     path("endpoints/<str:name>/logs/", endpoint_views.endpoint_logs, name="endpoint-logs"),
     path("endpoints/<str:name>/monitoring/", monitoring_views.monitoring, name="endpoint-monitoring"),
+    path("tokens/", token_views.tokens_page, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", token_views.revoke_token, name="token-revoke"),
     path("usage/", usage_views.usage_page, name="usage"),
     path("usage/export.csv", usage_views.usage_csv, name="usage-csv"),
     path("usage/budget/", usage_views.set_budget, name="usage-budget"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
+from endpoints_app.models import ApiToken
 from tests.live import BIN, ROOT, free_port, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -65,7 +65,7 @@ def ok(result: subprocess.CompletedProcess):
 
 
 def test_cli_registers_deploys_invokes_and_deletes(live_web, owner, tmp_path):
-    token = Token.objects.create(user=owner).key
+    token = ApiToken.objects.create(user=owner)[1]
     with zipfile.ZipFile(tmp_path / "tripler.zip", "w") as archive:
         archive.writestr("score.py", SCORE_PY)
     model = ok(studio(live_web, token, "model", "create", "-n", "tripler", "--path", "tripler.zip", cwd=tmp_path))
@@ -105,7 +105,7 @@ def test_cli_registers_deploys_invokes_and_deletes(live_web, owner, tmp_path):
 
 
 def test_cli_fails_with_the_api_message(live_web, reader, tmp_path):
-    token = Token.objects.create(user=reader).key
+    token = ApiToken.objects.create(user=reader)[1]
     (tmp_path / "endpoint.yml").write_text("name: not-allowed\n")
     result = studio(live_web, token, "online-endpoint", "create", "-f", "endpoint.yml", cwd=tmp_path)
     assert result.returncode == 1
@@ -113,7 +113,7 @@ def test_cli_fails_with_the_api_message(live_web, reader, tmp_path):
 
 
 def test_cli_names_a_bad_field(live_web, owner, tmp_path):
-    token = Token.objects.create(user=owner).key
+    token = ApiToken.objects.create(user=owner)[1]
     (tmp_path / "endpoint.yml").write_text("name: Bad_Name\n")
     result = studio(live_web, token, "online-endpoint", "create", "-f", "endpoint.yml", cwd=tmp_path)
     assert result.returncode == 1
