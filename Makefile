@@ -2,8 +2,6 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 export STUDIO_DATA_DIR ?= $(CURDIR)/var
-# The embedded default runs with DEBUG on, so SECRET_KEY is generated into the data dir.
-export DEBUG ?= 1
 
 .PHONY: run test install install-test lint
 

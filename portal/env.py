@@ -14,6 +14,11 @@ def env_str(name: str, default: str | None = None) -> str | None:
     return default if value in (None, "") else value
 
 
+def env_list(name: str) -> list[str]:
+    """A comma-separated list; empty items are dropped."""
+    return [item.strip() for item in (os.environ.get(name) or "").split(",") if item.strip()]
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value in (None, ""):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from portal.env import ImproperEnv, env_bool, env_int, env_path, env_str
+from portal.env import env_bool, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("STUDIO_DATA_DIR", BASE_DIR / "var")
@@ -24,22 +24,68 @@ STUDIO_GATEWAY_URL = (env_str("STUDIO_GATEWAY_URL", "") or "").rstrip("/")
 
 
 def _secret_key() -> str:
+    """SECRET_KEY from the environment, else the one generated into the data dir on first use.
+
+    Every process started in the repo (web, worker, gateway, `manage.py ...` in a plain shell)
+    reads the same file, so keys, sessions and tokens agree across them."""
     key = env_str("SECRET_KEY")
     if key:
         return key
-    if not DEBUG:
-        raise ImproperEnv("SECRET_KEY must be set when DEBUG is off")
     path = DATA_DIR / "secret-key.txt"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole to a private temp file, then linked into place: a process starting at
+        # the same moment sees either no file or the complete key, and only one key wins.
+        tmp = DATA_DIR / f".secret-key.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(50))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
     return path.read_text().strip()
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = (env_str("ALLOWED_HOSTS", "*") or "*").split(",")
-CSRF_TRUSTED_ORIGINS = [o for o in (env_str("CSRF_TRUSTED_ORIGINS", "") or "").split(",") if o]
+# Old keys, newest first, still accepted while they rotate out (sessions, endpoint keys, tokens).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
+
+
+def _allowed_hosts() -> list[str]:
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    if STUDIO_HOST not in ("0.0.0.0", "::", "") and STUDIO_HOST not in hosts:
+        hosts.append(STUDIO_HOST)
+    hosts += [h for h in env_list("STUDIO_ALLOWED_HOSTS") if h not in hosts]
+    return hosts
+
+
+# The names the studio answers to: loopback, the bind address, and STUDIO_ALLOWED_HOSTS
+# (the public host name(s) users type; `.example.com` matches subdomains).
+ALLOWED_HOSTS = _allowed_hosts()
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# HTTPS: STUDIO_TLS=1 when users reach the studio over https (directly or through a proxy).
+STUDIO_TLS = env_bool("STUDIO_TLS", False)
+# STUDIO_BEHIND_PROXY=1 when a reverse proxy terminates TLS and sets X-Forwarded-Proto.
+STUDIO_BEHIND_PROXY = env_bool("STUDIO_BEHIND_PROXY", False)
+if STUDIO_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = STUDIO_TLS
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if STUDIO_TLS:
+    SECURE_SSL_REDIRECT = True
+    # Probes and scrapers on the host speak plain http to the bind address.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env_int("STUDIO_HSTS_SECONDS", 31536000, minimum=0)
+# HSTS for sibling subdomains and the browsers' preload list commit a whole domain, which is
+# its owner's decision, not the studio's: the studio sets HSTS for its own host only.
+SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -54,6 +100,7 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "endpoints_app",
 ]
 
@@ -68,6 +115,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "endpoints_app.middleware.WorkspaceMiddleware",
+    # Last, as django-axes asks: it turns a throttled sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -109,6 +158,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "portal.auth.LoginThrottleBackend",  # first: refuses a locked-out sign-in before checking it
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Sign-in throttling (django-axes): this many failures for one username from one address
+# lock that pair out for STUDIO_LOGIN_COOLOFF_MINUTES; a success resets the count.
+AXES_FAILURE_LIMIT = env_int("STUDIO_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("STUDIO_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "portal.auth.client_ip"
+AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
+AXES_VERBOSE = False
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal import errors
@@ -16,6 +16,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("endpoints_app.api.urls")),
+    # Near misses under /api/ (a trailing slash, a typo) get the API's JSON 404, also with DEBUG on.
+    re_path(r"^api/", errors.api_not_found),
     path("", include("endpoints_app.views.urls")),
 ]
 

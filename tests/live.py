@@ -61,7 +61,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         "DATABASE_URL": database_url(),
         "STUDIO_DATA_DIR": str(settings.DATA_DIR),
         "SECRET_KEY": settings.SECRET_KEY,
-        "DEBUG": "1",
+        "DEBUG": "0",  # as in production: JSON/HTML error pages, no query log
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "STUDIO_NODE_NAME": NODE_NAME,
         "STUDIO_NODE_CORES": str(NODE_CORES),

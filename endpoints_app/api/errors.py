@@ -4,7 +4,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -76,9 +76,3 @@ def exception_handler(exc, context):
     logger.exception("Unhandled API error")
     return Response(error_body(500, "Internal server error."), status=500)
 
-
-def json_error_view(status_code: int, message: str):
-    def view(request, exception=None, *args, **kwargs):
-        return JsonResponse(error_body(status_code, message), status=status_code)
-
-    return view

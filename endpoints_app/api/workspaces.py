@@ -1,4 +1,5 @@
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
@@ -44,18 +45,22 @@ class MemberUpdateSerializer(serializers.Serializer):
     role = serializers.CharField()
 
 
+@extend_schema(responses=InstanceTypeSerializer(many=True))
 @api_view(["GET"])
 def instance_types(request):
     rows = InstanceType.objects.filter(is_active=True)
     return Response(InstanceTypeSerializer(rows, many=True).data)
 
 
+@extend_schema(responses=WorkspaceMembershipSerializer(many=True))
 @api_view(["GET"])
 def workspaces(request):
     rows = Membership.objects.filter(user=request.user).select_related("workspace")
     return Response(WorkspaceMembershipSerializer(rows, many=True).data)
 
 
+@extend_schema(methods=["GET"], operation_id="workspaces_members_list", responses=MemberSerializer(many=True))
+@extend_schema(methods=["POST"], request=MemberCreateSerializer, responses={201: MemberSerializer})
 @api_view(["GET", "POST"])
 def members(request, ws: str):
     if request.method == "GET":
@@ -69,6 +74,9 @@ def members(request, ws: str):
     return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(methods=["GET"], responses=MemberSerializer)
+@extend_schema(methods=["PATCH", "PUT"], request=MemberUpdateSerializer, responses=MemberSerializer)
+@extend_schema(methods=["DELETE"], responses={204: None})
 @api_view(["GET", "PATCH", "PUT", "DELETE"])
 def member(request, ws: str, username: str):
     need = Role.READER if request.method == "GET" else Role.OWNER
