@@ -149,7 +149,7 @@ node = Node.objects.create(name="local", host="127.0.0.1", cores=2, memory_gb=4,
 nonce = keys.new_nonce()
 key = keys.derive_key(nonce)
 ep = Endpoint.objects.create(workspace=ws, name="bench", traffic={{"blue": 100}}, provisioning_state="Succeeded",
-                             primary_key_nonce=nonce, primary_key_digest=keys.digest(key))
+                             primary_key_nonce=nonce)
 dep = Deployment.objects.create(endpoint=ep, name="blue", model=model, instance_type=InstanceType.objects.first(),
                                 request_settings={{"max_concurrent_requests_per_instance": 64,
                                                    "request_timeout_ms": 10000}},

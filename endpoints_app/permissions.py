@@ -44,3 +44,9 @@ def check_workspace(user, workspace_name: str, need: Role = Role.READER) -> Work
 def can(user, workspace: Workspace, need: Role) -> bool:
     role = role_in(user, workspace)
     return role is not None and RANK[role] >= RANK[need]
+
+
+def can_see_env_values(user, workspace: Workspace) -> bool:
+    """Deployment environment variable values (often credentials) are for those who may write
+    them: Contributors and Owners. Readers see the names."""
+    return can(user, workspace, Role.CONTRIBUTOR)

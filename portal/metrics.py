@@ -1,15 +1,19 @@
 """GET /metrics: Prometheus text format (version 0.0.4).
 
-Open to loopback callers; others need `Authorization: Bearer $STUDIO_METRICS_TOKEN`
-(and get 403 when no token is configured). Counters are cumulative since the first
+With STUDIO_METRICS_TOKEN set, every caller needs `Authorization: Bearer <token>`. Without
+it, only a caller whose socket is loopback and who sent no proxy header (X-Forwarded-For,
+Forwarded, X-Real-IP) gets in: a reverse proxy on the same host makes every visitor
+loopback, and those headers are how it shows. Counters are cumulative since the first
 request the gateway counted, read from the usage rows (rollups plus minute rows), so
-every web worker answers the same numbers."""
+every web worker answers the same numbers; a snapshot is served for
+STUDIO_METRICS_CACHE_SECONDS, so scrapers do not aggregate all usage on every call."""
 
 import hmac
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -23,15 +27,30 @@ ALL_TIME = query.DAY * 365 * 200  # one bucket spanning every stored row
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+CACHE_KEY = "studio:metrics:snapshot"
+
+
 def _allowed(request) -> tuple[bool, int]:
-    if request.META.get("REMOTE_ADDR", "") in LOOPBACK:
-        return True, 200
-    token = getattr(settings, "STUDIO_METRICS_TOKEN", None)
-    if not token:
-        return False, 403
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.startswith("Bearer ") else ""
-    return (hmac.compare_digest(given.encode(), token.encode()), 401)
+    token = settings.STUDIO_METRICS_TOKEN
+    if token:
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        return hmac.compare_digest(given.encode(), token.encode()), 401
+    direct = not any(request.META.get(name) for name in PROXY_HEADERS)
+    return (request.META.get("REMOTE_ADDR", "") in LOOPBACK and direct), 403
+
+
+def snapshot() -> str:
+    """render_metrics(), at most STUDIO_METRICS_CACHE_SECONDS old."""
+    seconds = settings.STUDIO_METRICS_CACHE_SECONDS
+    if seconds <= 0:
+        return render_metrics()
+    text = cache.get(CACHE_KEY)
+    if text is None:
+        text = render_metrics()
+        cache.set(CACHE_KEY, text, seconds)
+    return text
 
 
 def _escape(value: str) -> str:
@@ -135,9 +154,10 @@ def _job_gauges() -> list[str]:
 def metrics(request):
     ok, status = _allowed(request)
     if not ok:
-        response = HttpResponse("Forbidden: /metrics is open on loopback or with the metrics bearer token.\n",
-                                status=status, content_type="text/plain")
+        message = ("Unauthorized: send Authorization: Bearer <STUDIO_METRICS_TOKEN>.\n" if status == 401 else
+                   "Forbidden: set STUDIO_METRICS_TOKEN to scrape /metrics from another host or through a proxy.\n")
+        response = HttpResponse(message, status=status, content_type="text/plain")
         if status == 401:
             response["WWW-Authenticate"] = "Bearer"
         return response
-    return HttpResponse(render_metrics(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    return HttpResponse(snapshot(), content_type="text/plain; version=0.0.4; charset=utf-8")

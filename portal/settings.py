@@ -232,8 +232,10 @@ CELERY_BEAT_SCHEDULE = {
     "metering-rollup": {"task": "metering.rollup", "schedule": 60.0, "options": {"expires": 120.0}},
     "metering-sample-instances": {"task": "metering.sample_instances", "schedule": 30.0, "options": {"expires": 30.0}},
 }
-# /metrics: open on loopback; from elsewhere only with `Authorization: Bearer <this token>`.
+# /metrics: with a token, `Authorization: Bearer <token>` from anywhere; without one, only
+# direct loopback callers (no proxy headers). Scrapes within the cache period share one snapshot.
 STUDIO_METRICS_TOKEN = env_str("STUDIO_METRICS_TOKEN")
+STUDIO_METRICS_CACHE_SECONDS = env_int("STUDIO_METRICS_CACHE_SECONDS", 10, minimum=0, maximum=3600)
 # The node this process's worker runs on (the supervisor uses the same name for its queue).
 STUDIO_NODE_NAME = env_str("STUDIO_NODE_NAME") or socket.gethostname()
 # The address the gateway uses to reach this node's model servers (they bind to it too).

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from endpoints_app.errors import InvalidInput
 from endpoints_app.models import Deployment, Endpoint, ProvisioningState, Role, Workspace
-from endpoints_app.permissions import check_workspace
+from endpoints_app.permissions import can_see_env_values, check_workspace
 from endpoints_app.services import deployments as deployment_svc
 from endpoints_app.services import keys as key_svc
 from endpoints_app.services import online as endpoint_svc
@@ -137,15 +137,23 @@ def endpoint_data(request, endpoint: Endpoint) -> dict:
     }
 
 
-def deployment_data(deployment: Deployment) -> dict:
+HIDDEN_VALUE = "(hidden)"
+
+
+def deployment_data(deployment: Deployment, reveal_env: bool = True) -> dict:
+    """reveal_env False (a Reader asks): environment variable names, not their values (they are
+    often credentials)."""
     endpoint = deployment.endpoint
+    env = deployment.environment_variables or {}
+    if not reveal_env:
+        env = dict.fromkeys(env, HIDDEN_VALUE)
     return {
         "name": deployment.name,
         "endpoint_name": endpoint.name,
         "model": deployment.model.asset_id,
         "model_format": deployment.model.format,
         "code_configuration": deployment.code_configuration,
-        "environment_variables": deployment.environment_variables,
+        "environment_variables": env,
         "instance_type": deployment.instance_type.name,
         "instance_count": deployment.instance_count,
         "scale_settings": deployment.scale_settings or {"type": "default"},
@@ -316,7 +324,8 @@ def deployments(request, ws: str, name: str):
         rows = endpoint.deployments.select_related("endpoint", "model", "instance_type").prefetch_related(
             "instances__node"
         )
-        return Response([deployment_data(d) for d in rows])
+        reveal = can_see_env_values(request.user, workspace)
+        return Response([deployment_data(d, reveal) for d in rows])
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)
     deployment = deployment_svc.do_create_deployment(Actor.from_request(request), endpoint, _body(request))
@@ -328,7 +337,8 @@ def deployments(request, ws: str, name: str):
 def deployment(request, ws: str, name: str, deployment_name: str):
     if request.method == "GET":
         workspace = check_workspace(request.user, ws)
-        return Response(deployment_data(_deployment(_endpoint(workspace, name), deployment_name)))
+        reveal = can_see_env_values(request.user, workspace)
+        return Response(deployment_data(_deployment(_endpoint(workspace, name), deployment_name), reveal))
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)
     actor = Actor.from_request(request)

@@ -376,7 +376,7 @@ def _authorized(endpoint: EndpointRoute, auth: bytes | None, api_key: bytes | No
         if not credential:
             continue
         if endpoint.auth_mode == "aml_token":
-            if keys.verify_token(credential, endpoint.name):
+            if keys.verify_token(credential, endpoint.id, endpoint.token_generation):
                 return True
         elif keys.matches(credential, endpoint.key_digests):
             return True

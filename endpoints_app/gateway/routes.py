@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from django.db import close_old_connections, transaction
 from yarl import URL
 
+from endpoints_app import keys
+
 # Defaults of the cloud ML CLI v2 request_settings, used when a deployment omits them.
 DEFAULT_REQUEST_TIMEOUT_MS = 5000
 DEFAULT_MAX_CONCURRENT_REQUESTS = 1
@@ -112,7 +114,7 @@ class EndpointRoute:
     name: str
     kind: str
     auth_mode: str
-    key_digests: tuple[str, ...]
+    key_digests: tuple[str, ...]  # each slot's key under SECRET_KEY and each fallback
     deployments: dict[str, DeploymentRoute]
     traffic: dict[str, int]
     mirror_traffic: dict[str, int]
@@ -121,6 +123,7 @@ class EndpointRoute:
     _cumulative: tuple[int, ...] = ()
     mirror_deployment: str | None = None
     mirror_fraction: float = 0.0
+    token_generation: int = 1
 
     def __post_init__(self) -> None:
         names, cumulative, total = [], [], 0
@@ -219,7 +222,7 @@ def load_route_table() -> RouteTable:
             .exclude(provisioning_state=ProvisioningState.DELETING)
             .values(
                 "id", "name", "kind", "auth_mode", "traffic", "mirror_traffic",
-                "primary_key_digest", "secondary_key_digest",
+                "primary_key_nonce", "secondary_key_nonce", "token_generation",
             )
         )
         ids = [e["id"] for e in endpoints]
@@ -265,13 +268,14 @@ def load_route_table() -> RouteTable:
         )
     table = RouteTable(version=version, loaded_at=time.monotonic())
     for ep in endpoints:
-        digests = tuple(d for d in (ep["primary_key_digest"], ep["secondary_key_digest"]) if d)
+        digests = keys.accepted_digests((ep["primary_key_nonce"], ep["secondary_key_nonce"]))
         table.endpoints[ep["name"]] = EndpointRoute(
             id=ep["id"],
             name=ep["name"],
             kind=ep["kind"],
             auth_mode=ep["auth_mode"],
             key_digests=digests,
+            token_generation=ep["token_generation"],
             deployments=by_endpoint.get(ep["id"], {}),
             traffic={k: int(v) for k, v in (ep["traffic"] or {}).items() if isinstance(v, int | float)},
             mirror_traffic={k: int(v) for k, v in (ep["mirror_traffic"] or {}).items() if isinstance(v, int | float)},

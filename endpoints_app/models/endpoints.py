@@ -52,11 +52,11 @@ class Endpoint(models.Model):
         max_length=16, choices=ProvisioningState.choices, default=ProvisioningState.CREATING
     )
     error = models.TextField(blank=True)
-    # Keys are derived from SECRET_KEY and a per-slot nonce; only the nonce and a digest are stored.
+    # Keys are derived from SECRET_KEY and a per-slot nonce; only the nonces are stored (endpoints_app/keys.py).
     primary_key_nonce = models.CharField(max_length=64, blank=True)
-    primary_key_digest = models.CharField(max_length=64, blank=True)
     secondary_key_nonce = models.CharField(max_length=64, blank=True)
-    secondary_key_digest = models.CharField(max_length=64, blank=True)
+    # aml_tokens name this; key regeneration and deletion bump it, so older tokens stop.
+    token_generation = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)

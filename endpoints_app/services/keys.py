@@ -33,13 +33,27 @@ def do_regenerate_key(actor: Actor, endpoint: Endpoint, key_type: str) -> str:
         raise InvalidInput(f"key_type must be primary or secondary, not {key_type!r}.", field="key_type")
     endpoint = lock_endpoint(endpoint)
     nonce = keys.new_nonce()
-    key = keys.derive_key(nonce)
     setattr(endpoint, f"{key_type}_key_nonce", nonce)
-    setattr(endpoint, f"{key_type}_key_digest", keys.digest(key))
-    endpoint.save(update_fields=[f"{key_type}_key_nonce", f"{key_type}_key_digest", "updated_at"])
+    endpoint.token_generation += 1  # regenerating also revokes the endpoint's aml_tokens
+    endpoint.save(update_fields=[f"{key_type}_key_nonce", "token_generation", "updated_at"])
     record(actor, "endpoint.regenerate_key", endpoint, endpoint.workspace, key_type=key_type)
     RouteVersion.bump()
-    return key
+    return keys.derive_key(nonce)
+
+
+@transaction.atomic
+def do_regenerate_all_keys(actor: Actor) -> int:
+    """New keys for both slots of every endpoint and a new token generation (after a leak, or to
+    retire a secret at once instead of waiting for it to leave SECRET_KEY_FALLBACKS)."""
+    count = 0
+    for endpoint in Endpoint.objects.select_for_update().order_by("pk"):
+        endpoint.primary_key_nonce, endpoint.secondary_key_nonce = keys.new_nonce(), keys.new_nonce()
+        endpoint.token_generation += 1
+        endpoint.save(update_fields=["primary_key_nonce", "secondary_key_nonce", "token_generation", "updated_at"])
+        record(actor, "endpoint.regenerate_key", endpoint, endpoint.workspace, key_type="all")
+        count += 1
+    RouteVersion.bump()
+    return count
 
 
 def issue_endpoint_token(actor: Actor, endpoint: Endpoint) -> dict:
@@ -48,7 +62,7 @@ def issue_endpoint_token(actor: Actor, endpoint: Endpoint) -> dict:
         raise InvalidInput(
             f"Endpoint '{endpoint.name}' uses key auth; tokens are for aml_token endpoints.", field="auth_mode"
         )
-    token, expiry = keys.issue_token(endpoint.name)
+    token, expiry = keys.issue_token(endpoint.pk, endpoint.token_generation)
     record(actor, "endpoint.token", endpoint, endpoint.workspace, expiry_time_utc=expiry)
     return {"access_token": token, "expiry_time_utc": expiry, "token_type": "Bearer"}
 

@@ -80,9 +80,7 @@ def do_create_endpoint(
         # An endpoint is a name, keys and a route: nothing to provision until a deployment.
         provisioning_state=ProvisioningState.SUCCEEDED,
         primary_key_nonce=primary,
-        primary_key_digest=keys.digest(keys.derive_key(primary)),
         secondary_key_nonce=secondary,
-        secondary_key_digest=keys.digest(keys.derive_key(secondary)),
     )
     record(actor, "endpoint.create", endpoint, workspace, kind=kind, auth_mode=auth_mode)
     RouteVersion.bump()
@@ -164,6 +162,8 @@ def do_delete_endpoint(actor: Actor, endpoint: Endpoint) -> None:
     request_stop(Instance.objects.filter(deployment__endpoint=endpoint))
     running = Instance.objects.filter(deployment__endpoint=endpoint, state__in=LIVE_INSTANCE_STATES).exists()
     record(actor, "endpoint.delete", endpoint, endpoint.workspace, deployments=[d.name for d in deployments])
+    endpoint.token_generation += 1  # its aml_tokens stop, whatever is named like it later
+    endpoint.save(update_fields=["token_generation"])
     if running:
         endpoint.provisioning_state = ProvisioningState.DELETING
         endpoint.save(update_fields=["provisioning_state", "updated_at"])

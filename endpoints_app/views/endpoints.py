@@ -567,7 +567,7 @@ def send_test_request(endpoint: Endpoint, body: str, deployment: str | None) -> 
     if endpoint.auth_mode == Endpoint.AuthMode.KEY:
         credential = key_svc.get_keys(endpoint)["primary_key"]
     else:
-        credential, _ = keys.issue_token(endpoint.name)
+        credential, _ = keys.issue_token(endpoint.pk, endpoint.token_generation)
     headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
     if deployment:
         headers["azureml-model-deployment"] = deployment

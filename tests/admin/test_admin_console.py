@@ -32,7 +32,7 @@ def it_client(client, db):
 
 def make_endpoint(workspace, name: str, deployments: int = 1) -> Endpoint:
     endpoint = Endpoint.objects.create(
-        workspace=workspace, name=name, traffic={"blue": 100}, primary_key_digest="d" * 64,
+        workspace=workspace, name=name, traffic={"blue": 100},
         primary_key_nonce="n" * 32, provisioning_state="Succeeded",
     )
     model = CatalogModel.objects.get_or_create(

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from endpoints_app import keys
+from endpoints_app.models import Endpoint
 from tests.live import make_custom_model, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -55,9 +56,11 @@ def test_aml_token_endpoints_take_tokens_until_they_expire(live_gateway, owner_a
     token = owner_api.post(f"{BASE}/tokened/token").json()["access_token"]
 
     wait_for(lambda: score(live_gateway, "tokened", token).status_code == 200, timeout=10, what="token accepted")
-    expired, _ = keys.issue_token("tokened", lifetime=-1)
+    tokened = Endpoint.objects.get(name="tokened")
+    expired, _ = keys.issue_token(tokened.pk, tokened.token_generation, lifetime=-1)
     assert score(live_gateway, "tokened", expired).status_code == 401
-    other, _ = keys.issue_token("doubler")
+    doubler = Endpoint.objects.get(name="doubler")
+    other, _ = keys.issue_token(doubler.pk, doubler.token_generation)
     assert score(live_gateway, "tokened", other).status_code == 401
 
 

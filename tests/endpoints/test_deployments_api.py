@@ -240,3 +240,17 @@ def test_gguf_models_get_a_longer_default_request_timeout(owner_api, endpoint_fa
     response = post_deployment(owner_api, {"name": "blue", "model": "tiny-chat:1"}, endpoint="chat")
     assert response.status_code == 202
     assert response.json()["request_settings"]["request_timeout_ms"] == 120000
+
+
+def test_it_hides_environment_variable_values_from_readers(owner_api, contributor_api, reader_api,
+                                                          endpoint_factory, catalog_model):
+    endpoint_factory("iris")
+    body = spec(catalog_model, environment_variables={"DB_PASSWORD": "hunter2", "WORKERS": "2"})
+    assert post_deployment(owner_api, body).status_code == 202
+    for api in (owner_api, contributor_api):
+        assert api.get(f"{BASE}/iris/deployments/blue").json()["environment_variables"]["DB_PASSWORD"] == "hunter2"
+    one = reader_api.get(f"{BASE}/iris/deployments/blue")
+    listed = reader_api.get(f"{BASE}/iris/deployments")
+    assert one.json()["environment_variables"] == {"DB_PASSWORD": "(hidden)", "WORKERS": "(hidden)"}
+    assert b"hunter2" not in one.content and b"hunter2" not in listed.content
+    assert listed.json()[0]["environment_variables"].keys() == {"DB_PASSWORD", "WORKERS"}

@@ -121,8 +121,8 @@ def test_list_keys_shows_two_keys_that_are_not_stored(owner_api, endpoint_factor
     endpoint = Endpoint.objects.get(name="iris")
     stored = " ".join(str(v) for v in Endpoint.objects.filter(pk=endpoint.pk).values().first().values())
     assert primary not in stored and secondary not in stored
-    assert keys.matches(primary, (endpoint.primary_key_digest,))
-    assert keys.matches(secondary, (endpoint.secondary_key_digest,))
+    assert keys.matches(primary, keys.accepted_digests((endpoint.primary_key_nonce,)))
+    assert keys.matches(secondary, keys.accepted_digests((endpoint.secondary_key_nonce,)))
 
 
 def test_regenerating_a_key_replaces_only_that_slot_and_is_never_audited_in_clear(owner_api, endpoint_factory):
@@ -137,7 +137,8 @@ def test_regenerating_a_key_replaces_only_that_slot_and_is_never_audited_in_clea
     assert new["secondary_key"] != old["secondary_key"]
     assert response.json()["secondary_key"] == new["secondary_key"]
     endpoint = Endpoint.objects.get(name="iris")
-    assert not keys.matches(old["secondary_key"], (endpoint.primary_key_digest, endpoint.secondary_key_digest))
+    nonces = (endpoint.primary_key_nonce, endpoint.secondary_key_nonce)
+    assert not keys.matches(old["secondary_key"], keys.accepted_digests(nonces))
     audit = " ".join(str(a.details) for a in AuditLog.objects.all())
     assert new["secondary_key"] not in audit and old["primary_key"] not in audit
 
@@ -152,8 +153,9 @@ def test_aml_token_endpoints_issue_tokens_with_an_expiry(owner_api, endpoint_fac
     response = owner_api.post(f"{BASE}/iris/token")
     assert response.status_code == 200
     body = response.json()
-    assert keys.verify_token(body["access_token"], "iris")
-    assert not keys.verify_token(body["access_token"], "other")
+    endpoint = Endpoint.objects.get(name="iris")
+    assert keys.verify_token(body["access_token"], endpoint.pk, endpoint.token_generation)
+    assert not keys.verify_token(body["access_token"], endpoint.pk + 1, endpoint.token_generation)
     assert time.time() < body["expiry_time_utc"] <= time.time() + keys.TOKEN_LIFETIME_SECONDS + 1
     assert owner_api.post(f"{BASE}/iris/list-keys").status_code == 400
 

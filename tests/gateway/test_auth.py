@@ -63,11 +63,11 @@ def test_regenerated_key_is_rejected_within_two_seconds(procs, make_endpoint):
 
 def test_aml_token_endpoint_takes_tokens_until_they_expire(procs, make_endpoint):
     port, _ = procs.upstream()
-    _, creds = make_endpoint("tokened", {"blue": ([port], 100, SETTINGS)}, auth_mode="aml_token")
+    endpoint, creds = make_endpoint("tokened", {"blue": ([port], 100, SETTINGS)}, auth_mode="aml_token")
     url, _ = procs.gateway()
     score = f"{url}/inference/tokened/score"
-    token, expiry = keys.issue_token("tokened", lifetime=2)
-    other_endpoints_token, _ = keys.issue_token("someone-else")
+    token, expiry = keys.issue_token(endpoint.pk, endpoint.token_generation, lifetime=2)
+    other_endpoints_token, _ = keys.issue_token(endpoint.pk + 1000, endpoint.token_generation)
 
     assert requests.post(score, json=BODY, headers=auth(token)).status_code == 200
     # Keys are not tokens: an aml_token endpoint refuses them.
