@@ -31,6 +31,7 @@ from endpoints_app.models import (
     UsageMinute,
     Workspace,
 )
+from endpoints_app.services.audit import Actor, record
 
 admin.site.site_header = "Studio admin console"
 admin.site.site_title = "Studio admin"
@@ -63,6 +64,31 @@ def admin_link(obj, label: str | None = None):
         return "—"
     url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every write in the console lands in the studio's audit log, as writes elsewhere do,
+    in the same transaction as the write (Django's admin calls these hooks inside it)."""
+
+    def _audit(self, request, verb: str, obj, **details) -> None:
+        workspace = obj if isinstance(obj, Workspace) else getattr(obj, "workspace", None)
+        if workspace is not None and not isinstance(workspace, Workspace):
+            workspace = None
+        actor = Actor(user=request.user, via=AuditLog.Via.ADMIN)
+        record(actor, f"admin.{obj._meta.model_name}.{verb}", obj, workspace, **details)
+
+    def log_addition(self, request, obj, message):
+        self._audit(request, "add", obj, change=message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        self._audit(request, "change", obj, change=message)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            self._audit(request, "delete", obj)
+        return super().log_deletions(request, queryset)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -117,7 +143,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class StudioUserAdmin(DjangoUserAdmin):
+class StudioUserAdmin(AuditedAdmin, DjangoUserAdmin):
     list_display = ["username", "email", "workspaces", "is_staff", "is_active", "last_login"]
     list_filter = ["is_staff", "is_superuser", "is_active", "memberships__role"]
     inlines = [UserMembershipInline]
@@ -131,7 +157,7 @@ class StudioUserAdmin(DjangoUserAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AuditedAdmin):
     """Tokens by prefix only: the database holds digests, and values are shown once to their user."""
 
     list_display = ("prefix_label", "user", "created", "last_used", "expiry")
@@ -152,7 +178,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
+class WorkspaceAdmin(AuditedAdmin):
     list_display = ["name", "display_name", "member_count", "endpoint_count", "monthly_budget", "created_at"]
     search_fields = ["name", "display_name"]
     inlines = [MembershipInline, QuotaInline]
@@ -178,7 +204,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdmin):
     list_display = ["user", "workspace", "role", "created_at"]
     list_filter = ["role", "workspace"]
     list_select_related = ["user", "workspace"]
@@ -187,7 +213,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(QuotaLimit)
-class QuotaLimitAdmin(admin.ModelAdmin):
+class QuotaLimitAdmin(AuditedAdmin):
     list_display = ["workspace", "family", "max_cores"]
     list_editable = ["max_cores"]
     list_filter = ["family", "workspace"]
@@ -197,7 +223,7 @@ class QuotaLimitAdmin(admin.ModelAdmin):
 
 
 @admin.register(InstanceType)
-class InstanceTypeAdmin(admin.ModelAdmin):
+class InstanceTypeAdmin(AuditedAdmin):
     list_display = ["name", "family", "cores", "memory_gb", "price_per_hour", "is_active"]
     list_filter = ["family", "is_active"]
     search_fields = ["name", "family"]
@@ -223,7 +249,7 @@ class CatalogOwnerFilter(admin.SimpleListFilter):
 
 
 @admin.register(CatalogModel)
-class CatalogModelAdmin(admin.ModelAdmin):
+class CatalogModelAdmin(AuditedAdmin):
     list_display = ["name", "version", "registry", "task", "format", "license", "kinds", "pricing", "created_at"]
     list_filter = [CatalogOwnerFilter, "task", "format", "license", "registry"]
     list_select_related = ["workspace"]
@@ -375,7 +401,7 @@ class InstanceAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(AuditedAdmin):
     list_display = ["name", "host", "cores", "memory_gb", "queue", "instance_count", "last_heartbeat"]
     search_fields = ["name", "host", "queue"]
     readonly_fields = ["last_heartbeat"]

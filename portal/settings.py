@@ -312,5 +312,7 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
         "celery.beat": {"level": "WARNING"},
+        # django-axes logs every sign-in at INFO; failures and lockouts are WARNING.
+        "axes": {"level": "WARNING"},
     },
 }

@@ -68,6 +68,7 @@ class AuditLog(models.Model):
         UI = "ui"
         API = "api"
         CLI = "cli"
+        ADMIN = "admin"
         SYSTEM = "system"
 
     time = models.DateTimeField(auto_now_add=True, db_index=True)

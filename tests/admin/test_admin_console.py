@@ -159,3 +159,52 @@ def test_list_query_count_is_constant_as_rows_grow(it_client, resources, workspa
                                 object_type="endpoint", object_name=endpoint.name, via="api")
         get_user_model().objects.create_user(f"user-{index}").memberships.create(workspace=workspace)
     assert _queries(it_client, url) == few
+
+
+def test_console_writes_land_in_the_audit_log(it_client, workspace, owner, instance_types):
+    def audited(action: str) -> AuditLog:
+        row = AuditLog.objects.filter(action=action).order_by("-id").first()
+        assert row is not None, action
+        assert row.username == "it-admin" and row.via == "admin"
+        return row
+
+    response = it_client.post("/admin/endpoints_app/quotalimit/add/",
+                              {"workspace": workspace.pk, "family": "DSv2", "max_cores": 8})
+    assert response.status_code == 302, response.content[:500]
+    assert audited("admin.quotalimit.add").workspace == workspace
+    quota = QuotaLimit.objects.get(workspace=workspace)
+    it_client.post(f"/admin/endpoints_app/quotalimit/{quota.pk}/change/",
+                   {"workspace": workspace.pk, "family": "DSv2", "max_cores": 16})
+    assert audited("admin.quotalimit.change").details["change"]
+    it_client.post(f"/admin/endpoints_app/quotalimit/{quota.pk}/delete/", {"post": "yes"})
+    assert not QuotaLimit.objects.exists()
+    audited("admin.quotalimit.delete")
+
+    response = it_client.post("/admin/endpoints_app/workspace/add/", {
+        "name": "newteam", "display_name": "New team", "description": "", "monthly_budget": "",
+        "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
+        "memberships-0-user": owner.pk, "memberships-0-role": "Owner",
+        "quotas-TOTAL_FORMS": "0", "quotas-INITIAL_FORMS": "0",
+    })
+    assert response.status_code == 302, response.content[:2000]
+    assert audited("admin.workspace.add").object_name == "newteam"
+
+    response = it_client.post("/admin/auth/user/add/", {
+        "username": "newbie", "password1": "a-long-pass-123", "password2": "a-long-pass-123",
+        "usable_password": "true", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+    })
+    assert response.status_code == 302, response.content[:2000]
+    audited("admin.user.add")
+    instance_type = InstanceType.objects.first()
+    it_client.post("/admin/endpoints_app/instancetype/", {
+        "form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-0-id": instance_type.pk,
+        "form-0-price_per_hour": "1.25", "form-0-is_active": "on", "_save": "Save",
+    })
+    audited("admin.instancetype.change")
+
+
+def test_bootstrap_audits_the_default_workspace(db):
+    from django.core.management import call_command
+
+    call_command("studio_bootstrap", "--skip-catalog", stdout=open("/dev/null", "w"))
+    assert AuditLog.objects.filter(action="workspace.create", object_name="default").exists()

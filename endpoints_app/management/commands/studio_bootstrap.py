@@ -12,6 +12,8 @@ from django.db import transaction
 from endpoints_app.catalog.instance_types import seed_instance_types
 from endpoints_app.catalog.seed import seed_catalog
 from endpoints_app.models import Membership, Role, RouteVersion, Workspace
+from endpoints_app.services.audit import SYSTEM
+from endpoints_app.services.workspaces import do_create_workspace
 
 
 class Command(BaseCommand):
@@ -24,9 +26,12 @@ class Command(BaseCommand):
         with transaction.atomic():
             seed_instance_types()
             RouteVersion.objects.get_or_create(pk=1)
-            workspace, _ = Workspace.objects.get_or_create(name="default", defaults={"display_name": "Default"})
             admin = self._ensure_admin()
-            Membership.objects.get_or_create(workspace=workspace, user=admin, defaults={"role": Role.OWNER})
+            workspace = Workspace.objects.filter(name="default").first()
+            if workspace is None:
+                workspace = do_create_workspace(SYSTEM, "default", "Default", owner=admin)  # audited
+            else:
+                Membership.objects.get_or_create(workspace=workspace, user=admin, defaults={"role": Role.OWNER})
         if not options["skip_catalog"]:
             models = seed_catalog()
             self.stdout.write(f"Catalog: {len(models)} models ready.")
