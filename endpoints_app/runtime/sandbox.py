@@ -321,14 +321,19 @@ def remove_named(data_dir: Path, name: str) -> None:
 
 
 def pids_of_uid(uid: int) -> list[int]:
+    """Live processes of a uid (zombies, already dead and waiting for init to reap them, excluded)."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
-                    found.append(int(entry.name))
+                if entry.stat().st_uid != uid:
+                    continue
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    data = fh.read()
             except (FileNotFoundError, ProcessLookupError):
                 continue
+            if data[data.rfind(b")") + 2 : data.rfind(b")") + 3] not in (b"Z", b"X"):
+                found.append(int(entry.name))
     return found
 
 
