@@ -50,11 +50,17 @@ def stop_instances(data_dir: Path) -> None:
             pids.append(int(pid_file.read_text().strip()))
         except (ValueError, OSError):
             continue
+    from endpoints_app.runtime import sandbox
+
+    # Each sandboxed instance has its own uid: what left the group with setsid() is found by it.
+    uids = {uid for uid in (sandbox.uid_of(p) for p in pids) if uid is not None}
     _signal_groups(pids, signal.SIGTERM)
     deadline = time.monotonic() + INSTANCE_GRACE_SECONDS
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.2)
     _signal_groups([p for p in pids if _alive(p)], signal.SIGKILL)
+    for uid in uids:
+        sandbox.kill_uid(uid)
     for pid_file in pid_dir.glob("*.pid"):
         pid_file.unlink(missing_ok=True)
 

@@ -7,7 +7,11 @@ $STUDIO_DATA_DIR/logs/instances/<name>.log, and has a pid file in
 $STUDIO_DATA_DIR/run/instances/<name>.pid that the supervisor uses to stop
 model servers at shutdown. A process is recognised as an instance's by the
 STUDIO_INSTANCE variable in its environment, so a recycled pid is never
-mistaken for a live instance after a worker restart."""
+mistaken for a live instance after a worker restart.
+
+Instances run sandboxed (runtime/sandbox.py): started with the spec's sandbox
+(its own uid when the studio is root), and stopped by group and then by uid, so
+a process that left the group with setsid() goes too."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
+
+from endpoints_app.runtime import sandbox as sb
 
 # Popen objects this process started, so it reaps its own children (no zombies).
 _children: dict[int, subprocess.Popen] = {}
@@ -46,15 +52,22 @@ def pid_file(name: str) -> Path:
     return pid_dir() / f"{name}.pid"
 
 
-def start(name: str, argv: list[str], env: dict[str, str], cwd: str | None, note: str = "") -> int:
+def start(name: str, argv: list[str], env: dict[str, str], cwd: str | None, note: str = "",
+          sandbox: sb.SandboxSpec | None = None) -> int:
     """Start one model server; returns its pid. Output is appended to the instance log."""
     reap()
     path = log_path(name)
     env = dict(env)
     env["STUDIO_INSTANCE"] = name
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    kwargs: dict = {"start_new_session": True, "close_fds": True}
+    if sandbox is not None:
+        sb.prepare(sandbox)
+        kwargs = sandbox.popen_kwargs()
     with open(path, "ab") as log:
         log.write(f"=== {stamp} UTC starting instance {name}{(' ' + note) if note else ''} ===\n".encode())
+        if sandbox is not None:
+            log.write(f"=== {sb.describe(sandbox.limits)} ===\n".encode())
         log.flush()
         proc = subprocess.Popen(
             argv,
@@ -63,8 +76,7 @@ def start(name: str, argv: list[str], env: dict[str, str], cwd: str | None, note
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
+            **kwargs,
         )
     _children[proc.pid] = proc
     pid_file(name).write_text(str(proc.pid))
@@ -136,7 +148,9 @@ def stop(pid: int | None, name: str, grace: float = 5.0) -> None:
     """SIGTERM the instance's process group, SIGKILL after `grace` seconds; remove its pid file."""
     if not pid:
         return
+    uid = None
     if is_running(pid, name):
+        uid = sb.uid_of(pid)
         signal_group(pid, signal.SIGTERM)
         # Identity is checked once, above: an exiting process's environ reads empty
         # before it is gone, so from here on wait for the pid itself to end.
@@ -148,7 +162,16 @@ def stop(pid: int | None, name: str, grace: float = 5.0) -> None:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.05)
+    if uid is not None:
+        # Whatever of this sandbox uid is left (children that left the group): only that instance uses it.
+        sb.kill_uid(uid)
     forget(name, pid)
+
+
+def kill_sandbox(port: int | None) -> None:
+    """Kill what is left of the sandbox uid of the instance that had this port (see sandbox.instance_sandbox)."""
+    if port:
+        sb.kill_uid(sb.UID_BASE + int(port))
 
 
 def _alive(pid: int) -> bool:
@@ -169,6 +192,7 @@ def forget(name: str, pid: int | None = None) -> None:
             reap()
             return
     path.unlink(missing_ok=True)
+    sb.remove_named(Path(settings.DATA_DIR), name)
     reap()
 
 

@@ -280,7 +280,7 @@ def converge_node(node: Node, deployment_id: int | None = None, starting_only: b
 def _specs(node: Node, instance: Instance):
     from endpoints_app.runtime.launch import launch_spec
 
-    return launch_spec(instance.deployment, instance.port or 0, host=node.host)
+    return launch_spec(instance.deployment, instance.port or 0, host=node.host, name=instance.name)
 
 
 def _launch(node: Node, instance: Instance) -> None:
@@ -304,7 +304,7 @@ def _launch(node: Node, instance: Instance) -> None:
             return
         attempt = f"(attempt {row.restarts + 1}, port {port})"
         try:
-            row.pid = process.start(row.name, spec.argv, spec.env, spec.cwd, note=attempt)
+            row.pid = process.start(row.name, spec.argv, spec.env, spec.cwd, note=attempt, sandbox=spec.sandbox)
         except OSError as exc:  # the runtime's executable or working directory is missing
             process.note(row.name, f"could not start: {exc}")
             row.state = InstanceState.FAILED
@@ -446,6 +446,7 @@ def _converge_stopping(instance: Instance) -> None:
             process.signal_group(instance.pid, signal.SIGKILL)
             process.note(instance.name, "instance did not stop in time (SIGKILL)")
         return
+    process.kill_sandbox(instance.port)
     process.forget(instance.name, instance.pid)
     Instance.objects.filter(pk=instance.pk, state=InstanceState.STOPPING).update(
         state=InstanceState.STOPPED, pid=None, stopped_at=instance.stopped_at or now

@@ -10,7 +10,10 @@ describes them, so it never imports a model runtime.
 
 `env` is the COMPLETE environment for the child (pass it as `env=`): it does not
 inherit the web or worker environment, so SECRET_KEY, DATABASE_URL and friends
-never reach user code.
+never reach user code. `sandbox` says where the process lives and what it may see
+(runtime/sandbox.py): argv and cwd already name the sandbox's links to the model's
+artifacts; `sandbox.prepare(spec.sandbox)` creates them and `spec.sandbox.popen_kwargs()`
+drops privileges. `secret` is the per-instance secret the gateway must present.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+
+from endpoints_app.runtime import sandbox as sb
 
 # Variables a model server may legitimately need from the parent environment.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LD_LIBRARY_PATH")
@@ -43,6 +48,12 @@ class LaunchSpec:
     ready_path: str
     live_path: str
     cwd: str | None = field(default=None)
+    sandbox: sb.SandboxSpec | None = field(default=None)
+
+    @property
+    def command(self) -> list[str]:
+        """The model server's own command line, without the sandbox wrapper in front."""
+        return self.argv[self.argv.index("--") + 1:] if "--" in self.argv else self.argv
 
 
 def resolve_artifact(path: str) -> Path:
@@ -83,10 +94,21 @@ def _code_configuration(deployment, model) -> tuple[Path | None, str]:
     return None, ""
 
 
-def launch_spec(deployment, port: int, host: str = "127.0.0.1") -> LaunchSpec:
+def _sandbox(deployment, port: int, name: str | None) -> sb.SandboxSpec:
+    itype = getattr(deployment, "instance_type", None)
+    limits = sb.instance_limits(getattr(itype, "cores", None), getattr(itype, "memory_gb", None))
+    return sb.instance_sandbox(name or f"{_display_name(deployment)}-{port}", port, Path(settings.DATA_DIR), limits)
+
+
+def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None = None) -> LaunchSpec:
+    """How to start one instance; `name` (the instance's) names its sandbox folder."""
     model = deployment.model
     env = _base_env(deployment)
+    box = _sandbox(deployment, port, name)
     artifact = resolve_artifact(model.artifact_path) if model.artifact_path else None
+    artifact_is_dir = artifact is not None and artifact.is_dir()
+    if artifact is not None:
+        artifact = box.expose(artifact, "model")
 
     if model.format == "gguf":
         argv = [
@@ -102,15 +124,20 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1") -> LaunchSpec:
         # User variables last so they can tune the runtime, but never the offline flags.
         env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
         env.update(OFFLINE_ENV)
+        env.update(box.env())
         # llama_cpp.server loads the model before it binds, so any answer means ready.
         return LaunchSpec(
-            argv=argv, env=env, ready_path="/v1/models", live_path="/v1/models", cwd=str(settings.DATA_DIR)
+            argv=box.wrap(argv, str(box.home)), env=env, ready_path="/v1/models", live_path="/v1/models",
+            cwd=str(box.home),
+            sandbox=box,
         )
 
     if model.format not in GENERIC_FORMATS:
         raise ValueError(f"No runtime for model format {model.format!r}")
 
     code_dir, script = _code_configuration(deployment, model)
+    if code_dir is not None:
+        code_dir = box.expose(code_dir, "code")
     fmt = "custom" if code_dir is not None else model.format
     argv = [sys.executable, "-m", "endpoints_app.runtime.server", "--format", fmt]
     if artifact is not None:
@@ -120,10 +147,12 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1") -> LaunchSpec:
     argv += ["--host", host, "--port", str(port), "--name", _display_name(deployment)]
     if artifact is not None:
         # The convention users' score.py files follow: init() finds the model here.
-        env["AZUREML_MODEL_DIR"] = str(artifact if artifact.is_dir() else artifact.parent)
+        env["AZUREML_MODEL_DIR"] = str(artifact if artifact_is_dir else artifact.parent)
         env["STUDIO_MODEL_PATH"] = str(artifact)
     env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
     env.update(OFFLINE_ENV)
+    env.update(box.env())
     # score.py files open their own files by relative path, as they would in their folder.
-    cwd = str(code_dir) if code_dir is not None and code_dir.is_dir() else str(settings.DATA_DIR)
-    return LaunchSpec(argv=argv, env=env, ready_path="/health/ready", live_path="/health/live", cwd=cwd)
+    cwd = str(code_dir) if code_dir is not None else str(box.home)
+    return LaunchSpec(argv=box.wrap(argv, cwd), env=env, ready_path="/health/ready", live_path="/health/live", cwd=cwd,
+                      sandbox=box)

@@ -5,7 +5,8 @@ web process never does it: it calls validate_in_subprocess(), which starts
 
     python -m endpoints_app.runtime.validate --format FMT --path PATH --result OUT.json
 
-with a clean environment (no secrets) and a timeout. The child loads the model
+in a sandbox (runtime/sandbox.py: its own uid when the studio is root, a clean environment
+without secrets, limits) with a timeout. The child loads the model
 the way the model server would, and writes what it learnt (task, number of
 features, a sample request) or the problem it found to OUT.json.
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -42,34 +45,84 @@ class Validation:
 
 
 def validate_in_subprocess(fmt: str, path: Path, *, scoring_script: str = "score.py",
-                           timeout: float = DEFAULT_TIMEOUT_SECONDS, project_dir: Path | None = None) -> Validation:
-    """Run the checks in a child process; never raises for a bad file, returns ok=False with the reason."""
+                           timeout: float = DEFAULT_TIMEOUT_SECONDS, project_dir: Path | None = None,
+                           data_dir: Path | None = None) -> Validation:
+    """Run the checks in a sandboxed child process (runtime/sandbox.py); never raises for a bad file,
+    returns ok=False with the reason. Every process the check started is gone when this returns."""
+    from endpoints_app.runtime import sandbox as sb
+
+    if data_dir is None:
+        from django.conf import settings
+
+        data_dir = Path(settings.DATA_DIR)
+    box = sb.validation_sandbox(Path(data_dir), sb.validation_limits(timeout))
+    path = Path(path)
+    inner = box.expose(path, "model")
+    code_dir = inner if path.is_dir() else inner.parent
     env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
                 "OMP_NUM_THREADS": "1"})
     if project_dir is not None:
         env["PYTHONPATH"] = str(project_dir)
-    path = Path(path)
-    code_dir = path if path.is_dir() else path.parent
     env["AZUREML_MODEL_DIR"] = str(code_dir)
-    with tempfile.TemporaryDirectory(prefix="studio-validate-") as tmp:
-        result_file = Path(tmp) / "result.json"
-        argv = [sys.executable, "-m", "endpoints_app.runtime.validate", "--format", fmt, "--path", str(path),
-                "--scoring-script", scoring_script, "--result", str(result_file)]
-        try:
-            proc = subprocess.run(argv, env=env, cwd=str(code_dir), capture_output=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return Validation(ok=False, message=f"Checking the model took longer than {int(timeout)} seconds.")
-        if result_file.exists():
+    env.update(box.env())
+    sb.describe(box.limits)
+    try:
+        sb.prepare(box)
+        result_file = box.home / "result.json"
+        argv = box.wrap([sys.executable, "-m", "endpoints_app.runtime.validate", "--format", fmt, "--path",
+                         str(inner), "--scoring-script", scoring_script, "--result", str(result_file)], str(code_dir))
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(argv, env=env, cwd=str(code_dir), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err, **box.popen_kwargs())
             try:
-                data = json.loads(result_file.read_text())
-                return Validation(**data)
-            except (ValueError, TypeError):
-                pass
-        tail = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-3:]
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return Validation(ok=False, message=f"Checking the model took longer than {int(timeout)} seconds.")
+            finally:
+                _kill_all(proc, box)
+            data = _read_result(result_file)
+            if data is not None:
+                try:
+                    return Validation(**data)
+                except TypeError:
+                    pass
+            err.seek(0)
+            tail = err.read(1 << 20).decode("utf-8", "replace").strip().splitlines()[-3:]
         reason = " ".join(tail) or f"exit status {proc.returncode}"
         return Validation(ok=False, message=f"The model could not be loaded: {reason}")
+    finally:
+        sb.remove(box)
+
+
+def _kill_all(proc: subprocess.Popen, box) -> None:
+    """The child's whole session, then (as root) every process of its uid: a fork that called
+    setsid() or daemonised during the check does not outlive it."""
+    from endpoints_app.runtime import sandbox as sb
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    sb.kill_uid(box.uid)
+    proc.wait()
+
+
+def _read_result(path: Path) -> dict | None:
+    """The child's answer: a regular file it wrote (never a link it planted to a studio file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        raw = fh.read(4 << 20)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # -- Child side ---------------------------------------------------------------------------------

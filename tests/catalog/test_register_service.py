@@ -2,7 +2,10 @@
 bad files are refused with a 400 naming the problem, big ones with a 413."""
 
 import io
+import os
 import pickle
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -137,14 +140,21 @@ class SideEffect:
         return (exec, (f"import os; open({self.path!r}, 'w').write(str(os.getpid()))",))
 
 
-def test_pickles_are_never_loaded_in_the_calling_process(actor, workspace, tmp_path):
-    marker = tmp_path / "unpickled-by.txt"
-    with pytest.raises(InvalidInput):
-        do_register_model(actor, workspace, name="sneaky", file=upload("m.pkl", pickle.dumps(SideEffect(str(marker)))))
-    import os
-
-    assert marker.exists()
-    assert int(marker.read_text()) != os.getpid()
+def test_pickles_are_never_loaded_in_the_calling_process(actor, workspace):
+    # A folder anyone may write to: the sandboxed check cannot write anywhere private.
+    drop = Path(tempfile.mkdtemp(prefix="studio-test-", dir="/tmp"))
+    os.chmod(drop, 0o1777)
+    marker = drop / "unpickled-by.txt"
+    try:
+        with pytest.raises(InvalidInput):
+            do_register_model(actor, workspace, name="sneaky",
+                              file=upload("m.pkl", pickle.dumps(SideEffect(str(marker)))))
+        assert marker.exists()
+        assert int(marker.read_text()) != os.getpid()
+        if os.geteuid() == 0:
+            assert marker.stat().st_uid != 0  # and not as root: the sandbox's own uid
+    finally:
+        shutil.rmtree(drop, ignore_errors=True)
 
 
 def test_it_rejects_a_zip_without_score_py(actor, workspace, media):

@@ -16,6 +16,7 @@ import requests
 from endpoints_app.catalog.cards import card
 from endpoints_app.catalog.seed import build_artifacts
 from endpoints_app.models import CatalogModel, Deployment, InstanceType
+from endpoints_app.runtime import sandbox
 from endpoints_app.runtime.launch import launch_spec
 
 
@@ -31,6 +32,7 @@ class Server:
     base: str
     log_path: Path
     ready_path: str
+    box: sandbox.SandboxSpec | None = None
 
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.base + path, timeout=kw.pop("timeout", 30), **kw)
@@ -63,6 +65,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.box is not None:
+            sandbox.kill_uid(self.box.uid)
+            sandbox.remove(self.box)
 
 
 def make_deployment(model: CatalogModel, *, code_configuration: dict | None = None,
@@ -82,10 +87,12 @@ def start_server(deployment: Deployment, log_dir: Path) -> Server:
     port = free_port()
     spec = launch_spec(deployment, port)
     log_path = log_dir / f"{deployment.model.name}-{port}.log"
+    sandbox.prepare(spec.sandbox)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    return Server(proc=proc, base=f"http://127.0.0.1:{port}", log_path=log_path, ready_path=spec.ready_path)
+                                stdin=subprocess.DEVNULL, **spec.sandbox.popen_kwargs())
+    return Server(proc=proc, base=f"http://127.0.0.1:{port}", log_path=log_path, ready_path=spec.ready_path,
+                  box=spec.sandbox)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from endpoints_app.catalog.cards import IRIS_COLUMNS, card
+from endpoints_app.runtime import sandbox
 from endpoints_app.runtime.launch import launch_spec
 from tests.runtime.conftest import catalog_model, make_deployment, start_server
 
@@ -159,7 +160,13 @@ def test_launch_spec_gives_a_clean_offline_environment(seeded_artifacts, monkeyp
     assert "SECRET_KEY" not in spec.env and "DATABASE_URL" not in spec.env
     assert spec.env["MY_SETTING"] == "42"
     assert spec.env["HF_HUB_OFFLINE"] == "1" and spec.env["TRANSFORMERS_OFFLINE"] == "1"
-    assert spec.argv[1:5] == ["-m", "endpoints_app.runtime.server", "--format", "sklearn"]
-    assert "8123" in spec.argv
+    assert spec.command[1:5] == ["-m", "endpoints_app.runtime.server", "--format", "sklearn"]
+    assert "8123" in spec.command
     assert (spec.ready_path, spec.live_path) == ("/health/ready", "/health/live")
-    assert os.path.isfile(spec.env["STUDIO_MODEL_PATH"])
+    # The model file is seen through the sandbox's own folder, made when the process starts.
+    sandbox.prepare(spec.sandbox)
+    try:
+        assert os.path.isfile(spec.env["STUDIO_MODEL_PATH"])
+        assert spec.env["HOME"] == str(spec.sandbox.home)
+    finally:
+        sandbox.remove(spec.sandbox)
