@@ -246,8 +246,11 @@ def current_instances(deployment: Deployment, instances: list[Instance] | None =
     ]
 
 
-def read_deployment_logs(deployment: Deployment, lines: int = 100, instance: str | None = None) -> str:
-    """The last `lines` lines of each instance's log (or of one instance), as plain text."""
+def read_deployment_logs(
+    deployment: Deployment, lines: int = 100, instance: str | None = None, newest_first: bool = False
+) -> str:
+    """The last `lines` lines of each instance's log (or of one instance), as plain text, probe lines left
+    out (counted in one line instead); newest line first when asked, as the Logs tab shows them."""
     from endpoints_app.controller import process
 
     lines = parse_int(lines, "lines", 1, 10000)
@@ -263,10 +266,13 @@ def read_deployment_logs(deployment: Deployment, lines: int = 100, instance: str
     parts = []
     for inst in instances:
         path = inst.log_path or str(process.log_path(inst.name))
-        text = process.tail(path, lines)
+        kept, probes = process.tail_without_probes(path, lines)
+        kept = [line if line.endswith("\n") else line + "\n" for line in kept]
+        if newest_first:
+            kept.reverse()
         if len(instances) > 1 or not instance:
             parts.append(f"==> instance {inst.name} on {inst.node.name} ({inst.state}) <==\n")
-        parts.append(text if text else "(no output yet)\n")
-        if parts[-1] and not parts[-1].endswith("\n"):
-            parts.append("\n")
+        if probes:
+            parts.append(f"({probes} readiness-probe lines hidden)\n")
+        parts.extend(kept or ["(no output yet)\n"])
     return "".join(parts)

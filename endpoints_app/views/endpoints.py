@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import requests
 import yaml
@@ -674,24 +675,38 @@ def regenerate_key(request, name: str):
 
 # -- Logs ----------------------------------------------------------------------------------------------
 
+LOG_LINE_CHOICES = (100, 500, 1000, 5000)
+
+
 @login_required
 def endpoint_logs(request, name: str):
+    """Newest lines first; `follow` polls every 2 s (htmx); `download` gives the text oldest first, as a file."""
     endpoint = _endpoint_for(request, name)
     deployments = _deployments(endpoint)
     chosen = next((d for d in deployments if d.name == request.GET.get("deployment")), None)
     if chosen is None and deployments:
         chosen = deployments[0]
-    lines = request.GET.get("lines", "100")
-    lines = int(lines) if lines.isdigit() and 1 <= int(lines) <= 5000 else 100
+    lines = request.GET.get("lines") or "100"
+    follow = request.GET.get("follow") == "1"
     context = _tab_context(request, endpoint, "logs")
-    context.update({"deployments": deployments, "chosen": chosen, "lines": lines})
+    context.update({"deployments": deployments, "chosen": chosen, "lines": lines, "follow": follow,
+                    "line_choices": LOG_LINE_CHOICES})
     if chosen is not None:
         instance = request.GET.get("instance") or None
+        download = request.GET.get("download") == "1"
         try:
-            context["log"] = deployment_svc.read_deployment_logs(chosen, lines=lines, instance=instance)
+            text = deployment_svc.read_deployment_logs(chosen, lines=lines, instance=instance,
+                                                       newest_first=not download)
         except StudioError as exc:
-            context["log"] = exc.message
+            text = exc.message
+        if download:
+            response = HttpResponse(text, content_type="text/plain; charset=utf-8")
+            filename = f"{endpoint.name}-{chosen.name}{'-' + instance if instance else ''}.log"
+            response["Content-Disposition"] = f'attachment; filename="{filename}"'
+            return response
+        context["log"] = text
         context["instance"] = instance or ""
+        context["query"] = urlencode({"deployment": chosen.name, "instance": instance or "", "lines": lines})
     if wants_partial(request):
         return render(request, "endpoints/logs.html#log", context)
     return render(request, "endpoints/logs.html", context)
