@@ -212,12 +212,32 @@ def probe(host: str, port: int | None, path: str, timeout: float) -> bool:
         conn.close()
 
 
+# Readiness and liveness probes of llama.cpp's server land in its access log every few seconds.
+PROBE_LINE = '"GET /v1/models HTTP/1.1" 200'
+
+
 def tail(path: str | Path, lines: int) -> str:
     try:
         with open(path, errors="replace") as fh:
             return "".join(deque(fh, maxlen=lines))
     except FileNotFoundError:
         return ""
+
+
+def tail_without_probes(path: str | Path, lines: int) -> tuple[list[str], int]:
+    """The last `lines` lines that are not probe lines, and how many probe lines the file holds."""
+    probes = 0
+    kept: deque[str] = deque(maxlen=lines)
+    try:
+        with open(path, errors="replace") as fh:
+            for line in fh:
+                if PROBE_LINE in line:
+                    probes += 1
+                else:
+                    kept.append(line)
+    except FileNotFoundError:
+        pass
+    return list(kept), probes
 
 
 def last_attempt(path: str | Path, lines: int = 25) -> str:

@@ -43,7 +43,8 @@ METERING = env_bool("STUDIO_GATEWAY_METERING", True)
 
 JSON_TYPE = b"application/json"
 # Request ids: a random per-process prefix and a counter (no entropy syscall per request).
-_REQUEST_PREFIX = os.urandom(6).hex()
+_REQUEST_PREFIX = os.urandom(6).hex().encode()
+MAX_REQUEST_ID_BYTES = 128
 _request_numbers = itertools.count(1)
 SCORE_PATH = "/score"
 
@@ -191,7 +192,13 @@ class GatewayApp:
 
     async def score(self, endpoint: EndpointRoute, scope, receive, send) -> None:
         started = time.perf_counter()
-        auth, api_key, pinned, content_length, _ = _request_headers(scope)
+        auth, api_key, pinned, content_length, _, request_id = _request_headers(scope)
+        # The client's id when it sent a usable one, else ours; it goes upstream and back to the client.
+        if request_id is None:
+            request_id = b"%s-%d" % (_REQUEST_PREFIX, next(_request_numbers))
+
+        async def fail(status: int, code: str, message: str, headers=(), deployment_name: str | None = None) -> None:
+            await _error(send, status, code, message, (*headers, (b"x-request-id", request_id)), deployment_name)
 
         def done(status: int, deployment: str, bytes_in: int, bytes_out: int, tokens=(0, 0)) -> None:
             if METERING:
@@ -200,52 +207,52 @@ class GatewayApp:
 
         if not _authorized(endpoint, auth, api_key):
             done(401, "", 0, 0)
-            await _error(send, 401, "Unauthorized", "Missing or invalid key or token.",
+            await fail(401, "Unauthorized", "Missing or invalid key or token.",
                          ((b"www-authenticate", b"Bearer"),))
             return
         if content_length is not None and content_length.isdigit() and int(content_length) > MAX_PAYLOAD_BYTES:
             done(413, "", 0, 0)
-            await _error(send, 413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
+            await fail(413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
             return
         body = await read_body(receive, MAX_PAYLOAD_BYTES)
         if body is None:
             done(413, "", 0, 0)
-            await _error(send, 413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
+            await fail(413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
             return
         bytes_in = len(body)
         try:
             json.loads(body)
         except ValueError as exc:
             done(400, "", bytes_in, 0)
-            await _error(send, 400, "BadRequest", f"The request body is not valid JSON: {exc}")
+            await fail(400, "BadRequest", f"The request body is not valid JSON: {exc}")
             return
 
         if pinned:
             deployment = endpoint.deployments.get(pinned)
             if deployment is None:
                 done(404, "", bytes_in, 0)
-                await _error(send, 404, "DeploymentNotFound",
+                await fail(404, "DeploymentNotFound",
                              f"Endpoint '{endpoint.name}' has no deployment named '{pinned}'.")
                 return
         else:
             deployment = endpoint.choose()
             if deployment is None:
                 done(503, "", bytes_in, 0)
-                await _error(send, 503, "NoTraffic",
+                await fail(503, "NoTraffic",
                              f"Endpoint '{endpoint.name}' sends no traffic to any deployment yet.")
                 return
         dep_name = deployment.name
         if not deployment.instances:
             done(503, dep_name, bytes_in, 0)
-            await _error(send, 503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
+            await fail(503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
                          deployment_name=dep_name)
             return
         # In-flight requests are counted per gateway worker (no shared state on the hot path), so with
         # N workers a deployment may hold up to N x this limit; each worker still sheds its own excess.
         if deployment.inflight >= deployment.capacity:
             done(429, dep_name, bytes_in, 0)
-            await _error(
-                send, 429, "TooManyRequests",
+            await fail(
+                429, "TooManyRequests",
                 f"Deployment '{dep_name}' has {deployment.capacity} requests in flight, its limit "
                 f"(2 x max_concurrent_requests_per_instance x {len(deployment.instances)} ready instances).",
                 ((b"retry-after", b"1"),), deployment_name=dep_name,
@@ -253,22 +260,22 @@ class GatewayApp:
             return
 
         try:
-            status, data, ctype, _instance = await proxy.forward(self.client, deployment, SCORE_PATH, body)
+            status, data, ctype, _instance = await proxy.forward(self.client, deployment, SCORE_PATH, body, request_id)
         except proxy.UpstreamTimeout:
             done(504, dep_name, bytes_in, 0)
-            await _error(send, 504, "RequestTimeout",
+            await fail(504, "RequestTimeout",
                          f"Deployment '{dep_name}' did not answer within "
                          f"{int(deployment.request_timeout_s * 1000)} ms (request_timeout_ms).",
                          deployment_name=dep_name)
             return
         except proxy.NoReadyInstance:
             done(503, dep_name, bytes_in, 0)
-            await _error(send, 503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
+            await fail(503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
                          deployment_name=dep_name)
             return
         except proxy.UpstreamUnreachable:
             done(502, dep_name, bytes_in, 0)
-            await _error(send, 502, "BadGateway", f"No instance of deployment '{dep_name}' could be reached.",
+            await fail(502, "BadGateway", f"No instance of deployment '{dep_name}' could be reached.",
                          deployment_name=dep_name)
             return
 
@@ -281,7 +288,7 @@ class GatewayApp:
                 (b"content-type", ctype.encode("latin-1")),
                 (b"content-length", str(len(data)).encode()),
                 (b"azureml-model-deployment", dep_name.encode()),
-                (b"x-request-id", f"{_REQUEST_PREFIX}-{next(_request_numbers)}".encode()),
+                (b"x-request-id", request_id),
             ],
         })
         await send({"type": "http.response.body", "body": data})
@@ -295,18 +302,19 @@ class GatewayApp:
         ):
             shadow = endpoint.deployments.get(endpoint.mirror_deployment)
             if shadow is not None and shadow.instances:
-                task = asyncio.create_task(self._mirror(endpoint, dep_name, status, data, latency_ms, shadow, body))
+                task = asyncio.create_task(
+                    self._mirror(endpoint, dep_name, status, data, latency_ms, shadow, body, request_id))
                 self._mirror_tasks.add(task)
                 task.add_done_callback(self._mirror_tasks.discard)
 
     async def _mirror(
         self, endpoint: EndpointRoute, live_name: str, live_status: int, live_body: bytes, live_latency_ms: float,
-        shadow: DeploymentRoute, body: bytes,
+        shadow: DeploymentRoute, body: bytes, request_id: bytes,
     ) -> None:
         """Send the copy, compare, and keep the comparison; nothing here reaches the client."""
         started = time.perf_counter()
         try:
-            status, data, _ctype, _inst = await proxy.forward(self.client, shadow, SCORE_PATH, body)
+            status, data, _ctype, _inst = await proxy.forward(self.client, shadow, SCORE_PATH, body, request_id)
         except proxy.UpstreamTimeout:
             status, data = 504, b""
         except (proxy.NoReadyInstance, proxy.UpstreamUnreachable):
@@ -329,7 +337,7 @@ class GatewayApp:
             ))
 
     async def swagger(self, endpoint: EndpointRoute, scope, send) -> None:
-        auth, api_key, pinned, _, host = _request_headers(scope)
+        auth, api_key, pinned, _, host, _ = _request_headers(scope)
         if not _authorized(endpoint, auth, api_key):
             await _error(send, 401, "Unauthorized", "Missing or invalid key or token.",
                          ((b"www-authenticate", b"Bearer"),))
@@ -346,9 +354,10 @@ class GatewayApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def _request_headers(scope) -> tuple[bytes | None, bytes | None, str | None, bytes | None, bytes]:
-    """The headers the gateway acts on: (authorization, api-key, pinned deployment, content-length, host)."""
-    auth = api_key = pinned = content_length = None
+def _request_headers(scope) -> tuple[bytes | None, bytes | None, str | None, bytes | None, bytes, bytes | None]:
+    """The headers the gateway acts on: (authorization, api-key, pinned deployment, content-length, host,
+    the client's x-request-id when it is short printable ASCII)."""
+    auth = api_key = pinned = content_length = request_id = None
     host = b"localhost"
     for header, value in scope["headers"]:
         if header == b"authorization":
@@ -361,7 +370,13 @@ def _request_headers(scope) -> tuple[bytes | None, bytes | None, str | None, byt
             content_length = value
         elif header == b"host":
             host = value
-    return auth, api_key, pinned, content_length, host
+        elif header == b"x-request-id" and 0 < len(value) <= MAX_REQUEST_ID_BYTES and _printable(value):
+            request_id = value
+    return auth, api_key, pinned, content_length, host, request_id
+
+
+def _printable(value: bytes) -> bool:
+    return value.isascii() and value.decode("ascii").isprintable()
 
 
 def _authorized(endpoint: EndpointRoute, auth: bytes | None, api_key: bytes | None) -> bool:

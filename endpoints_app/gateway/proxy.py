@@ -43,9 +43,11 @@ class AiohttpClient:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
-    async def post(self, inst: InstanceRoute, path: str, body: bytes) -> tuple[int, bytes, str]:
+    async def post(self, inst: InstanceRoute, path: str, body: bytes, request_id: bytes) -> tuple[int, bytes, str]:
+        headers = CIMultiDict(UPSTREAM_HEADERS)
+        headers["x-request-id"] = request_id.decode("latin-1")
         try:
-            async with self.session.post(inst.url(path), data=body, headers=UPSTREAM_HEADERS) as resp:
+            async with self.session.post(inst.url(path), data=body, headers=headers) as resp:
                 data = await resp.read()
                 return resp.status, data, resp.headers.get("Content-Type", "application/json")
         except aiohttp.ServerDisconnectedError as exc:
@@ -61,8 +63,9 @@ class Http1Client:
     def __init__(self) -> None:
         self.pool = Http1Pool()
 
-    async def post(self, inst: InstanceRoute, path: str, body: bytes) -> tuple[int, bytes, str]:
-        return await self.pool.post(inst.host, inst.port, inst.request_head(path), body)
+    async def post(self, inst: InstanceRoute, path: str, body: bytes, request_id: bytes) -> tuple[int, bytes, str]:
+        head = b"%sx-request-id: %s\r\n" % (inst.request_head(path), request_id)
+        return await self.pool.post(inst.host, inst.port, head, body)
 
     async def close(self) -> None:
         self.pool.close()
@@ -72,16 +75,20 @@ def new_client() -> AiohttpClient | Http1Client:
     return AiohttpClient() if os.environ.get("STUDIO_GATEWAY_CLIENT") == "aiohttp" else Http1Client()
 
 
-async def _attempt(client, inst: InstanceRoute, path: str, body: bytes) -> tuple[int, bytes, str]:
+async def _attempt(client, inst: InstanceRoute, path: str, body: bytes, request_id: bytes) -> tuple[int, bytes, str]:
     inst.inflight += 1
     try:
-        return await client.post(inst, path, body)
+        return await client.post(inst, path, body, request_id)
     finally:
         inst.inflight -= 1
 
 
-async def forward(client, deployment: DeploymentRoute, path: str, body: bytes) -> tuple[int, bytes, str, InstanceRoute]:
+async def forward(
+    client, deployment: DeploymentRoute, path: str, body: bytes, request_id: bytes = b"-"
+) -> tuple[int, bytes, str, InstanceRoute]:
     """(status, body, content type, instance) from the least busy ready instance.
+
+    `request_id` goes upstream as `x-request-id`, so the model server's log names the request.
 
     A connection failure (refused, reset, server gone mid-request) is retried once on
     another ready instance, and the failed one is skipped for a few seconds; a pooled
@@ -92,7 +99,7 @@ async def forward(client, deployment: DeploymentRoute, path: str, body: bytes) -
     try:
         async with asyncio.timeout(deployment.request_timeout_s):
             try:
-                status, data, ctype = await _attempt(client, inst, path, body)
+                status, data, ctype = await _attempt(client, inst, path, body, request_id)
                 return status, data, ctype, inst
             except UpstreamConnectionError as exc:
                 if not exc.reused:
@@ -104,7 +111,7 @@ async def forward(client, deployment: DeploymentRoute, path: str, body: bytes) -
             if retry is None:
                 raise UpstreamUnreachable()
             try:
-                status, data, ctype = await _attempt(client, retry, path, body)
+                status, data, ctype = await _attempt(client, retry, path, body, request_id)
                 return status, data, ctype, retry
             except UpstreamConnectionError:
                 retry.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S

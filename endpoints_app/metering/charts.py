@@ -3,6 +3,7 @@ browser by the vendored plotly.js from each figure's JSON."""
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -12,9 +13,10 @@ import plotly.graph_objects as go
 from endpoints_app.metering import costs, query
 from endpoints_app.metering.buckets import merge_codes
 from endpoints_app.metering.percentiles import merge, p50_p90_p99
-from endpoints_app.models import Endpoint, Instance, InstanceSample, MirrorComparison
+from endpoints_app.models import CatalogModel, Endpoint, Instance, InstanceSample, MirrorComparison
 
 RANGES: dict[str, tuple[timedelta, str]] = {
+    "15m": (timedelta(minutes=15), "1m"),
     "1h": (timedelta(hours=1), "1m"),
     "24h": (timedelta(hours=24), "15m"),
     "7d": (timedelta(days=7), "1h"),
@@ -23,9 +25,19 @@ RANGES: dict[str, tuple[timedelta, str]] = {
 CLIENT_ERROR_COLORS = ["#d97706", "#b45309", "#f59e0b", "#92400e", "#ea580c"]
 SERVER_ERROR_COLORS = ["#dc2626", "#991b1b", "#ef4444", "#7f1d1d", "#be123c"]
 PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#db2777", "#65a30d", "#7c3aed"]
-REQ = query.COUNTERS.index("requests")
-S4XX, S5XX = query.COUNTERS.index("status_4xx"), query.COUNTERS.index("status_5xx")
-TIN, TOUT = query.COUNTERS.index("tokens_in"), query.COUNTERS.index("tokens_out")
+# Models whose answers carry token counts; for the others a tokens chart can only be empty.
+TOKEN_TASKS = {CatalogModel.Task.CHAT_COMPLETION, CatalogModel.Task.TEXT_GENERATION, CatalogModel.Task.EMBEDDINGS}
+YOUNG_ENDPOINT = timedelta(hours=1)
+
+
+def default_range(endpoint: Endpoint, now: datetime) -> str:
+    """The last 15 minutes while an endpoint is younger than an hour (its data would be a sliver
+    of the 1 h range), else the last hour."""
+    return "15m" if endpoint.created_at and now - endpoint.created_at < YOUNG_ENDPOINT else "1h"
+
+
+def has_tokens(endpoint: Endpoint) -> bool:
+    return endpoint.deployments.filter(model__task__in=TOKEN_TASKS).exists() or endpoint.kind == "serverless"
 
 
 class Figure:
@@ -89,6 +101,25 @@ def bar(**trace) -> dict:
     return {"type": "bar", **trace}
 
 
+LATENCY_COLORS = ["#2563eb", "#d97706", "#dc2626"]
+
+
+@dataclass
+class BucketTotals:
+    """A bucket's counts summed over deployments."""
+
+    status_4xx: int = 0
+    status_5xx: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def add(self, acc: query.Bucket) -> None:
+        self.status_4xx += acc.status_4xx
+        self.status_5xx += acc.status_5xx
+        self.tokens_in += acc.tokens_in
+        self.tokens_out += acc.tokens_out
+
+
 def _times(buckets: list[int]) -> list[str]:
     return [datetime.fromtimestamp(b, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for b in buckets]
 
@@ -99,7 +130,7 @@ def errors_figure(rows: dict, buckets: list[int], x: list[str], totals_4xx: list
     the bars still add up to the class totals."""
     codes_by_bucket: dict[int, dict[str, int]] = defaultdict(dict)
     for (b, _, _), acc in rows.items():
-        merge_codes(codes_by_bucket[b], acc[query.N + 2])
+        merge_codes(codes_by_bucket[b], acc.status_codes)
     error_codes = sorted({code for codes in codes_by_bucket.values() for code in codes if code >= "400"})
     fig = new_figure("Errors by status code", "requests", barmode="stack")
     for i, code in enumerate(error_codes):
@@ -131,40 +162,40 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
     colors = {dep: PALETTE[i % len(PALETTE)] for i, dep in enumerate(deployments)}
     x = _times(buckets)
 
-    def values(dep: str, index: int, scale: float | None = None) -> list[float]:
+    def requests(dep: str, scale: float | None = None) -> list[float]:
         out = []
         for b in buckets:
             acc = rows.get((b, endpoint.pk, dep))
-            value = acc[index] if acc else 0
+            value = acc.requests if acc else 0
             out.append(value / scale if scale else value)
         return out
 
     figures: dict[str, Figure] = {}
     fig = new_figure("Requests per minute, by deployment", "requests/min")
     for dep in deployments:
-        fig.add_trace(scatter(x=x, y=values(dep, REQ, per_minute), name=dep or "(none)", stackgroup="requests",
+        fig.add_trace(scatter(x=x, y=requests(dep, per_minute), name=dep or "(none)", stackgroup="requests",
                                  mode="lines", line={"color": colors[dep], "width": 1}))
     figures["requests"] = fig
 
     by_bucket: dict[int, list] = defaultdict(list)
-    sums: dict[int, list] = defaultdict(lambda: [0] * query.N)  # all deployments of a bucket
+    sums: dict[int, BucketTotals] = defaultdict(BucketTotals)  # all deployments of a bucket
     for (b, _, _), acc in rows.items():
-        by_bucket[b].append(acc[query.N + 1])
-        total = sums[b]
-        for i in range(query.N):
-            total[i] += acc[i]
+        by_bucket[b].append(acc.histogram)
+        sums[b].add(acc)
     quantiles = {b: p50_p90_p99(merge(h)) for b, h in by_bucket.items()}
     fig = new_figure("Latency", "ms")
+    # Lines through the buckets that had requests (a bucket without any has no latency to draw).
+    latency_x = [t for b, t in zip(buckets, x, strict=True) if b in quantiles]
     for i, label in enumerate(("p50", "p90", "p99")):
-        fig.add_trace(scatter(x=x, y=[quantiles.get(b, (None,) * 3)[i] for b in buckets], name=label,
-                                 mode="lines+markers", connectgaps=False, marker={"size": 3}))
+        fig.add_trace(scatter(x=latency_x, y=[quantiles[b][i] for b in buckets if b in quantiles], name=label,
+                              mode="lines", line={"color": LATENCY_COLORS[i], "width": 2}))
     figures["latency"] = fig
 
-    totals_4xx = [sums[b][S4XX] if b in sums else 0 for b in buckets]
-    totals_5xx = [sums[b][S5XX] if b in sums else 0 for b in buckets]
+    totals_4xx = [sums[b].status_4xx if b in sums else 0 for b in buckets]
+    totals_5xx = [sums[b].status_5xx if b in sums else 0 for b in buckets]
     figures["errors"] = errors_figure(rows, buckets, x, totals_4xx, totals_5xx)
 
-    requests_by_dep = {dep: sum(values(dep, REQ)) for dep in deployments}
+    requests_by_dep = {dep: sum(requests(dep)) for dep in deployments}
     live = [d for d in deployments if d not in endpoint.mirror_traffic]
     live_total = sum(requests_by_dep[d] for d in live)
     fig = new_figure("Traffic share: actual against configured (mirror as % of live)", "%", barmode="group")
@@ -174,12 +205,13 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
                                            for d in deployments], name="actual %", marker={"color": "#2563eb"}))
     figures["traffic"] = fig
 
-    fig = new_figure("Tokens", "tokens", barmode="stack")
-    tin = [sums[b][TIN] if b in sums else 0 for b in buckets]
-    tout = [sums[b][TOUT] if b in sums else 0 for b in buckets]
-    fig.add_trace(bar(x=x, y=tin, name="tokens in", marker={"color": "#0891b2"}))
-    fig.add_trace(bar(x=x, y=tout, name="tokens out", marker={"color": "#9333ea"}))
-    figures["tokens"] = fig
+    tin = [sums[b].tokens_in if b in sums else 0 for b in buckets]
+    tout = [sums[b].tokens_out if b in sums else 0 for b in buckets]
+    if any(tin) or any(tout) or has_tokens(endpoint):
+        fig = new_figure("Tokens", "tokens", barmode="stack")
+        fig.add_trace(bar(x=x, y=tin, name="tokens in", marker={"color": "#0891b2"}))
+        fig.add_trace(bar(x=x, y=tout, name="tokens out", marker={"color": "#9333ea"}))
+        figures["tokens"] = fig
 
     lines = costs.cost_lines([endpoint], start, end, step, now=now, series_rows=rows)
     cost_by = defaultdict(Decimal)
@@ -217,7 +249,7 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
 
     total_requests = sum(requests_by_dep.values())
     total_cost = costs.round_cents(sum((line.cost for line in lines), Decimal(0)))
-    all_hist = merge(acc[query.N + 1] for acc in rows.values())
+    all_hist = merge(acc.histogram for acc in rows.values())
     mirror = MirrorComparison.objects.filter(endpoint=endpoint, time__gte=start, time__lt=end)
     mirror_total = mirror.count()
     mirror_agreed = mirror.filter(agreed=True).count() if mirror_total else 0

@@ -238,7 +238,7 @@ def token_costs(
             if model is None:
                 continue
             price_in, price_out = _price_at(timelines[model.pk], lo)
-            tokens_in, tokens_out = acc[query.COUNTERS.index("tokens_in")], acc[query.COUNTERS.index("tokens_out")]
+            tokens_in, tokens_out = acc.tokens_in, acc.tokens_out
             key = (bucket, endpoint_id, dep_name)
             line = lines.get(key)
             if line is None:

@@ -1,8 +1,9 @@
 """Reading usage over any range, exactly and fast.
 
-Counts live at three levels: UsageMinute rows (written by the gateway), and hourly and
-daily UsageRollup rows (written by the rollup task for everything before the rollup
-cursor: whole days, whole hours, and a partial row for the cursor's own hour). A range
+Counts live at four levels: UsageMinute rows (written by the gateway), and hourly, 6-hourly
+and daily UsageRollup rows (written by the rollup task for everything before the rollup
+cursor: whole days, whole 6-hour blocks, whole hours, and a partial row for the cursor's
+own hour). A range
 is cut into pieces so each piece is read from the coarsest level that covers it
 exactly: whole days from day rows, hours from hour rows, the ragged edges and the few
 minutes after the cursor from minute rows. Nothing is read twice and nothing is
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -21,16 +23,35 @@ from django.db import connections
 from django.db.models import CharField
 from django.db.models.functions import Cast
 
-from endpoints_app.metering.percentiles import BUCKETS, empty_histogram
+from endpoints_app.metering.percentiles import BUCKETS
 from endpoints_app.models import RollupCursor, UsageMinute, UsageRollup
 
 MINUTE = 60
 HOUR = 3600
+SIX_HOURS = 6 * HOUR
 DAY = 86400
 INTERVALS: dict[str, int] = {"1m": MINUTE, "5m": 5 * MINUTE, "15m": 15 * MINUTE, "1h": HOUR, "6h": 6 * HOUR, "1d": DAY}
 COUNTERS = ("requests", "status_2xx", "status_4xx", "status_5xx", "bytes_in", "bytes_out", "tokens_in", "tokens_out")
 N = len(COUNTERS)
-LATENCY_SUM = N  # index of latency_ms_sum in an accumulator
+
+
+class Bucket(NamedTuple):
+    """One bucket's sums for one (time, endpoint, deployment) key, as series() returns them."""
+
+    requests: int
+    status_2xx: int
+    status_4xx: int
+    status_5xx: int
+    bytes_in: int
+    bytes_out: int
+    tokens_in: int
+    tokens_out: int
+    latency_ms_sum: float
+    histogram: list[int] | None
+    status_codes: dict[str, int]
+
+
+assert Bucket._fields[:N] == COUNTERS
 
 
 def floor_to(t: datetime, seconds: int) -> datetime:
@@ -61,7 +82,7 @@ def rolled_until() -> datetime | None:
 
 @dataclass(frozen=True)
 class Piece:
-    source: str  # "minute", "hour" or "day"
+    source: str  # "minute", "hour", "6h" or "day" (a UsageRollup period)
     start: datetime
     end: datetime
 
@@ -92,9 +113,17 @@ def plan(start: datetime, end: datetime, step: int | None, cursor: datetime | No
                 dlo, dhi = ceil_to(lo, DAY), floor_to(hi, DAY)
                 if dlo < dhi:
                     days = (dlo, dhi)
+    # 6-hour rows: whole blocks inside the hour range (a block's row is written once it is over).
+    blocks = None
+    if hours and (step is None or step % SIX_HOURS == 0):
+        blo, bhi = ceil_to(hours[0], SIX_HOURS), floor_to(hours[1], SIX_HOURS)
+        if blo < bhi:
+            blocks = (blo, bhi)
     pieces = [Piece("minute", a, b) for a, b in _minus(start, end, hours)]
     if hours:
-        pieces += [Piece("hour", a, b) for a, b in _minus(hours[0], hours[1], days)]
+        pieces += [Piece("hour", a, b) for a, b in _minus(hours[0], hours[1], blocks or days)]
+    if blocks:
+        pieces += [Piece("6h", a, b) for a, b in _minus(blocks[0], blocks[1], days)]
     if days:
         pieces.append(Piece("day", *days))
     return pieces
@@ -120,13 +149,6 @@ def as_text_on_sqlite(qs, time_field: str):
     if connections[qs.db].vendor != "sqlite":
         return qs, time_field
     return qs.annotate(time_text=Cast(time_field, output_field=CharField())), "time_text"
-
-
-def new_accumulator(with_latency: bool) -> list:
-    acc: list = [0] * N + [0.0]
-    acc.append(empty_histogram() if with_latency else None)
-    acc.append({})
-    return acc
 
 
 @dataclass
@@ -222,18 +244,17 @@ def series(
     deployment: str | None = None,
     by_deployment: bool = True,
     with_latency: bool = True,
-) -> dict[tuple[int, int, str], list]:
-    """series_table() as a dict {(bucket_timestamp, endpoint_id, deployment): accumulator}
-    where an accumulator is [*COUNTERS, latency_ms_sum, histogram or None, status_codes]. With
+) -> dict[tuple[int, int, str], Bucket]:
+    """series_table() as a dict {(bucket_timestamp, endpoint_id, deployment): Bucket}. With
     by_deployment=False, endpoint_id is 0 and deployment is "" (all summed)."""
     table = series_table(endpoint_ids, start, end, step, deployment, by_deployment, with_latency)
     return table_to_dict(table)
 
 
-def table_to_dict(table: Table) -> dict[tuple[int, int, str], list]:
+def table_to_dict(table: Table) -> dict[tuple[int, int, str], Bucket]:
     hists = table.histograms.tolist() if table.histograms is not None else [None] * len(table.keys)
     return {
-        key: [*counts, latency, histogram, codes]
+        key: Bucket(*counts, latency, histogram, codes)
         for key, counts, latency, histogram, codes in zip(
             table.keys, table.counts.tolist(), table.latency_sum.tolist(), hists, table.status_codes, strict=True
         )
@@ -282,11 +303,6 @@ def raw_chunks(qs, size: int = 5000):
             yield rows
 
 
-def decode_histograms(rows) -> list:
-    """The last column of each row as a list: JSON text decoded in one call per chunk."""
-    return decode_json_column(rows, -1)
-
-
 def decode_json_column(rows, column: int) -> list:
     """One JSON column of each row (JSON text on SQLite, decoded values on PostgreSQL) as
     Python values: text decoded in one call per chunk (see decode_values)."""
@@ -309,5 +325,5 @@ def epoch_seconds(value) -> int:
     return int(value.timestamp())
 
 
-def histogram_of(acc: list) -> list[int]:
-    return acc[N + 1] if acc[N + 1] is not None else [0] * BUCKETS
+def histogram_of(acc: Bucket) -> list[int]:
+    return acc.histogram if acc.histogram is not None else [0] * BUCKETS

@@ -89,7 +89,8 @@ def usage_report(
     names = {e.pk: e.name for e in endpoints}
     table = query.series_table(ids, window.start, window.end, window.step, deployment)
     # Token costs read tokens only: counters without histograms.
-    token_rows = {key: [*counts, None, None] for key, counts in zip(table.keys, table.counts.tolist(), strict=True)}
+    token_rows = {key: query.Bucket(*counts, 0.0, None, {})
+                  for key, counts in zip(table.keys, table.counts.tolist(), strict=True)}
     lines = costs.cost_lines(
         endpoints, window.start, window.end, window.step, deployment, now, series_rows=token_rows
     )

@@ -41,11 +41,12 @@ class UsageMinute(UsageCounters):
 
 
 class UsageRollup(UsageCounters):
-    """UsageMinute rows summed per hour or per day, so reads over long ranges stay fast.
+    """UsageMinute rows summed per hour, per 6 hours or per day, so reads over long ranges stay fast.
     Written only by endpoints_app.metering.rollup (recomputed, so it may run twice)."""
 
     class Period(models.TextChoices):
         HOUR = "hour"
+        SIX_HOURS = "6h"
         DAY = "day"
 
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="usage_rollups")

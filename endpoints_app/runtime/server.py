@@ -50,6 +50,23 @@ def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+def _request_id(scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value.decode("latin-1")
+    return "-"
+
+
+def _log_failure(method: str, path: str, status: int, body: bytes, scope) -> None:
+    """One line per failed request, so the Logs tab shows what a client was told and which request it was."""
+    try:
+        error = json.loads(body)["error"]
+        detail = f"{error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        detail = body[:300].decode("utf-8", "replace")
+    log.warning("%s %s %d request_id=%s %s", method, path, status, _request_id(scope), detail[:2000])
+
+
 class ModelServer:
     """The ASGI application."""
 
@@ -96,9 +113,11 @@ class ModelServer:
             if request_body is None:
                 status, body = _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes")
             else:
-                status, body = await self._score(path, request_body)
+                status, body = await self._score(path, request_body, scope)
         else:
             status, body = _error(404 if method in ("GET", "POST") else 405, "NotFound", f"No route {method} {path}")
+        if status >= 400 and path != "/health/ready":
+            _log_failure(method, path, status, body, scope)
         # An explicit length spares the client chunked decoding.
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -115,7 +134,7 @@ class ModelServer:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _score(self, path: str, request_body: bytes) -> tuple[int, bytes]:
+    async def _score(self, path: str, request_body: bytes, scope) -> tuple[int, bytes]:
         if not self.ready:
             return _error(503, "ServiceUnavailable", "The model is still loading.")
         fn = self.handler.openai_embeddings if path == "/v1/embeddings" else self.handler.score
@@ -133,7 +152,7 @@ class ModelServer:
         except ModelInputError as exc:
             return _error(422, "ModelInputError", str(exc))
         except Exception as exc:  # noqa: BLE001 - the model's failure becomes a 500 with its message
-            log.exception("Scoring failed")
+            log.exception("Scoring failed (request %s)", _request_id(scope))
             return _error(500, "ModelError", f"{type(exc).__name__}: {exc}")
 
 

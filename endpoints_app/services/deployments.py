@@ -5,17 +5,24 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from endpoints_app.controller.placement import check_capacity, check_quota, reserved_instances
+from endpoints_app.controller.placement import (
+    check_capacity,
+    check_quota,
+    cores_in_use,
+    quota_limit,
+    reserved_instances,
+)
 from endpoints_app.errors import Conflict, InvalidInput
 from endpoints_app.models import (
     Deployment,
     Endpoint,
     Instance,
     InstanceState,
+    InstanceType,
     ProvisioningState,
     RouteVersion,
+    Workspace,
 )
-from endpoints_app.models.endpoints import DEPLOYMENT_NAME
 from endpoints_app.services.audit import Actor, record
 from endpoints_app.services.online import (
     LIVE_INSTANCE_STATES,
@@ -29,11 +36,12 @@ from endpoints_app.services.specs import (
     DEPLOYMENT_FIELDS,
     UPDATABLE_FIELDS,
     check_fields,
+    check_model_kind,
     parse_code_configuration,
     parse_environment_variables,
     parse_instance_count,
     parse_int,
-    parse_name,
+    parse_new_deployment_name,
     parse_probe,
     parse_request_settings,
     parse_scale_settings,
@@ -42,26 +50,31 @@ from endpoints_app.services.specs import (
 )
 
 
+def check_resources(workspace: Workspace, instance_type: InstanceType, count: int, reserved: int | None = None) -> None:
+    """Refuse (QuotaExceeded) what the workspace's quota or the nodes cannot hold: `count` new instances,
+    reserving `reserved` (an autoscaled deployment's maximum) against the quota."""
+    check_quota(workspace, instance_type, count if reserved is None else reserved)
+    check_capacity(instance_type, count)
+
+
+def quota_usage(workspace: Workspace, families: set[str]) -> dict[str, tuple[int, int]]:
+    """{family: (cores in use, quota in cores)} for the workspace, as the quota check counts them."""
+    return {f: (cores_in_use(workspace, f), quota_limit(workspace, f)) for f in families}
+
+
 @transaction.atomic
 def do_create_deployment(actor: Actor, endpoint: Endpoint, spec: dict) -> Deployment:
     if not isinstance(spec, dict):
         raise InvalidInput("The deployment must be an object.")
     endpoint = lock_endpoint(endpoint)
     check_fields(spec, DEPLOYMENT_FIELDS)
-    name = parse_name(spec.get("name"), DEPLOYMENT_NAME, "name", "Deployment")
+    name = parse_new_deployment_name(endpoint, spec.get("name"))
     if spec.get("endpoint_name") not in (None, "", endpoint.name):
         raise InvalidInput(
             f"endpoint_name is '{spec['endpoint_name']}' but this is endpoint '{endpoint.name}'.", field="endpoint_name"
         )
-    if endpoint.deployments.filter(name=name).exists():
-        raise Conflict(f"Endpoint '{endpoint.name}' already has a deployment named '{name}'.", field="name")
     model = resolve_model(endpoint.workspace, spec.get("model"))
-    if model.deployment_kinds and endpoint.kind not in model.deployment_kinds:
-        raise InvalidInput(
-            f"Model {model.asset_id} cannot be deployed to an {endpoint.kind} endpoint "
-            f"(it supports: {', '.join(model.deployment_kinds)}).",
-            field="model",
-        )
+    check_model_kind(model, endpoint.kind)
     instance_type = resolve_instance_type(spec.get("instance_type"))
     scale = parse_scale_settings(spec.get("scale_settings"))
     count = parse_instance_count(spec, scale)
@@ -79,8 +92,7 @@ def do_create_deployment(actor: Actor, endpoint: Endpoint, spec: dict) -> Deploy
         readiness_probe=parse_probe(spec.get("readiness_probe"), "readiness_probe"),
         provisioning_state=ProvisioningState.CREATING,
     )
-    check_quota(endpoint.workspace, instance_type, reserved_instances(deployment))
-    check_capacity(instance_type, count)
+    check_resources(endpoint.workspace, instance_type, count, reserved_instances(deployment))
     deployment.save()
     names = set(live_deployments(endpoint))
     traffic = {n: int(endpoint.traffic.get(n, 0)) for n in names}
@@ -246,8 +258,11 @@ def current_instances(deployment: Deployment, instances: list[Instance] | None =
     ]
 
 
-def read_deployment_logs(deployment: Deployment, lines: int = 100, instance: str | None = None) -> str:
-    """The last `lines` lines of each instance's log (or of one instance), as plain text."""
+def read_deployment_logs(
+    deployment: Deployment, lines: int = 100, instance: str | None = None, newest_first: bool = False
+) -> str:
+    """The last `lines` lines of each instance's log (or of one instance), as plain text, probe lines left
+    out (counted in one line instead); newest line first when asked, as the Logs tab shows them."""
     from endpoints_app.controller import process
 
     lines = parse_int(lines, "lines", 1, 10000)
@@ -263,10 +278,13 @@ def read_deployment_logs(deployment: Deployment, lines: int = 100, instance: str
     parts = []
     for inst in instances:
         path = inst.log_path or str(process.log_path(inst.name))
-        text = process.tail(path, lines)
+        kept, probes = process.tail_without_probes(path, lines)
+        kept = [line if line.endswith("\n") else line + "\n" for line in kept]
+        if newest_first:
+            kept.reverse()
         if len(instances) > 1 or not instance:
             parts.append(f"==> instance {inst.name} on {inst.node.name} ({inst.state}) <==\n")
-        parts.append(text if text else "(no output yet)\n")
-        if parts[-1] and not parts[-1].endswith("\n"):
-            parts.append("\n")
+        if probes:
+            parts.append(f"({probes} readiness-probe lines hidden)\n")
+        parts.extend(kept or ["(no output yet)\n"])
     return "".join(parts)

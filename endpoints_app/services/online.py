@@ -19,9 +19,8 @@ from endpoints_app.models import (
     RouteVersion,
     Workspace,
 )
-from endpoints_app.models.workspaces import DNS_LABEL
 from endpoints_app.services.audit import Actor, record
-from endpoints_app.services.specs import RESERVED_ENDPOINT_NAMES, parse_mapping, parse_name, validate_traffic
+from endpoints_app.services.specs import parse_auth_mode, parse_endpoint_name, parse_mapping, validate_traffic
 
 LIVE_INSTANCE_STATES = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.STOPPING)
 
@@ -55,18 +54,13 @@ def do_create_endpoint(
     tags: dict | None = None,
     kind: str = "online",
 ) -> Endpoint:
-    parse_name(name, DNS_LABEL, "name", "Endpoint")
-    if name in RESERVED_ENDPOINT_NAMES:
-        raise InvalidInput(f"Endpoint name '{name}' is reserved by the studio's pages; pick another.", field="name")
-    if auth_mode not in Endpoint.AuthMode.values:
-        raise InvalidInput(f"auth_mode must be key or aml_token, not {auth_mode!r}.", field="auth_mode")
+    parse_endpoint_name(name)
+    parse_auth_mode(auth_mode)
     if kind not in Endpoint.Kind.values:
         raise InvalidInput(f"kind must be online, batch or serverless, not {kind!r}.", field="kind")
     if description is not None and not isinstance(description, str):
         raise InvalidInput("description must be a string.", field="description")
     tags = parse_mapping(tags, "tags")
-    if Endpoint.objects.filter(name=name).exists():
-        raise Conflict(f"The endpoint name '{name}' is taken; endpoint names are unique in the studio.", field="name")
     primary, secondary = keys.new_nonce(), keys.new_nonce()
     endpoint = Endpoint.objects.create(
         workspace=workspace,

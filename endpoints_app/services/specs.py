@@ -11,13 +11,15 @@ from typing import Any
 
 from django.db.models import F
 
-from endpoints_app.errors import InvalidInput
+from endpoints_app.errors import Conflict, InvalidInput
 from endpoints_app.models import (
     CatalogModel,
     Endpoint,
     InstanceType,
     Workspace,
 )
+from endpoints_app.models.endpoints import DEPLOYMENT_NAME
+from endpoints_app.models.workspaces import DNS_LABEL
 
 MODEL_ID = re.compile(r"^studio://registries/(?P<registry>[^/]+)/models/(?P<name>[^/]+)/versions/(?P<version>\d+)$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -87,6 +89,39 @@ def parse_name(value: Any, validator, field: str, what: str) -> str:
     except Exception:
         raise InvalidInput(f"{what} name {value!r} is not valid: {validator.message}", field=field) from None
     return value
+
+
+def parse_endpoint_name(value: Any) -> str:
+    """A new endpoint's name: a DNS label, not reserved, not taken anywhere in the studio."""
+    name = parse_name(value, DNS_LABEL, "name", "Endpoint")
+    if name in RESERVED_ENDPOINT_NAMES:
+        raise InvalidInput(f"Endpoint name '{name}' is reserved by the studio's pages; pick another.", field="name")
+    if Endpoint.objects.filter(name=name).exists():
+        raise Conflict(f"The endpoint name '{name}' is taken; endpoint names are unique in the studio.", field="name")
+    return name
+
+
+def parse_auth_mode(value: Any) -> str:
+    if value not in Endpoint.AuthMode.values:
+        raise InvalidInput(f"auth_mode must be key or aml_token, not {value!r}.", field="auth_mode")
+    return value
+
+
+def parse_new_deployment_name(endpoint: Endpoint | None, value: Any) -> str:
+    """A new deployment's name, free on `endpoint` (None: a new endpoint, where any valid name is free)."""
+    name = parse_name(value, DEPLOYMENT_NAME, "name", "Deployment")
+    if endpoint is not None and endpoint.deployments.filter(name=name).exists():
+        raise Conflict(f"Endpoint '{endpoint.name}' already has a deployment named '{name}'.", field="name")
+    return name
+
+
+def check_model_kind(model: CatalogModel, kind: str) -> None:
+    if model.deployment_kinds and kind not in model.deployment_kinds:
+        raise InvalidInput(
+            f"Model {model.name}:{model.version} cannot be deployed to an {kind} endpoint "
+            f"(it supports: {', '.join(model.deployment_kinds)}).",
+            field="model",
+        )
 
 
 def resolve_model(workspace: Workspace, ref: Any) -> CatalogModel:

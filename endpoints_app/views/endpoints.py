@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import requests
 import yaml
@@ -44,8 +45,6 @@ from endpoints_app.models import (
     ProvisioningState,
     Role,
 )
-from endpoints_app.models.endpoints import DEPLOYMENT_NAME
-from endpoints_app.models.workspaces import DNS_LABEL
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services import deployments as deployment_svc
 from endpoints_app.services import keys as key_svc
@@ -176,77 +175,83 @@ def _wizard_values(source, workspace) -> dict:
         "deployment_name": get("deployment_name"),
         "instance_type": get("instance_type"),
         "instance_count": get("instance_count", "1"),
-        "request_timeout_ms": get("request_timeout_ms", str(specs.REQUEST_DEFAULTS["request_timeout_ms"])),
+        # Empty until a model is known: its default depends on the model (a chat model gets minutes).
+        "request_timeout_ms": get("request_timeout_ms"),
         "max_concurrent_requests_per_instance": get(
             "max_concurrent_requests_per_instance", str(specs.REQUEST_DEFAULTS["max_concurrent_requests_per_instance"])
         ),
     }
 
 
-def _int_field(values: dict, key: str, low: int, high: int, errors: dict, label: str) -> int | None:
-    raw = values[key]
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        errors[key] = f"{label} must be a whole number from {low} to {high}."
-        return None
-    return int(raw)
+# API field names as the wizard and the detail page call them.
+SCREEN_WORDS = [
+    (re.compile(r"request_settings\.request_timeout_ms"), "Request timeout (ms)"),
+    (re.compile(r"request_settings\.max_concurrent_requests_per_instance"), "Max concurrent requests per instance"),
+    (re.compile(r"\bmirror_traffic\.([\w-]+)"), r"mirror traffic to '\1'"),
+    (re.compile(r"\bmirror_traffic\b"), "mirror traffic"),
+    (re.compile(r"\btraffic\.([\w-]+)"), r"traffic to '\1'"),
+    (re.compile(r"\binstance_count\b"), "instance count"),
+    (re.compile(r"\binstance_type\b"), "instance type"),
+    (re.compile(r"\bauth_mode\b"), "authentication"),
+]
+MODEL_REQUIRED = "Choose a model."
 
 
-def _name_problem(name: str, workspace) -> str | None:
-    """Why an endpoint name cannot be used, or None when it is free."""
-    if not name:
-        return "Give the endpoint a name."
-    try:
-        DNS_LABEL(name)
-    except Exception:
-        return DNS_LABEL.message
-    if Endpoint.objects.filter(name=name).exists():
-        return f"The name '{name}' is taken; endpoint names are unique in the studio."
-    return None
+def for_screen(exc: StudioError) -> str:
+    """A service's message, worded for a person at the screen rather than for an API client."""
+    if exc.field == "model" and "is required" in exc.message:
+        return MODEL_REQUIRED
+    message = exc.message
+    for pattern, words in SCREEN_WORDS:
+        message = pattern.sub(words, message)
+    return message[:1].upper() + message[1:]
 
 
-def _validate_step(step: str, values: dict, workspace) -> dict:
+def _existing_endpoint(workspace, name: str) -> Endpoint:
+    endpoint = Endpoint.objects.filter(workspace=workspace, kind=Endpoint.Kind.ONLINE, name=name).first()
+    if endpoint is None:
+        raise InvalidInput("Choose one of this workspace's online endpoints.", field="existing_endpoint")
+    if endpoint.provisioning_state == ProvisioningState.DELETING:
+        raise InvalidInput(f"Endpoint '{endpoint.name}' is being deleted.", field="existing_endpoint")
+    return endpoint
+
+
+def _check_step(step: str, values: dict, workspace) -> dict:
+    """{wizard field: message} for one step, from the services' own parsers and checks."""
     errors: dict[str, str] = {}
+
+    def attempt(key: str | None, check, *args):
+        try:
+            return check(*args)
+        except StudioError as exc:
+            field = key or (exc.field or "").rpartition(".")[2]
+            errors.setdefault(field, for_screen(exc))
+            return None
+
     if step == "endpoint":
-        try:
-            model = specs.resolve_model(workspace, values["model"])
-            if "online" not in (model.deployment_kinds or []):
-                errors["model"] = f"{model.name} cannot be deployed to an online endpoint."
-        except InvalidInput as exc:
-            errors["model"] = exc.message
+        model = attempt("model", specs.resolve_model, workspace, values["model"])
+        if model is not None:
+            attempt("model", specs.check_model_kind, model, Endpoint.Kind.ONLINE)
         if values["endpoint_mode"] == "existing":
-            endpoint = Endpoint.objects.filter(
-                workspace=workspace, kind=Endpoint.Kind.ONLINE, name=values["existing_endpoint"]
-            ).first()
-            if endpoint is None:
-                errors["existing_endpoint"] = "Choose one of this workspace's online endpoints."
-            elif endpoint.provisioning_state == ProvisioningState.DELETING:
-                errors["existing_endpoint"] = f"Endpoint '{endpoint.name}' is being deleted."
+            attempt("existing_endpoint", _existing_endpoint, workspace, values["existing_endpoint"])
         else:
-            problem = _name_problem(values["endpoint_name"], workspace)
-            if problem:
-                errors["endpoint_name"] = problem
-            if values["auth_mode"] not in Endpoint.AuthMode.values:
-                errors["auth_mode"] = "Choose key or aml_token."
+            attempt("endpoint_name", specs.parse_endpoint_name, values["endpoint_name"])
+            attempt("auth_mode", specs.parse_auth_mode, values["auth_mode"])
     elif step == "deployment":
-        name = values["deployment_name"]
-        try:
-            DEPLOYMENT_NAME(name)
-        except Exception:
-            errors["deployment_name"] = "Give the deployment a name: " + DEPLOYMENT_NAME.message
-        else:
-            if values["endpoint_mode"] == "existing" and Deployment.objects.filter(
-                endpoint__name=values["existing_endpoint"], name=name
-            ).exists():
-                errors["deployment_name"] = f"Endpoint '{values['existing_endpoint']}' already has '{name}'."
-        if not InstanceType.objects.filter(name=values["instance_type"], is_active=True).exists():
-            errors["instance_type"] = "Choose an instance type."
-        _int_field(values, "instance_count", 1, specs.MAX_INSTANCES, errors, "Instance count")
+        endpoint = None
+        if values["endpoint_mode"] == "existing":
+            endpoint = Endpoint.objects.filter(workspace=workspace, name=values["existing_endpoint"]).first()
+        attempt("deployment_name", specs.parse_new_deployment_name, endpoint, values["deployment_name"])
+        instance_type = attempt("instance_type", specs.resolve_instance_type, values["instance_type"] or None)
+        count = attempt("instance_count", specs.parse_int, values["instance_count"], "instance_count", 1,
+                        specs.MAX_INSTANCES)
+        if instance_type is not None and count is not None:
+            attempt("instance_count", deployment_svc.check_resources, workspace, instance_type, count)
     elif step == "settings":
-        low, high = specs.REQUEST_LIMITS["request_timeout_ms"]
-        _int_field(values, "request_timeout_ms", low, high, errors, "Request timeout (ms)")
-        low, high = specs.REQUEST_LIMITS["max_concurrent_requests_per_instance"]
-        _int_field(values, "max_concurrent_requests_per_instance", low, high, errors,
-                   "Max concurrent requests per instance")
+        attempt(None, specs.parse_request_settings, {
+            "request_timeout_ms": values["request_timeout_ms"],
+            "max_concurrent_requests_per_instance": values["max_concurrent_requests_per_instance"],
+        })
     return errors
 
 
@@ -296,11 +301,17 @@ def deploy_wizard(request):
         step = "endpoint"
     errors: dict[str, str] = {}
     error: str | None = None
+    # From a model's page the model is fixed; otherwise (an endpoint's "Add deployment") it is a choice.
+    choose_model = not values["model"]
     if request.method == "GET":
         # Coming from a model's page or an endpoint's Details tab.
         if source.get("endpoint"):
             values["endpoint_mode"] = "existing"
             values["existing_endpoint"] = source["endpoint"]
+            if not values["model"]:
+                values["model"] = _endpoint_model(workspace, source["endpoint"])
+    else:
+        choose_model = request.POST.get("choose_model") == "1"
     if request.method == "POST":
         check_workspace(request.user, workspace.name, Role.CONTRIBUTOR)
         action = request.POST.get("action", "next")
@@ -309,7 +320,7 @@ def deploy_wizard(request):
             step = STEP_NAMES[max(0, index - 1)]
         elif action == "deploy":
             for name in STEP_NAMES[:-1]:
-                errors = _validate_step(name, values, workspace)
+                errors = _check_step(name, values, workspace)
                 if errors:
                     step = name
                     break
@@ -318,14 +329,14 @@ def deploy_wizard(request):
                 try:
                     endpoint = _deploy(request, workspace, values, model)
                 except StudioError as exc:
-                    error = exc.message
+                    error = for_screen(exc)
                     step = "review"
                 else:
                     messages.success(request, f"Deploying {values['deployment_name']} to {endpoint.name}.")
                     target = reverse("endpoint-detail", args=[endpoint.name])
                     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
         else:
-            errors = _validate_step(step, values, workspace)
+            errors = _check_step(step, values, workspace)
             if not errors:
                 step = STEP_NAMES[min(len(STEP_NAMES) - 1, index + 1)]
 
@@ -335,7 +346,9 @@ def deploy_wizard(request):
             model = specs.resolve_model(workspace, values["model"])
             values["model"] = model.asset_id
         except InvalidInput as exc:
-            errors.setdefault("model", exc.message)
+            errors.setdefault("model", for_screen(exc))
+    if not values["request_timeout_ms"]:
+        values["request_timeout_ms"] = str(specs.parse_request_settings({}, model=model)["request_timeout_ms"])
     if not values["endpoint_name"] and values["endpoint_mode"] == "new":
         values["endpoint_name"] = _default_endpoint_name(model)
     existing = list(
@@ -354,6 +367,10 @@ def deploy_wizard(request):
             (n for n in ("blue", "green", "red", "yellow", "purple") if n not in taken), f"d{secrets.token_hex(2)}"
         )
     instance_types = list(InstanceType.objects.filter(is_active=True))
+    usage = deployment_svc.quota_usage(workspace, {t.family for t in instance_types})
+    for t in instance_types:
+        t.quota_used, t.quota_limit = usage[t.family]
+        t.quota_left = max(0, t.quota_limit - t.quota_used)
     if not values["instance_type"] and instance_types:
         values["instance_type"] = instance_types[0].name
     chosen_type = next((t for t in instance_types if t.name == values["instance_type"]), None)
@@ -367,7 +384,8 @@ def deploy_wizard(request):
         "errors": errors,
         "error": error,
         "model": model,
-        "models": [] if model else _online_models(workspace),
+        "choose_model": choose_model or model is None,
+        "models": _online_models(workspace) if choose_model or model is None else [],
         "existing": existing,
         "instance_types": instance_types,
         "chosen_type": chosen_type,
@@ -387,6 +405,18 @@ def deploy_wizard(request):
     return render(request, "endpoints/wizard.html", context)
 
 
+def _endpoint_model(workspace, endpoint_name: str) -> str:
+    """The model of the endpoint's deployment with the most live traffic (the first one without any)."""
+    endpoint = Endpoint.objects.filter(workspace=workspace, name=endpoint_name).first()
+    if endpoint is None:
+        return ""
+    deployments = list(endpoint.deployments.select_related("model").order_by("name"))
+    if not deployments:
+        return ""
+    top = max(deployments, key=lambda d: int((endpoint.traffic or {}).get(d.name, 0)))
+    return top.model.asset_id
+
+
 def _online_models(workspace) -> list[CatalogModel]:
     from endpoints_app.filters import latest_versions, visible_models
 
@@ -398,12 +428,25 @@ def _online_models(workspace) -> list[CatalogModel]:
 @require_GET
 def check_endpoint_name(request):
     """As you type in the wizard: is this endpoint name free?"""
-    workspace = require_workspace(request)
+    require_workspace(request)
     name = request.GET.get("endpoint_name", "").strip()
-    problem = _name_problem(name, workspace)
-    if problem:
-        return HttpResponse(f'<span class="error" id="name-check-result">{escape(problem)}</span>')
+    try:
+        specs.parse_endpoint_name(name)
+    except StudioError as exc:
+        return HttpResponse(f'<span class="error" id="name-check-result">{escape(for_screen(exc))}</span>')
     return HttpResponse(f'<span class="ok" id="name-check-result">✓ {escape(name)} is available</span>')
+
+
+@login_required
+@require_GET
+def check_resources(request):
+    """As you pick an instance type and count in the wizard: do quota and capacity allow it?"""
+    workspace = require_workspace(request)
+    errors = _check_step("deployment", {**_wizard_values(request.GET, workspace), "deployment_name": "x"}, workspace)
+    problem = errors.get("instance_count") or errors.get("instance_type")
+    if problem:
+        return HttpResponse(f'<span class="error" id="resource-check-result">{escape(problem)}</span>')
+    return HttpResponse('<span class="ok" id="resource-check-result">✓ Within quota, and the nodes have room.</span>')
 
 
 # -- an endpoint's page: Details ---------------------------------------------------------------------
@@ -479,7 +522,7 @@ def update_traffic(request, name: str):
         endpoint_svc.do_update_endpoint(Actor.from_request(request), endpoint, traffic=traffic, mirror_traffic=mirror)
     except StudioError as exc:
         endpoint.refresh_from_db()
-        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+        return _render_detail(request, endpoint, error=for_screen(exc), status=exc.status)
     endpoint.refresh_from_db()
     if not request.htmx:
         messages.success(request, "Traffic updated.")
@@ -512,7 +555,7 @@ def scale_deployment(request, name: str, deployment_name: str):
     try:
         deployment_svc.do_update_deployment(Actor.from_request(request), deployment, changes)
     except StudioError as exc:
-        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+        return _render_detail(request, endpoint, error=for_screen(exc), status=exc.status)
     if not request.htmx:
         return redirect("endpoint-detail", endpoint.name)
     return _render_detail(request, endpoint)
@@ -525,7 +568,7 @@ def delete_deployment(request, name: str, deployment_name: str):
     try:
         deployment_svc.do_delete_deployment(Actor.from_request(request), deployment)
     except StudioError as exc:
-        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+        return _render_detail(request, endpoint, error=for_screen(exc), status=exc.status)
     endpoint.refresh_from_db()
     if not request.htmx:
         messages.success(request, f"Deleting deployment {deployment_name}.")
@@ -540,7 +583,7 @@ def delete_endpoint(request, name: str):
     try:
         endpoint_svc.do_delete_endpoint(Actor.from_request(request), endpoint)
     except StudioError as exc:
-        return _render_detail(request, endpoint, error=exc.message, status=exc.status)
+        return _render_detail(request, endpoint, error=for_screen(exc), status=exc.status)
     messages.success(request, f"Deleting endpoint {name}.")
     target = reverse("endpoints")
     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
@@ -661,7 +704,7 @@ def regenerate_key(request, name: str):
     try:
         key_svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
     except StudioError as exc:
-        context["error"] = exc.message
+        context["error"] = for_screen(exc)
         status = 200 if request.htmx else exc.status
     else:
         endpoint.refresh_from_db()
@@ -674,24 +717,38 @@ def regenerate_key(request, name: str):
 
 # -- Logs ----------------------------------------------------------------------------------------------
 
+LOG_LINE_CHOICES = (100, 500, 1000, 5000)
+
+
 @login_required
 def endpoint_logs(request, name: str):
+    """Newest lines first; `follow` polls every 2 s (htmx); `download` gives the text oldest first, as a file."""
     endpoint = _endpoint_for(request, name)
     deployments = _deployments(endpoint)
     chosen = next((d for d in deployments if d.name == request.GET.get("deployment")), None)
     if chosen is None and deployments:
         chosen = deployments[0]
-    lines = request.GET.get("lines", "100")
-    lines = int(lines) if lines.isdigit() and 1 <= int(lines) <= 5000 else 100
+    lines = request.GET.get("lines") or "100"
+    follow = request.GET.get("follow") == "1"
     context = _tab_context(request, endpoint, "logs")
-    context.update({"deployments": deployments, "chosen": chosen, "lines": lines})
+    context.update({"deployments": deployments, "chosen": chosen, "lines": lines, "follow": follow,
+                    "line_choices": LOG_LINE_CHOICES})
     if chosen is not None:
         instance = request.GET.get("instance") or None
+        download = request.GET.get("download") == "1"
         try:
-            context["log"] = deployment_svc.read_deployment_logs(chosen, lines=lines, instance=instance)
+            text = deployment_svc.read_deployment_logs(chosen, lines=lines, instance=instance,
+                                                       newest_first=not download)
         except StudioError as exc:
-            context["log"] = exc.message
+            text = exc.message
+        if download:
+            response = HttpResponse(text, content_type="text/plain; charset=utf-8")
+            filename = f"{endpoint.name}-{chosen.name}{'-' + instance if instance else ''}.log"
+            response["Content-Disposition"] = f'attachment; filename="{filename}"'
+            return response
+        context["log"] = text
         context["instance"] = instance or ""
+        context["query"] = urlencode({"deployment": chosen.name, "instance": instance or "", "lines": lines})
     if wants_partial(request):
         return render(request, "endpoints/logs.html#log", context)
     return render(request, "endpoints/logs.html", context)

@@ -6,7 +6,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
-from endpoints_app.metering.charts import RANGES, monitoring_figures
+from endpoints_app.metering.charts import RANGES, default_range, monitoring_figures
 from endpoints_app.models import Endpoint
 from endpoints_app.permissions import check_workspace
 
@@ -30,11 +30,14 @@ def endpoint_for(user, name: str) -> Endpoint:
 @login_required
 def monitoring(request, name: str):
     endpoint = endpoint_for(request.user, name)
-    range_key = request.GET.get("range", "1h")
+    now = timezone.now()
+    range_key = request.GET.get("range", "")
     if range_key not in RANGES:
-        range_key = "1h"
-    built = monitoring_figures(endpoint, range_key, timezone.now())
-    charts = [{"name": key, "json": script_safe(built["figures"][key].to_json())} for key in CHART_ORDER]
+        range_key = default_range(endpoint, now)
+    built = monitoring_figures(endpoint, range_key, now)
+    # Charts the model cannot have data for (tokens of a classifier) are not built.
+    charts = [{"name": key, "json": script_safe(built["figures"][key].to_json())}
+              for key in CHART_ORDER if key in built["figures"]]
     context = {
         "endpoint": endpoint,
         "tab": "monitoring",

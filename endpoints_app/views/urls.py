@@ -15,6 +15,7 @@ urlpatterns = [
     path("endpoints/", endpoint_views.endpoint_list, name="endpoints"),
     path("endpoints/new/", endpoint_views.deploy_wizard, name="deploy-wizard"),
     path("endpoints/new/check-name/", endpoint_views.check_endpoint_name, name="endpoint-name-check"),
+    path("endpoints/new/check-resources/", endpoint_views.check_resources, name="endpoint-resource-check"),
     path("endpoints/<str:name>/", endpoint_views.endpoint_detail, name="endpoint-detail"),
     path("endpoints/<str:name>/traffic/", endpoint_views.update_traffic, name="endpoint-traffic"),
     path("endpoints/<str:name>/delete/", endpoint_views.delete_endpoint, name="endpoint-delete"),

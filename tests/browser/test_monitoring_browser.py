@@ -10,7 +10,8 @@ from tests.usage import factories as f
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHARTS = ["requests", "latency", "errors", "traffic", "tokens", "cost", "cpu", "memory"]
+# No tokens chart: a classifier's answers carry no token counts.
+CHARTS = ["requests", "latency", "errors", "traffic", "cost", "cpu", "memory"]
 
 
 @pytest.fixture
@@ -36,8 +37,15 @@ def test_monitoring_tab_draws_charts_and_switches_range(page, live_server, iris,
     page.wait_for_selector("#monitoring-panel .chart-grid[data-drawn=true]")
     for chart in CHARTS:
         assert page.locator(f"[data-chart={chart}] svg.main-svg").count() >= 1, chart
+    assert page.locator("[data-chart=tokens]").count() == 0
     assert drawn_traces(page, "requests") == 2
     assert drawn_traces(page, "latency") == 3
+    # Latency is drawn as lines, not a scatter of dots.
+    assert page.locator("[data-chart=latency] g.trace path.js-line").count() == 3
+    assert page.locator("[data-chart=latency] g.points path.point").count() == 0
+    for width in (1400, 1024):
+        page.set_viewport_size({"width": width, "height": 900})
+        shoot(page, f"monitoring-1h-{width}")
     hour_ticks = page.locator("[data-chart=requests] .xtick text").all_inner_texts()
     shoot(page, "monitoring-1h")
 

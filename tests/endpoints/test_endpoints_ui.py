@@ -250,7 +250,7 @@ def test_autoscale_with_max_below_min_names_the_field(owner_client, iris):
 def test_manual_scale_rejects_a_non_number(owner_client, iris):
     response = owner_client.post("/endpoints/iris/deployments/blue/scale/", {"instance_count": "many"})
     assert response.status_code == 400
-    assert "instance_count must be a whole number" in response.content.decode()
+    assert "Instance count must be a whole number" in response.content.decode()
 
 
 def test_details_and_logs_hide_stopped_instances_kept_for_billing(owner_client, iris, node):

@@ -40,13 +40,16 @@ def test_it_builds_every_chart(owner_client, iris):
     html = response.content.decode()
     assert "<html" not in html  # the partial only
     figs = figures(html)
-    assert set(figs) == {"requests", "latency", "errors", "traffic", "tokens", "cost", "cpu", "memory"}
+    # No tokens chart for a classifier: its answers carry no token counts.
+    assert set(figs) == {"requests", "latency", "errors", "traffic", "cost", "cpu", "memory"}
     for fig in figs.values():
         go.Figure(fig)  # plotly's own schema validation accepts every figure
     stacked = {t["name"]: t for t in figs["requests"]["data"]}
     assert set(stacked) == {"blue", "green"} and stacked["blue"]["stackgroup"] == "requests"
     assert sum(stacked["blue"]["y"]) == 29 * 7 and sum(stacked["green"]["y"]) == 29 * 4
     assert [t["name"] for t in figs["latency"]["data"]] == ["p50", "p90", "p99"]
+    assert {t["mode"] for t in figs["latency"]["data"]} == {"lines"}
+    assert len(figs["latency"]["data"][0]["x"]) == 29  # the buckets with requests, joined by lines
     errors = {t["name"]: sum(t["y"]) for t in figs["errors"]["data"]}
     assert errors == {"503": 29}  # one bar per error status code
     traffic = {t["name"]: t["y"] for t in figs["traffic"]["data"]}
@@ -104,3 +107,29 @@ def test_instance_samples_measure_a_real_process(owner_client, iris, settings):
     figs = figures(owner_client.get("/endpoints/iris/monitoring/?range=1h", HTTP_HX_REQUEST="true").content.decode())
     assert figs["memory"]["data"][0]["name"] == instance.name
     assert figs["memory"]["data"][0]["y"] == [sample.memory_mb]
+
+
+def test_it_draws_tokens_for_a_model_that_counts_them(owner_client, workspace):
+    from endpoints_app.models import CatalogModel
+
+    chat = CatalogModel.objects.create(name="chat", version=1, task="chat-completion", format="gguf",
+                                       license="Apache-2.0", artifact_path="x.gguf", deployment_kinds=["online"])
+    ep = f.endpoint(workspace, "chatty", traffic={"blue": 100})
+    f.deployment(ep, "blue", model=chat)
+    f.minute_row(ep, "blue", timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=3), ok=2,
+                 tokens_in=10, tokens_out=30)
+    figs = figures(owner_client.get("/endpoints/chatty/monitoring/?range=1h", HTTP_HX_REQUEST="true").content.decode())
+    assert {t["name"]: sum(t["y"]) for t in figs["tokens"]["data"]} == {"tokens in": 10, "tokens out": 30}
+
+
+def test_a_young_endpoint_opens_on_the_last_15_minutes(owner_client, workspace):
+    from endpoints_app.models import Endpoint
+
+    ep = f.endpoint(workspace, "young", traffic={"blue": 100})
+    f.deployment(ep, "blue")
+    html = owner_client.get("/endpoints/young/monitoring/").content.decode()
+    assert 'class="range active"' in html and ">15m</a>" in html
+    assert re.search(r'class="range active"\s+aria-current="true">15m<', html)
+    Endpoint.objects.filter(pk=ep.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    html = owner_client.get("/endpoints/young/monitoring/").content.decode()
+    assert re.search(r'class="range active"\s+aria-current="true">1h<', html)

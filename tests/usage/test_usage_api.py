@@ -96,18 +96,20 @@ def test_sums_are_exact_across_minute_rows_and_rollups(owner_api, iris):
         assert totals == old  # per-status-code counts included
         codes = totals["status_codes"]
         assert sum(codes.values()) == totals["requests"] and codes.get("500", 0) == totals["status_5xx"]
-    assert used == {"minute", "hour", "day", "partial hour"}
-    # Hourly series from rollups equal the minute rows' hourly sums.
-    lo, hi = T0, T0 + timedelta(days=2)
-    body = owner_api.get(URL, {"from": iso(lo), "to": iso(hi), "interval": "1h", "endpoint": "iris"}).json()
-    got = Counter()
-    for point in body["series"]:
-        got[point["time"]] += point["requests"]
-    want = Counter()
-    for minute, _, ok, c4, c5 in rows:
-        if lo <= minute < hi:
-            want[iso(query.floor_to(minute, 3600))] += ok + c4 + c5
-    assert +got == +want
+    assert used == {"minute", "hour", "6h", "day", "partial hour"}
+    # Hourly and 6-hourly series from rollups equal the minute rows' sums per bucket.
+    lo, hi = T0, T0 + timedelta(days=2, hours=21)
+    for interval, seconds in (("1h", 3600), ("6h", 6 * 3600)):
+        body = owner_api.get(URL, {"from": iso(lo), "to": iso(hi), "interval": interval, "endpoint": "iris"}).json()
+        got = Counter()
+        for point in body["series"]:
+            got[point["time"]] += point["requests"]
+        want = Counter()
+        for minute, _, ok, c4, c5 in rows:
+            if lo <= minute < hi:
+                want[iso(query.floor_to(minute, seconds))] += ok + c4 + c5
+        assert +got == +want
+    assert {p.source for p in query.plan(lo, hi, 6 * 3600, query.rolled_until())} == {"minute", "hour", "6h"}
 
 
 def test_it_reports_requests_per_status_code_in_series_and_totals(owner_api, iris):
