@@ -246,7 +246,7 @@ def data_cmd(client: StudioClient, args) -> Any:
         return client.data.list()
     if args.action == "show":
         return client.data.get(_need(args.name, "give the data asset's name with -n/--name"), args.version)
-    spec = _load(args, "data", for_create=False) if args.file or args.set else specs.MarkedDict()
+    spec = _load(args, "data", for_create=not args.path) if args.file or args.set else specs.MarkedDict()
     name = _need(args.name or spec.get("name"), "give the data asset's name with -n/--name or in the file (-f)")
     paths = list(args.path)
     if spec.get("path"):

@@ -32,8 +32,12 @@ def run(raw_data):
 """
 
 BROKEN_SCORE_PY = """
+import os
+
 def init():
-    raise RuntimeError("boom: the weights file is missing")
+    # Registration runs init() once to check the model; the deployment sets WEIGHTS=missing.
+    if os.environ.get("WEIGHTS") == "missing":
+        raise RuntimeError("boom: the weights file is missing")
 
 def run(raw_data):
     return raw_data
@@ -135,7 +139,7 @@ def test_it_fails_a_deployment_that_cannot_start_with_the_error_and_log_tail(own
     model = _tripler(owner_cli, tmp_path, "broken", BROKEN_SCORE_PY)
     ok(owner_cli("online-endpoint", "create", "-n", "cli-broken"))
     result = owner_cli("online-deployment", "create", "-e", "cli-broken", "-n", "blue", "--set", f"model={model['id']}",
-                       "--set", "instance_type=Standard_DS1_v2")
+                       "--set", "instance_type=Standard_DS1_v2", "--set", "environment_variables.WEIGHTS=missing")
     assert result.returncode == 1, result.stderr
     assert "is Failed" in result.stderr
     assert "last log lines" in result.stderr and "boom: the weights file is missing" in result.stderr
