@@ -56,14 +56,15 @@ def raise_for_error(response: requests.Response) -> None:
 class Transport:
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 60, retries: int = 3,
                  backoff: float = 0.5, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, user_agent: str = USER_AGENT) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.sleep = sleep
         self.session = session or requests.Session()
-        self.session.headers.update({"User-Agent": USER_AGENT, "X-Studio-Client": USER_AGENT})
+        # The audit log tells CLI writes (X-Studio-Client: studio-cli/...) from other API calls.
+        self.session.headers.update({"User-Agent": user_agent, "X-Studio-Client": user_agent})
         if token:
             self.session.headers["Authorization"] = f"Token {token}"
 

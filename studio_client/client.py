@@ -429,7 +429,8 @@ class StudioClient:
 
     def __init__(self, url: str | None = None, token: str | None = None, workspace: str | None = None, *,
                  timeout: float = 60, retries: int = 3, poll_interval: float = 1.0,
-                 on_progress: ProgressCallback | None = None, session: requests.Session | None = None) -> None:
+                 on_progress: ProgressCallback | None = None, session: requests.Session | None = None,
+                 user_agent: str | None = None) -> None:
         settings = config_mod.resolve(url, token, workspace)
         if not settings.token:
             raise ConfigurationError(
@@ -440,7 +441,8 @@ class StudioClient:
         self.workspace = settings.workspace
         self.poll_interval = poll_interval
         self.on_progress = on_progress
-        self.transport = Transport(self.url, settings.token, timeout=timeout, retries=retries, session=session)
+        self.transport = Transport(self.url, settings.token, timeout=timeout, retries=retries, session=session,
+                                   **({"user_agent": user_agent} if user_agent else {}))
         self.workspaces = Workspaces(self)
         self.members = Members(self)
         self.models = Models(self)

@@ -12,6 +12,7 @@ from studio_client.cli import output
 from studio_client.cli.parser import build_parser
 
 EXIT_OK, EXIT_API, EXIT_USAGE = 0, 1, 2
+USER_AGENT = "studio-cli/1.0"  # the audit log records writes with it as made "through the CLI"
 
 
 def _login(args) -> dict:
@@ -25,7 +26,7 @@ def _login(args) -> dict:
         if not sys.stdin.isatty():
             raise ConfigurationError("give --token (or STUDIO_TOKEN); there is no terminal to ask on")
         token = getpass.getpass("API token: ").strip()
-    client = StudioClient(settings.url, token, settings.workspace)
+    client = StudioClient(settings.url, token, settings.workspace, user_agent=USER_AGENT)
     workspaces = client.workspaces.list()  # proves URL and token work before anything is written
     names = [w.get("name") for w in workspaces]
     if settings.workspace not in names:
@@ -49,7 +50,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.group == "login":
             result = _login(args)
         else:
-            client = StudioClient(workspace=args.workspace, on_progress=output.progress)
+            client = StudioClient(workspace=args.workspace, on_progress=output.progress, user_agent=USER_AGENT)
             if args.group == "apply":
                 from studio_client.apply import apply_command
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rest_framework.authtoken.models import Token
 
-from endpoints_app.models import Deployment, Endpoint
+from endpoints_app.models import AuditLog, Deployment, Endpoint
 from tests.cli.conftest import cli_env, ok, run_studio
 from tests.live import ROOT
 
@@ -82,6 +82,7 @@ def test_it_drives_an_endpoint_through_every_online_command(owner_cli, tmp_path)
     assert deployment["provisioning_state"] == "Succeeded" and deployment["traffic"] == 100
     assert "Creating" in created.stderr and "Succeeded" in created.stderr  # progress on stderr
     assert ok(cli("online-endpoint", "show", "-n", "cli-demo"))["traffic"] == {"blue": 100}
+    assert AuditLog.objects.get(action="endpoint.create").via == AuditLog.Via.CLI
     assert [e["name"] for e in ok(cli("online-endpoint", "list"))] == ["cli-demo"]
     table = cli("online-endpoint", "list", "-o", "table")
     assert table.returncode == 0 and table.stdout.splitlines()[0].startswith("NAME") and "cli-demo" in table.stdout
