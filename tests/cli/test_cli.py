@@ -279,3 +279,15 @@ def test_login_writes_a_private_config_that_later_commands_use(live_web, owner, 
 
     wrong = run_studio("", None, "login", "--url", live_web, "-w", "nope", "--token", token, cwd=tmp_path, env=env)
     assert wrong.returncode == 2 and "not a member of workspace 'nope'" in wrong.stderr
+
+
+def test_the_readme_cli_block_runs_as_written(owner_cli, tmp_path, seeded_catalog):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## CLI and Python client.*?```sh\n(.*?)```", text, re.S).group(1)
+    env = cli_env(owner_cli.url, owner_cli.token, tmp_path)
+    script = f'set -euo pipefail\nstudio() {{ "{sys.executable}" -m studio_client "$@"; }}\n{block}'
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "iris-online" in result.stdout and '"changes": 3' in result.stdout
+    assert not Endpoint.objects.filter(name="iris-online").exists()
