@@ -63,12 +63,10 @@ if [ "$mode" = test ]; then
   fi
 fi
 
-# The `studio` CLI, a thin REST client living in the repo.
-cat > "$VENV/bin/studio" <<SH
-#!/bin/sh
-PYTHONPATH="$PWD\${PYTHONPATH:+:\$PYTHONPATH}" exec "$PWD/$VENV/bin/python" -m endpoints_app.cli "\$@"
-SH
-chmod +x "$VENV/bin/studio"
+# studio_client and its `studio` command (pyproject.toml), editable so the repo's code runs.
+# --no-build-isolation: setuptools is already in the venv; nothing is fetched to build it.
+rm -f "$VENV/bin/studio"  # the shell wrapper older installs wrote
+"${PIP[@]}" --no-deps --no-build-isolation -e .
 
 rm -f "$VENV"/.installed-"$mode"-*
 touch "$stamp"

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 import orjson
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import CharField
 from django.db.models.functions import Cast
@@ -293,7 +294,10 @@ def raw_chunks(qs, size: int = 5000):
     per-value converters (which cost more than the rest of the loop over thousands of
     rows). Times come back as datetimes (or ISO text), histograms as lists (PostgreSQL
     jsonb) or JSON text (SQLite); the callers handle both."""
-    sql, params = qs.query.sql_with_params()
+    try:
+        sql, params = qs.query.sql_with_params()
+    except EmptyResultSet:  # e.g. `id__in=[]`: a workspace without endpoints has no rows
+        return
     with connections[qs.db].cursor() as cursor:
         cursor.execute(sql, params)
         while True:

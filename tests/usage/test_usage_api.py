@@ -192,3 +192,10 @@ def test_a_late_flush_reaches_the_rollups_at_the_next_hour(owner_api, iris):
     window = {"from": iso(T0), "to": iso(T0 + timedelta(hours=1)), "interval": "1h"}
     rollup_usage(now=T0 + timedelta(hours=2, minutes=5))
     assert owner_api.get(URL, window).json()["totals"]["requests"] == 12
+
+
+def test_it_reports_zeros_for_a_workspace_without_endpoints(owner_api, workspace):
+    response = owner_api.get(URL, {"interval": "1h"})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["totals"]["requests"] == 0 and body["totals"]["cost"] == 0

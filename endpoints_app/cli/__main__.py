@@ -1,3 +1,0 @@
-from endpoints_app.cli.main import main
-
-raise SystemExit(main())

@@ -1,0 +1,372 @@
+"""YAML specs: load with line numbers, declare their kind, check their shape before any call.
+
+A spec file declares its kind with a `kind:` field (`online-endpoint`, `online-deployment`,
+`batch-endpoint`, `batch-deployment`, `serverless-endpoint`, `marketplace-subscription`, `data`,
+`batch-job`) or with an `az ml` `$schema` URL (`.../managedOnlineEndpoint.schema.json` and so
+on). A command such as `studio online-endpoint create -f FILE` knows the kind already; the file
+may still declare it, and a different one is an error.
+
+The checks here are about shape only: unknown fields, wrong types, missing required fields,
+and values outside a fixed set of choices. Rules about values (name formats, ranges, what sums
+to 100) stay with the studio, which names the field in its 400 answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KINDS = (
+    "online-endpoint", "online-deployment", "batch-endpoint", "batch-deployment", "serverless-endpoint",
+    "marketplace-subscription", "data", "batch-job",
+)
+SCHEMA_KINDS = {
+    "managedonlineendpoint": "online-endpoint",
+    "kubernetesonlineendpoint": "online-endpoint",
+    "onlineendpoint": "online-endpoint",
+    "managedonlinedeployment": "online-deployment",
+    "kubernetesonlinedeployment": "online-deployment",
+    "onlinedeployment": "online-deployment",
+    "batchendpoint": "batch-endpoint",
+    "batchdeployment": "batch-deployment",
+    "modelbatchdeployment": "batch-deployment",
+    "serverlessendpoint": "serverless-endpoint",
+    "marketplacesubscription": "marketplace-subscription",
+    "data": "data",
+    "batchjob": "batch-job",
+}
+
+
+# -- errors --------------------------------------------------------------------------------------------------
+
+class SpecError(Exception):
+    """A spec that fails validation: the file, the field's path and its line."""
+
+    def __init__(self, message: str, path: str = "", line: int | None = None, file: str | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.file = file
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file or "spec"
+        if self.line is not None:
+            where += f":{self.line}"
+        field_text = f" {self.path}:" if self.path else ""
+        return f"{where}:{field_text} {self.message}"
+
+
+# -- YAML with line numbers ----------------------------------------------------------------------------------
+
+class MarkedDict(dict):
+    """A mapping that remembers its own line and the line of each key (1-based)."""
+
+    line: int | None = None
+    key_lines: dict
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines = {}
+
+
+class MarkedList(list):
+    line: int | None = None
+    item_lines: list
+
+
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc, valid-type]
+    pass
+
+
+def _construct_mapping(loader, node):
+    result = MarkedDict()
+    result.line = node.start_mark.line + 1
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise SpecError("a mapping key must be a plain value", line=key_node.start_mark.line + 1) from None
+        if key in result:
+            raise SpecError(f"field {key!r} appears twice", path=str(key), line=key_node.start_mark.line + 1)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_sequence(loader, node):
+    result = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_yaml(text: str, file: str = "spec") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+    except SpecError as exc:
+        exc.file = file
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise SpecError(f"not valid YAML: {exc.problem or exc}", line=line, file=file) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML: {exc}", file=file) from None
+
+
+def load_file(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError("no such file", file=str(path)) from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
+    return load_yaml(text, str(path))
+
+
+def load_documents(path: str | Path) -> list[Any]:
+    """Every YAML document of a file (`---` separated), each with its lines."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError("no such file", file=str(path)) from None
+    try:
+        return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]  # noqa: S506
+    except SpecError as exc:
+        exc.file = str(path)
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise SpecError(f"not valid YAML: {exc.problem or exc}", line=mark.line + 1 if mark else None,
+                        file=str(path)) from None
+
+
+# -- --set overrides -----------------------------------------------------------------------------------------
+
+def apply_overrides(spec: dict, pairs: Iterable[str] | None) -> dict:
+    """`--set a.b=c`: the value is read as YAML (`--set instance_count=2` is a number)."""
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set expects path.to.field=value, got {pair!r}", path=key, file="--set")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise SpecError(f"cannot read the value {raw!r}: {exc}", path=key, file="--set") from None
+        target = spec
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = target.get(part)
+            if child is None:
+                child = target[part] = MarkedDict()
+            if not isinstance(child, dict):
+                raise SpecError(f"{'.'.join(parts[:i + 1])} is not a mapping", path=key, file="--set")
+            target = child
+        target[parts[-1]] = value
+        if isinstance(target, MarkedDict):
+            target.key_lines.pop(parts[-1], None)
+    return spec
+
+
+# -- shapes --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Type:
+    kind: str  # str | int | number | bool | scalar | map | obj | any
+    choices: tuple = ()
+    fields: dict[str, Type] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    values: Type | None = None  # for map: the type of every value
+
+    def describe(self) -> str:
+        return {"str": "a string", "int": "a whole number", "number": "a number", "bool": "true or false",
+                "scalar": "a string or a number", "map": "a mapping", "obj": "a mapping", "any": "anything"}[self.kind]
+
+
+def S(*choices: str) -> Type:
+    return Type("str", choices=choices)
+
+
+INT = Type("int")
+BOOL = Type("bool")
+SCALAR = Type("scalar")
+ANY = Type("any")
+
+
+def Obj(fields: dict[str, Type], required: tuple[str, ...] = ()) -> Type:
+    return Type("obj", fields=fields, required=required)
+
+
+def MapOf(values: Type) -> Type:
+    return Type("map", values=values)
+
+
+PROBE = Obj({k: INT for k in ("initial_delay", "period", "timeout", "success_threshold", "failure_threshold")})
+COMMON = {"$schema": S(), "kind": S(*KINDS)}
+
+ONLINE_ENDPOINT = Obj({
+    **COMMON, "name": S(), "auth_mode": S("key", "aml_token"), "description": S(), "tags": MapOf(SCALAR),
+    "traffic": MapOf(INT), "mirror_traffic": MapOf(INT),
+}, required=("name",))
+
+_DEPLOYMENT_FIELDS = {
+    **COMMON,
+    "name": S(), "endpoint_name": S(), "model": S(), "description": S(), "tags": MapOf(SCALAR), "type": S(),
+    "app_insights_enabled": BOOL, "environment": ANY,
+    "code_configuration": Obj({"code": S(), "scoring_script": S()}),
+    "environment_variables": MapOf(SCALAR),
+    "instance_type": S(), "instance_count": INT,
+    "scale_settings": Obj({
+        "type": S("default", "target_utilization"), "min_instances": INT, "max_instances": INT,
+        "target_utilization_percentage": INT, "polling_interval": INT, "cooldown_seconds": INT,
+    }),
+    "request_settings": Obj({"request_timeout_ms": INT, "max_concurrent_requests_per_instance": INT,
+                             "max_queue_wait_ms": INT}),
+    "liveness_probe": PROBE, "readiness_probe": PROBE,
+}
+ONLINE_DEPLOYMENT = Obj(_DEPLOYMENT_FIELDS, required=("name", "model"))
+
+BATCH_ENDPOINT = Obj({
+    **COMMON, "name": S(), "description": S(), "tags": MapOf(SCALAR), "defaults": Obj({"deployment_name": S()}),
+}, required=("name",))
+BATCH_DEPLOYMENT = Obj({
+    **_DEPLOYMENT_FIELDS,
+    "mini_batch_size": INT, "max_concurrency_per_instance": INT, "error_threshold": INT,
+    "retry_settings": Obj({"max_retries": INT, "timeout": INT}),
+    "output_action": S("append_row", "summary_only"), "output_file_name": S(),
+}, required=("name", "model"))
+SERVERLESS_ENDPOINT = Obj({**COMMON, "name": S(), "model_id": S()}, required=("name", "model_id"))
+MARKETPLACE_SUBSCRIPTION = Obj({**COMMON, "name": S(), "model_id": S()}, required=("name", "model_id"))
+DATA = Obj({**COMMON, "name": S(), "path": S(), "type": S("uri_folder", "uri_file"), "description": S()},
+           required=("name", "path"))
+JOB_SETTINGS = Obj({"mini_batch_size": INT, "instance_count": INT, "max_concurrency_per_instance": INT,
+                    "error_threshold": INT, "output_file_name": S()})
+BATCH_JOB = Obj({
+    **COMMON, "endpoint_name": S(), "deployment_name": S(),
+    "inputs": Obj({"input_data": Obj({"type": S("uri_folder", "uri_file"), "path": S()}, required=("path",))},
+                  required=("input_data",)),
+    "settings": JOB_SETTINGS,
+}, required=("inputs",))
+
+SHAPES: dict[str, Type] = {
+    "online-endpoint": ONLINE_ENDPOINT,
+    "online-deployment": ONLINE_DEPLOYMENT,
+    "batch-endpoint": BATCH_ENDPOINT,
+    "batch-deployment": BATCH_DEPLOYMENT,
+    "serverless-endpoint": SERVERLESS_ENDPOINT,
+    "marketplace-subscription": MARKETPLACE_SUBSCRIPTION,
+    "data": DATA,
+    "batch-job": BATCH_JOB,
+}
+
+
+def _line_of(container: Any, key: Any) -> int | None:
+    if isinstance(container, MarkedDict):
+        return container.key_lines.get(key, container.line)
+    if isinstance(container, MarkedList) and isinstance(key, int) and key < len(container.item_lines):
+        return container.item_lines[key]
+    return getattr(container, "line", None)
+
+
+def _check(value: Any, shape: Type, path: str, line: int | None, file: str, required: bool) -> None:
+    kind = shape.kind
+    if kind == "any":
+        return
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "scalar": isinstance(value, (str, int, float, bool)),
+        "map": isinstance(value, dict),
+        "obj": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        shown = "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)
+        raise SpecError(f"must be {shape.describe()}, not {shown}", path, line, file)
+    if shape.choices and value not in shape.choices:
+        raise SpecError(f"must be one of {', '.join(shape.choices)}; got {value!r}", path, line, file)
+    if kind == "map" and shape.values is not None:
+        for key, item in value.items():
+            _check(item, shape.values, f"{path}.{key}" if path else str(key), _line_of(value, key), file, required)
+    if kind == "obj":
+        for key, item in value.items():
+            child_path = f"{path}.{key}" if path else str(key)
+            if key not in shape.fields:
+                known = ", ".join(k for k in sorted(shape.fields) if k not in COMMON)
+                raise SpecError(f"unknown field; known fields here: {known}", child_path, _line_of(value, key), file)
+            if item is None:
+                continue  # `field:` with nothing after it: left out
+            _check(item, shape.fields[key], child_path, _line_of(value, key), file, required)
+        if required:
+            for key in shape.required:
+                if value.get(key) in (None, ""):
+                    child_path = f"{path}.{key}" if path else key
+                    raise SpecError("is required", child_path, getattr(value, "line", line), file)
+
+
+def kind_of(spec: Any, file: str = "spec") -> str | None:
+    """The kind a spec declares (`kind:` or an az ml `$schema` URL), or None."""
+    if not isinstance(spec, dict):
+        return None
+    declared = spec.get("kind")
+    if declared is not None:
+        if declared not in KINDS:
+            raise SpecError(f"must be one of {', '.join(KINDS)}; got {declared!r}", "kind", _line_of(spec, "kind"),
+                            file)
+        return declared
+    schema = spec.get("$schema")
+    if isinstance(schema, str) and schema:
+        stem = schema.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0].lower()
+        found = SCHEMA_KINDS.get(stem)
+        if found is None:
+            raise SpecError(f"a $schema this studio does not know: {schema}", "$schema", _line_of(spec, "$schema"),
+                            file)
+        return found
+    return None
+
+
+def validate(spec: Any, kind: str, file: str = "spec", *, for_create: bool = True) -> dict:
+    """Check `spec` against `kind`'s shape; SpecError names the first problem (path and line)."""
+    if not isinstance(spec, dict):
+        raise SpecError(f"must hold a mapping of fields (a {kind} spec)", line=getattr(spec, "line", 1), file=file)
+    declared = kind_of(spec, file)
+    if declared is not None and declared != kind:
+        field_name = "kind" if "kind" in spec else "$schema"
+        raise SpecError(f"this file is a {declared} spec, not a {kind} spec", field_name, _line_of(spec, field_name),
+                        file)
+    shape = SHAPES[kind]
+    if not for_create:
+        shape = Obj(shape.fields, required=("name",) if "name" in shape.required else ())
+    _check(spec, shape, "", getattr(spec, "line", 1), file, required=True)
+    return spec
+
+
+def plain(value: Any) -> Any:
+    """Plain dicts and lists, without the line bookkeeping (for JSON bodies and comparisons)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def body(spec: dict, drop: Iterable[str] = ("$schema", "kind")) -> dict:
+    """The spec as the API wants it: without the file's bookkeeping fields and empty values."""
+    dropped = set(drop)
+    return {k: plain(v) for k, v in spec.items() if k not in dropped and v is not None}
