@@ -44,3 +44,17 @@ def check_workspace(user, workspace_name: str, need: Role = Role.READER) -> Work
 def can(user, workspace: Workspace, need: Role) -> bool:
     role = role_in(user, workspace)
     return role is not None and RANK[role] >= RANK[need]
+
+
+def check_actor(user, workspace: Workspace, need: Role) -> None:
+    """A service's own check of a write: a real user needs `need` in `workspace` (404 for a
+    non-member, 403 below it); the system (tasks, the controller) passes."""
+    if user is None:
+        return
+    role = role_in(user, workspace)
+    if role is None:
+        raise Http404("No such workspace.")
+    if RANK[role] < RANK[need]:
+        raise PermissionDenied(
+            f"This needs the {need.value} role in workspace '{workspace.name}'; you are {role.value}."
+        )

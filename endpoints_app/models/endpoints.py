@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import F
@@ -178,6 +180,35 @@ class Deployment(models.Model):
     @property
     def is_pool(self) -> bool:
         return self.endpoint.workspace.is_platform
+
+    # A pool whose instances all failed is tried again on demand, at most this often.
+    POOL_RETRY_SECONDS = 60
+
+    def wake_pool(self) -> bool:
+        """Ask for this serverless pool now (a serverless endpoint was created or called).
+        Idempotent and cheap: marks it wanted, and if it is stopped (no instance wanted) or
+        failed a while ago, wants one instance again. True if the caller must enqueue
+        provisioning (controller.tasks.provision_deployment)."""
+        now = timezone.now()
+        rows = Deployment.objects.filter(pk=self.pk).exclude(provisioning_state=ProvisioningState.DELETING)
+        wanted = {"provisioning_state": ProvisioningState.UPDATING, "error": "", "pool_wanted_at": now,
+                  "last_scaled_at": now, "updated_at": now}
+        started = rows.filter(instance_count=0).exclude(provisioning_state=ProvisioningState.FAILED).update(
+            instance_count=1, **wanted
+        )
+        # A new generation, so the failed instances of the last attempt do not fail this one.
+        started += rows.filter(
+            provisioning_state=ProvisioningState.FAILED, updated_at__lt=now - timedelta(seconds=self.POOL_RETRY_SECONDS)
+        ).update(
+            instance_count=models.Case(
+                models.When(instance_count=0, then=models.Value(1)), default=F("instance_count"),
+                output_field=models.PositiveIntegerField(),
+            ),
+            generation=F("generation") + 1, **wanted,
+        )
+        if not started:
+            rows.update(pool_wanted_at=now)
+        return bool(started)
 
     def mark_deleted(self) -> None:
         """Finish a delete; the row stays for the meters (see LiveManager)."""
