@@ -11,13 +11,18 @@ with two changes:
   request (the model's chat template, then its tokenizer). The server sends no usage in a stream,
   so the gateway asks here once a stream ends. Unlike `/extras/tokenize` it does not wait for the
   model's lock (tokenizing only reads the vocabulary), so a count never queues behind another
-  client's generation."""
+  client's generation.
+- A streamed request whose prompt does not fit the context gets 400 `context_length_exceeded`,
+  as a non-streamed one does; llama-cpp-python itself would answer 200 and an empty stream."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+
+STREAMED_ROUTES = {"/v1/chat/completions": "messages", "/v1/completions": "prompt"}
 
 
 def _formatter(llama):
@@ -55,6 +60,51 @@ def count_usage(llama, formatter, body: dict) -> dict:
     return {"prompt_tokens": len(prompt), "completion_tokens": len(generated)}
 
 
+class ContextGuard:
+    """ASGI middleware: checks a streamed request's prompt length before llama-cpp-python starts
+    the event stream (after which an error can only end the stream silently)."""
+
+    def __init__(self, app, llama, formatter, n_ctx: int) -> None:
+        self.app, self.llama, self.formatter, self.n_ctx = app, llama, formatter, n_ctx
+
+    async def __call__(self, scope, receive, send) -> None:
+        field = STREAMED_ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if field is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        from endpoints_app.asgi_io import read_body
+
+        body = await read_body(receive, 64 * 1024 * 1024) or b""
+        prompt_tokens = 0
+        try:
+            payload = json.loads(body)
+            if isinstance(payload, dict) and payload.get("stream") is True:
+                prompt_tokens = count_usage(self.llama, self.formatter, payload)["prompt_tokens"]
+        except Exception:  # noqa: BLE001 - anything unreadable is left to the server's own checks
+            prompt_tokens = 0
+        if prompt_tokens >= self.n_ctx:
+            error = json.dumps({"error": {
+                "message": f"This model's maximum context length is {self.n_ctx} tokens. However, you requested "
+                           f"{prompt_tokens} tokens in the {field}.",
+                "type": "invalid_request_error", "param": field, "code": "context_length_exceeded",
+            }}).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(error)).encode())]})
+            await send({"type": "http.response.body", "body": error})
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 def build_app(args: argparse.Namespace):
     from fastapi.responses import JSONResponse
     from llama_cpp.server import app as llama_app
@@ -80,7 +130,7 @@ def build_app(args: argparse.Namespace):
 
     # A plain Starlette route: no FastAPI body model, the function gets the request itself.
     app.router.add_route("/studio/usage", usage, methods=["POST"], include_in_schema=False)
-    return app
+    return ContextGuard(app, llama, formatter, args.n_ctx)
 
 
 def main(argv: list[str] | None = None) -> None:
