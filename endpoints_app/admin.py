@@ -24,10 +24,13 @@ from endpoints_app.models import (
     Instance,
     InstanceState,
     InstanceType,
+    MarketplaceSubscription,
     Membership,
     MirrorComparison,
     Node,
     QuotaLimit,
+    RouteVersion,
+    ServerlessRateLimit,
     UsageMinute,
     Workspace,
 )
@@ -134,6 +137,24 @@ class UserMembershipInline(admin.TabularInline):
     verbose_name_plural = "Workspace roles"
 
 
+def serverless_offers():
+    # JSON "contains" is not available on SQLite: filter the few foundation models in Python.
+    offers = [m.pk for m in CatalogModel.objects.filter(price_input_per_1k__isnull=False) if m.offers_serverless]
+    return CatalogModel.objects.filter(pk__in=offers)
+
+
+class ServerlessRateLimitInline(admin.TabularInline):
+    model = ServerlessRateLimit
+    extra = 0
+    fields = ["model", "requests_per_minute", "tokens_per_minute"]
+    verbose_name = "serverless rate limit override"
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "model":
+            kwargs["queryset"] = serverless_offers()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
 class QuotaInline(admin.TabularInline):
     model = QuotaLimit
     extra = 0
@@ -181,7 +202,7 @@ class ApiTokenAdmin(AuditedAdmin):
 class WorkspaceAdmin(AuditedAdmin):
     list_display = ["name", "display_name", "member_count", "endpoint_count", "monthly_budget", "created_at"]
     search_fields = ["name", "display_name"]
-    inlines = [MembershipInline, QuotaInline]
+    inlines = [MembershipInline, QuotaInline, ServerlessRateLimitInline]
 
     def get_queryset(self, request):
         return (
@@ -192,6 +213,13 @@ class WorkspaceAdmin(AuditedAdmin):
                 _endpoints=Count("endpoints", distinct=True),
             )
         )
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        for formset in formsets:
+            if formset.model is ServerlessRateLimit and formset.has_changed():
+                record(Actor.from_request(request), "rate_limit.override", form.instance, form.instance)
+                RouteVersion.bump()
 
     @admin.display(description="Members", ordering="_members")
     def member_count(self, obj):
@@ -263,8 +291,18 @@ class CatalogModelAdmin(AuditedAdmin):
         ("Samples and schemas", {"classes": ["collapse"], "fields": [
             "input_schema", "output_schema", "sample_request", "sample_response"]}),
         ("Pricing (foundation models, per 1K tokens)", {"fields": ["price_input_per_1k", "price_output_per_1k"]}),
+        ("Serverless offer (terms, and limits per endpoint per minute; workspaces may have their own)", {"fields": [
+            "offer_terms", "rate_limit_requests_per_minute", "rate_limit_tokens_per_minute"]}),
         ("History", {"fields": ["created_by", "created_at"]}),
     ]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if {"rate_limit_requests_per_minute", "rate_limit_tokens_per_minute"} & set(form.changed_data):
+            record(Actor.from_request(request), "rate_limit.change", obj, None,
+                   requests_per_minute=obj.rate_limit_requests_per_minute,
+                   tokens_per_minute=obj.rate_limit_tokens_per_minute)
+            RouteVersion.bump()  # gateways reload the offer's limits with their routes
 
     @admin.display(description="Deployment kinds")
     def kinds(self, obj):
@@ -276,6 +314,41 @@ class CatalogModelAdmin(AuditedAdmin):
             return "—"
         output = obj.price_output_per_1k if obj.price_output_per_1k is not None else Decimal(0)
         return f"{obj.price_input_per_1k.normalize():f} / {output.normalize():f}"
+
+
+@admin.register(ServerlessRateLimit)
+class ServerlessRateLimitAdmin(admin.ModelAdmin):
+    """A workspace's own limits on one serverless offer (the gateway reloads them with its routes)."""
+
+    list_display = ["workspace", "model", "requests_per_minute", "tokens_per_minute"]
+    list_select_related = ["workspace", "model"]
+    search_fields = ["workspace__name", "model__name"]
+    autocomplete_fields = ["workspace"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "model":
+            kwargs["queryset"] = serverless_offers()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        record(Actor.from_request(request), "rate_limit.override", obj, obj.workspace, model=obj.model.asset_id,
+               requests_per_minute=obj.requests_per_minute, tokens_per_minute=obj.tokens_per_minute)
+        RouteVersion.bump()
+
+    def delete_model(self, request, obj):
+        record(Actor.from_request(request), "rate_limit.override_delete", obj, obj.workspace)
+        super().delete_model(request, obj)
+        RouteVersion.bump()
+
+
+@admin.register(MarketplaceSubscription)
+class MarketplaceSubscriptionAdmin(ReadOnlyAdmin):
+    list_display = ["workspace", "name", "model", "created_by", "created_at", "deleted_at"]
+    list_filter = ["workspace", ("deleted_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["workspace", "model", "created_by"]
+    search_fields = ["workspace__name", "name"]
+    fields = list_display
 
 
 # --- Audit log ------------------------------------------------------------------------
@@ -312,7 +385,7 @@ class EndpointAdmin(ReadOnlyAdmin):
     # Key nonces and digests stay out of the console.
     fields = [
         "name", "workspace", "kind", "auth_mode", "description", "tags", "traffic", "mirror_traffic",
-        "provisioning_state", "error", "created_at", "updated_at",
+        "model", "pool", "unhealthy_reason", "provisioning_state", "error", "created_at", "updated_at",
     ]
     inlines = [DeploymentInline]
 
@@ -346,13 +419,31 @@ class InstanceInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class PoolFilter(admin.SimpleListFilter):
+    title = "serverless pool"
+    parameter_name = "pool"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Serverless pools (platform)"), ("no", "Workspaces' deployments")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(endpoint__workspace__is_platform=True)
+        if self.value() == "no":
+            return queryset.filter(endpoint__workspace__is_platform=False)
+        return queryset
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(ReadOnlyAdmin):
+    """Every deployment, and the platform's serverless pools (one per model offered serverless,
+    shared by every workspace; started, scaled and stopped by the controller)."""
+
     list_display = [
         "name", "endpoint_link", "workspace", "model", "instance_type", "instance_count", "ready_instances",
         "state", "updated_at",
     ]
-    list_filter = ["provisioning_state", "endpoint__kind", "instance_type", "endpoint__workspace"]
+    list_filter = [PoolFilter, "provisioning_state", "endpoint__kind", "instance_type", "endpoint__workspace"]
     list_select_related = ["endpoint__workspace", "model", "instance_type"]
     search_fields = ["name", "endpoint__name", "endpoint__workspace__name", "model__name"]
     inlines = [InstanceInline]
@@ -371,6 +462,8 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Workspace", ordering="endpoint__workspace__name")
     def workspace(self, obj):
+        if obj.endpoint.workspace.is_platform:
+            return "platform (serverless pool)"
         return obj.endpoint.workspace.name
 
     @admin.display(description="Ready", ordering="_ready")

@@ -50,3 +50,15 @@ def can_see_env_values(user, workspace: Workspace) -> bool:
     """Deployment environment variable values (often credentials) are for those who may write
     them: Contributors and Owners. Readers see the names."""
     return can(user, workspace, Role.CONTRIBUTOR)
+def check_actor(user, workspace: Workspace, need: Role) -> None:
+    """A service's own check of a write: a real user needs `need` in `workspace` (404 for a
+    non-member, 403 below it); the system (tasks, the controller) passes."""
+    if user is None:
+        return
+    role = role_in(user, workspace)
+    if role is None:
+        raise Http404("No such workspace.")
+    if RANK[role] < RANK[need]:
+        raise PermissionDenied(
+            f"This needs the {need.value} role in workspace '{workspace.name}'; you are {role.value}."
+        )

@@ -254,6 +254,10 @@ STUDIO_DEFAULT_CORE_QUOTA = env_int("STUDIO_DEFAULT_CORE_QUOTA", 32, minimum=0)
 STUDIO_DRAIN_SECONDS = env_int("STUDIO_DRAIN_SECONDS", 3, minimum=0)
 # Restarts of an instance that never stays up before the deployment is Failed.
 STUDIO_MAX_RESTARTS = env_int("STUDIO_MAX_RESTARTS", 3, minimum=0)
+# Serverless pools (platform-managed model servers): stopped after this many minutes without a
+# request, and scaled with load up to this many instances per model.
+STUDIO_SERVERLESS_IDLE_MINUTES = env_int("STUDIO_SERVERLESS_IDLE_MINUTES", 15, minimum=1)
+STUDIO_SERVERLESS_MAX_INSTANCES = env_int("STUDIO_SERVERLESS_MAX_INSTANCES", 2, minimum=1)
 STUDIO_INSTANCE_PORTS = (
     env_int("STUDIO_INSTANCE_PORT_MIN", 20000, minimum=1024, maximum=65535),
     env_int("STUDIO_INSTANCE_PORT_MAX", 29999, minimum=1024, maximum=65535),

@@ -3,6 +3,7 @@ from django.urls import path
 from endpoints_app.api import endpoints as endpoints_api
 from endpoints_app.api import mirror as mirror_api
 from endpoints_app.api import models as models_api
+from endpoints_app.api import serverless as serverless_api
 from endpoints_app.api import tokens as tokens_api
 from endpoints_app.api import usage as usage_api
 from endpoints_app.api import workspaces
@@ -51,5 +52,36 @@ urlpatterns = [
         "workspaces/<str:ws>/online-endpoints/<str:name>/deployments/<str:deployment_name>/logs",
         endpoints_api.deployment_logs,
         name="api-deployment-logs",
+    ),
+    # Serverless: marketplace subscriptions, serverless endpoints, the unified endpoint's keys.
+    path("workspaces/<str:ws>/marketplace-subscriptions", serverless_api.subscriptions, name="api-subscriptions"),
+    path(
+        "workspaces/<str:ws>/marketplace-subscriptions/<str:name>",
+        serverless_api.subscription,
+        name="api-subscription",
+    ),
+    path(
+        "workspaces/<str:ws>/serverless-endpoints", serverless_api.serverless_endpoints, name="api-serverless-endpoints"
+    ),
+    path(
+        "workspaces/<str:ws>/serverless-endpoints/<str:name>",
+        serverless_api.serverless_endpoint,
+        name="api-serverless-endpoint",
+    ),
+    path(
+        "workspaces/<str:ws>/serverless-endpoints/<str:name>/list-keys",
+        serverless_api.list_keys,
+        name="api-serverless-list-keys",
+    ),
+    path(
+        "workspaces/<str:ws>/serverless-endpoints/<str:name>/regenerate-keys",
+        serverless_api.regenerate_keys,
+        name="api-serverless-regenerate-keys",
+    ),
+    path("workspaces/<str:ws>/list-inference-keys", serverless_api.list_inference_keys, name="api-inference-keys"),
+    path(
+        "workspaces/<str:ws>/regenerate-inference-keys",
+        serverless_api.regenerate_inference_keys,
+        name="api-regenerate-inference-keys",
     ),
 ]

@@ -26,7 +26,7 @@ from endpoints_app.permissions import check_workspace
 def usage(request, ws: str):
     workspace = check_workspace(request.user, ws)
     # Deleted endpoints too: what they served and cost stays billed.
-    endpoints = Endpoint.all_objects.filter(workspace=workspace)
+    endpoints = Endpoint.all_objects.filter(workspace=workspace).select_related("model")
     name = request.query_params.get("endpoint")
     if name:
         endpoints = endpoints.filter(name=name)

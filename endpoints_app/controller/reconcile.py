@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Sum
+from django.db.models import Exists, Max, OuterRef, Sum
 from django.utils import timezone
 
 from endpoints_app.controller import placement, process
@@ -116,7 +116,10 @@ def plan_deployment(deployment_id: int) -> None:
                 bump = True
         else:
             # Stopped and failed rows stay: they are the instance-hours that costs are billed from.
-            bump |= _autoscale(deployment)
+            if endpoint.workspace.is_platform:
+                bump |= _plan_pool(deployment)
+            else:
+                bump |= _autoscale(deployment)
             bump |= _plan_instances(deployment)
     if bump:
         RouteVersion.bump()
@@ -207,10 +210,16 @@ def refresh_deployment_state(deployment_id: int) -> None:
 def measured_in_flight(deployment: Deployment) -> float:
     """Average requests in flight recently (Little's law on the gateway's per-minute usage
     counters: seconds spent answering / seconds elapsed), over the current minute, and the
-    previous one too while the current one is under 10 s old."""
+    previous one too while the current one is under 10 s old. A serverless pool's load is
+    metered on the serverless endpoints it serves."""
     now = timezone.now()
     since = (now - timedelta(seconds=10)).replace(second=0, microsecond=0)
-    rows = UsageMinute.objects.filter(endpoint_id=deployment.endpoint_id, deployment=deployment.name, minute__gte=since)
+    if deployment.endpoint.workspace.is_platform:
+        rows = UsageMinute.objects.filter(endpoint__in=_pool_endpoints(deployment), minute__gte=since)
+    else:
+        rows = UsageMinute.objects.filter(
+            endpoint_id=deployment.endpoint_id, deployment=deployment.name, minute__gte=since
+        )
     busy_ms = rows.aggregate(total=Sum("latency_ms_sum"))["total"] or 0.0
     window = max(1.0, (now - since).total_seconds())
     return busy_ms / 1000.0 / window
@@ -243,6 +252,64 @@ def _autoscale(deployment: Deployment) -> bool:
         target_in_flight_per_instance=round(target, 3),
     )
     log.info("autoscale %s: %s -> %s instances (in flight %.2f)", deployment, before, desired, in_flight)
+    return False
+
+
+# -- serverless pools -------------------------------------------------------------------------------
+
+def _pool_endpoints(pool: Deployment):
+    """Every serverless endpoint the pool serves or served (deleted ones' usage counts as recent demand too)."""
+    return Endpoint.all_objects.filter(pool=pool)
+
+
+def pool_last_wanted(pool: Deployment):
+    """When the pool was last asked for: woken/created, or the end of the last minute with a request."""
+    last_minute = (
+        UsageMinute.objects.filter(endpoint__in=_pool_endpoints(pool), requests__gt=0)
+        .aggregate(last=Max("minute"))["last"]
+    )
+    times = [t for t in (pool.pool_wanted_at, last_minute and last_minute + timedelta(minutes=1)) if t]
+    return max(times) if times else None
+
+
+def _plan_pool(pool: Deployment) -> bool:
+    """A pool runs while a serverless endpoint uses it and it had a request in the last
+    STUDIO_SERVERLESS_IDLE_MINUTES, scaled like target_utilization between 1 and its maximum;
+    otherwise it stops (instance_count 0). A stopped pool starts again only when woken
+    (Deployment.wake_pool: an endpoint created or called)."""
+    now = timezone.now()
+    in_use = Endpoint.objects.filter(pool=pool, kind=Endpoint.Kind.SERVERLESS).exclude(
+        provisioning_state=ProvisioningState.DELETING
+    ).exists()
+    last = pool_last_wanted(pool)
+    idle_for = settings.STUDIO_SERVERLESS_IDLE_MINUTES
+    idle = last is None or now - last > timedelta(minutes=idle_for)
+    before = pool.instance_count
+    if not in_use or idle:
+        desired = 0
+    elif before == 0:
+        return False
+    else:
+        scale = pool.scale_settings or {}
+        cooldown = timedelta(seconds=int(scale.get("cooldown_seconds", 60)))
+        if pool.last_scaled_at and now - pool.last_scaled_at < cooldown:
+            return False
+        per_instance = int((pool.request_settings or {}).get("max_concurrent_requests_per_instance") or 1)
+        target = max(0.01, per_instance * int(scale.get("target_utilization_percentage", 70)) / 100.0)
+        high = max(1, int(scale.get("max_instances", 1)))
+        desired = max(1, min(high, math.ceil(measured_in_flight(pool) / target)))
+    if desired == before:
+        return False
+    pool.instance_count = desired
+    pool.last_scaled_at = now
+    if desired > before:
+        pool.provisioning_state = ProvisioningState.UPDATING
+    pool.save(update_fields=["instance_count", "last_scaled_at", "provisioning_state", "updated_at"])
+    reason = "scaled with load" if desired else ("no serverless endpoint uses it" if not in_use
+                                                 else f"no request for {idle_for} min")
+    record(SYSTEM, "pool.scale", pool, pool.endpoint.workspace, from_instances=before, to_instances=desired,
+           reason=reason)
+    log.info("serverless pool %s: %s -> %s instances (%s)", pool, before, desired, reason)
     return False
 
 

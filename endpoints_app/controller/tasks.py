@@ -6,6 +6,8 @@
   deployment, polled quickly until it is Succeeded or Failed, so provisioning
   takes little more than the model server's own start-up.
 - reconcile_deployment (after a delete): until the deployment is gone.
+- wake_serverless_pool (the gateway, when a serverless endpoint's pool has no ready instance):
+  start the stopped pool and provision it.
 - converge_node (on a node's queue `node.<name>`): that node's processes."""
 
 from __future__ import annotations
@@ -128,6 +130,17 @@ def provision_deployment(deployment_id: int) -> str:
             node, beat = placement.register_node(), time.monotonic()
         time.sleep(POLL_SECONDS)
     return "paused"
+
+
+@shared_task(name="endpoints_app.controller.tasks.wake_serverless_pool")
+def wake_serverless_pool(deployment_id: int) -> str:
+    """A serverless endpoint on a stopped pool was called: start it (idempotent, cheap when it runs)."""
+    pool = Deployment.objects.filter(pk=deployment_id, endpoint__workspace__is_platform=True).first()
+    if pool is None:
+        return "not a pool"
+    if not pool.wake_pool():
+        return "running"
+    return provision_deployment(deployment_id)
 
 
 @shared_task(name="endpoints_app.controller.tasks.reconcile_deployment")

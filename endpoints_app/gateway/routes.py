@@ -25,6 +25,28 @@ DEFAULT_REQUEST_TIMEOUT_MS = 5000
 DEFAULT_MAX_CONCURRENT_REQUESTS = 1
 # An instance that refused a connection is skipped for this long (unless nothing else is ready).
 FAILED_INSTANCE_BACKOFF_S = 3.0
+# llama.cpp's server as the studio launches it (runtime/launch.py --n_ctx).
+DEFAULT_CONTEXT_LENGTH = 2048
+
+# The model inference API: route under /inference/<endpoint>/ -> path on the model server.
+UPSTREAM_PATHS = {
+    "score": "/score",
+    "chat/completions": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
+
+
+def served_routes(model_format: str, model_task: str) -> tuple[str, ...]:
+    """The routes a deployment's model answers: what its server really serves.
+    Gemma (a base model) answers chat with nothing, so text-generation models get completions only."""
+    if model_format == "gguf":
+        if model_task == "chat-completion":
+            return ("chat/completions", "completions", "info")
+        return ("completions", "info")
+    if model_format == "sentence-transformers":
+        return ("score", "embeddings", "info")
+    return ("score",)
 
 
 @dataclass(eq=False)
@@ -70,6 +92,11 @@ class DeploymentRoute:
     output_schema: dict = field(default_factory=dict)
     sample_request: dict | list | None = None
     sample_response: dict | list | None = None
+    routes: tuple[str, ...] = ("score",)
+    context_length: int = DEFAULT_CONTEXT_LENGTH
+    model_type: str = ""
+    model_provider: str = ""
+    dimensions: int = 0
     _rotor: int = 0
 
     @property
@@ -194,6 +221,13 @@ def current_version() -> int:
     return int(row) if row is not None else 0
 
 
+def _int(value, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
 def _timeout_s(settings: dict) -> float:
     try:
         ms = int(settings.get("request_timeout_ms") or DEFAULT_REQUEST_TIMEOUT_MS)
@@ -233,7 +267,7 @@ def load_route_table() -> RouteTable:
                 "id", "endpoint_id", "name", "request_settings",
                 "model__name", "model__version", "model__format", "model__task",
                 "model__input_schema", "model__output_schema",
-                "model__sample_request", "model__sample_response",
+                "model__sample_request", "model__sample_response", "model__tags",
             )
         )
         instances = list(
@@ -252,6 +286,7 @@ def load_route_table() -> RouteTable:
     by_endpoint: dict[int, dict[str, DeploymentRoute]] = {}
     for dep in deployments:
         settings = dep["request_settings"] or {}
+        tags = dep["model__tags"] if isinstance(dep["model__tags"], dict) else {}
         by_endpoint.setdefault(dep["endpoint_id"], {})[dep["name"]] = DeploymentRoute(
             name=dep["name"],
             instances=by_deployment.get(dep["id"], []),
@@ -265,6 +300,11 @@ def load_route_table() -> RouteTable:
             output_schema=dep["model__output_schema"] or {},
             sample_request=dep["model__sample_request"] or None,
             sample_response=dep["model__sample_response"] or None,
+            routes=served_routes(dep["model__format"] or "", dep["model__task"] or ""),
+            context_length=_int(tags.get("context_length"), DEFAULT_CONTEXT_LENGTH),
+            model_type=str(tags.get("model_type") or dep["model__task"] or ""),
+            model_provider=str(tags.get("model_provider_name") or ""),
+            dimensions=_int(tags.get("dimensions"), 0),
         )
     table = RouteTable(version=version, loaded_at=time.monotonic())
     for ep in endpoints:

@@ -1,5 +1,9 @@
 """OpenAPI 3.1 description of one endpoint, derived from its model's input and output schema
-(3.1 because model schemas are plain JSON Schema, which 3.0 only partly accepts)."""
+(3.1 because model schemas are plain JSON Schema, which 3.0 only partly accepts).
+
+Only the routes the endpoint's models really serve are documented: /score for the models the
+studio's own server scores, the model inference API (chat/completions, completions, embeddings,
+info) for foundation models (routes.served_routes)."""
 
 from __future__ import annotations
 
@@ -28,6 +32,51 @@ ERROR_RESPONSES = {
     "503": "No ready instance.",
     "504": "The model did not answer within request_timeout_ms.",
 }
+
+
+MESSAGES = {
+    "type": "array", "minItems": 1,
+    "items": {"type": "object", "required": ["role", "content"], "properties": {
+        "role": {"type": "string", "enum": ["system", "user", "assistant", "tool", "developer"]},
+        "content": {"type": "string"}}},
+}
+GENERATION = {
+    "max_tokens": {"type": "integer", "minimum": 1, "description": "At most the model's context length."},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
+    "seed": {"type": "integer"},
+    "stream": {"type": "boolean", "description": "Server-sent events, ending with data: [DONE]."},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "model": {"type": "string"},
+}
+USAGE = {"type": "object", "properties": {"prompt_tokens": {"type": "integer"},
+                                          "completion_tokens": {"type": "integer"},
+                                          "total_tokens": {"type": "integer"}}}
+INFERENCE_OPERATIONS = {
+    "chat/completions": ("Chat completion (OpenAI / model inference API shape).", {
+        "type": "object", "required": ["messages"], "properties": {"messages": MESSAGES, **GENERATION}},
+        {"type": "object", "properties": {"choices": {"type": "array"}, "usage": USAGE}}),
+    "completions": ("Text completion (OpenAI / model inference API shape).", {
+        "type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}, **GENERATION}},
+        {"type": "object", "properties": {"choices": {"type": "array"}, "usage": USAGE}}),
+    "embeddings": ("Embeddings (OpenAI / model inference API shape).", {
+        "type": "object", "required": ["input"], "properties": {
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
+            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+            "model": {"type": "string"}}},
+        {"type": "object", "properties": {"data": {"type": "array"}, "usage": USAGE}}),
+}
+INFO_SCHEMA = {"type": "object", "properties": {"model_name": {"type": "string"}, "model_type": {"type": "string"},
+                                                "model_provider_name": {"type": "string"}}}
+
+
+def _served(endpoint: EndpointRoute, deployment: DeploymentRoute | None) -> list[str]:
+    """Routes of the documented deployment, then any other route another deployment serves."""
+    routes = list(deployment.routes) if deployment is not None else ["score"]
+    for other in endpoint.deployments.values():
+        routes += [r for r in other.routes if r not in routes]
+    return routes
 
 
 def build_swagger(endpoint: EndpointRoute, deployment: DeploymentRoute | None, server_url: str) -> dict:
@@ -59,32 +108,60 @@ def build_swagger(endpoint: EndpointRoute, deployment: DeploymentRoute | None, s
         }
     responses["429"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     security = [{"Bearer": []}] if endpoint.auth_mode != "key" else [{"Bearer": []}, {"ApiKey": []}]
+    target = {
+        "name": "azureml-model-deployment",
+        "in": "header",
+        "required": False,
+        "description": "Send the request to this deployment, whatever the traffic split.",
+        "schema": {"type": "string", **({"enum": sorted(endpoint.deployments)} if endpoint.deployments else {})},
+    }
+    paths: dict = {}
+    for route in _served(endpoint, deployment):
+        if route == "score":
+            paths["/score"] = {"post": {
+                "operationId": "score",
+                "summary": "Score input with the endpoint's model.",
+                "parameters": [target],
+                "requestBody": {"required": True, "content": {"application/json": request_content}},
+                "responses": responses,
+            }}
+        elif route == "info":
+            paths["/info"] = {"get": {
+                "operationId": "info",
+                "summary": "The model behind the endpoint.",
+                "parameters": [target],
+                "responses": {"200": {"description": "Model name, type and provider.",
+                                      "content": {"application/json": {"schema": INFO_SCHEMA}}}},
+            }}
+        else:
+            summary, request_schema, response_schema = INFERENCE_OPERATIONS[route]
+            content: dict = {"schema": request_schema}
+            if deployment is not None and isinstance(deployment.sample_request, dict) and (
+                ("messages" in deployment.sample_request and route == "chat/completions")
+                or ("prompt" in deployment.sample_request and route == "completions")
+            ):
+                content["example"] = deployment.sample_request
+            route_responses = {**responses, "200": {
+                "description": "The model's answer, with usage; text/event-stream when stream is true.",
+                "headers": {"azureml-model-deployment": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": response_schema},
+                            "text/event-stream": {"schema": {"type": "string"}}},
+            }}
+            paths["/" + route] = {"post": {
+                "operationId": route.replace("/", "_"),
+                "summary": summary,
+                "parameters": [target, {"name": "api-version", "in": "query", "required": False,
+                                        "description": "Accepted and ignored.", "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": content}},
+                "responses": route_responses,
+            }}
     return {
         "openapi": "3.1.0",
         "info": {"title": endpoint.name, "version": str(deployment.model_version if deployment else 1),
                  "description": description},
         "servers": [{"url": server_url}],
         "security": security,
-        "paths": {
-            "/score": {
-                "post": {
-                    "operationId": "score",
-                    "summary": "Score input with the endpoint's model.",
-                    "parameters": [
-                        {
-                            "name": "azureml-model-deployment",
-                            "in": "header",
-                            "required": False,
-                            "description": "Send the request to this deployment, whatever the traffic split.",
-                            "schema": {"type": "string", **({"enum": sorted(endpoint.deployments)}
-                                                            if endpoint.deployments else {})},
-                        }
-                    ],
-                    "requestBody": {"required": True, "content": {"application/json": request_content}},
-                    "responses": responses,
-                }
-            }
-        },
+        "paths": paths,
         "components": {
             "schemas": {"Error": ERROR_SCHEMA},
             "securitySchemes": {

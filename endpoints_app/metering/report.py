@@ -87,6 +87,10 @@ def usage_report(
     endpoints = list(endpoints)
     ids = [e.pk for e in endpoints]
     names = {e.pk: e.name for e in endpoints}
+    # Serverless endpoints name their model in the series (what their tokens are priced by).
+    serverless_model = {
+        e.pk: e.model.name for e in endpoints if e.kind == Endpoint.Kind.SERVERLESS and e.model_id is not None
+    }
     table = query.series_table(ids, window.start, window.end, window.step, deployment)
     # Token costs read tokens only: counters without histograms.
     token_rows = {key: query.Bucket(*counts, 0.0, None, {})
@@ -121,6 +125,8 @@ def usage_report(
         if time_text is None:
             time_text = times[bucket] = iso(bucket)
         item = {"time": time_text, "endpoint": names[endpoint_id], "deployment": dep}
+        if endpoint_id in serverless_model:
+            item["model"] = serverless_model[endpoint_id]
         if g is None:
             item.update(zip(query.COUNTERS, zeros, strict=True))
             item["status_codes"] = {}

@@ -9,6 +9,7 @@ from endpoints_app.models.endpoints import (
     ProvisioningState,
     RouteVersion,
 )
+from endpoints_app.models.serverless import MarketplaceSubscription, ServerlessRateLimit, effective_rate_limits
 from endpoints_app.models.tokens import ApiToken
 from endpoints_app.models.usage import (
     InstanceSample,
@@ -27,6 +28,9 @@ __all__ = [
     "Deployment",
     "Endpoint",
     "Instance",
+    "MarketplaceSubscription",
+    "ServerlessRateLimit",
+    "effective_rate_limits",
     "InstanceState",
     "InstanceType",
     "Membership",

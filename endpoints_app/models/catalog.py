@@ -58,6 +58,12 @@ class CatalogModel(models.Model):
     # Foundation models: price per 1K tokens.
     price_input_per_1k = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
     price_output_per_1k = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
+    # Serverless offer (models whose deployment_kinds hold "serverless"): the terms a workspace
+    # accepts by subscribing, and the default per-endpoint limits per minute. A workspace may
+    # have its own limits (ServerlessRateLimit); effective_rate_limits() says which apply.
+    offer_terms = models.TextField(blank=True)
+    rate_limit_requests_per_minute = models.PositiveIntegerField(default=1000)
+    rate_limit_tokens_per_minute = models.PositiveIntegerField(default=200_000)
     # Where the artifact lives: relative to MEDIA_ROOT, or absolute for files a package ships.
     artifact_path = models.CharField(max_length=500, blank=True)
     scoring_script = models.CharField(max_length=200, blank=True)
@@ -81,3 +87,29 @@ class CatalogModel(models.Model):
     @property
     def is_foundation(self) -> bool:
         return self.price_input_per_1k is not None
+
+    @property
+    def offers_serverless(self) -> bool:
+        return self.is_foundation and "serverless" in (self.deployment_kinds or [])
+
+    def effective_rate_limits(self, workspace: Workspace) -> tuple[int, int]:
+        """(requests per minute, tokens per minute) for `workspace`'s serverless endpoint on this model."""
+        from endpoints_app.models.serverless import effective_rate_limits
+
+        return effective_rate_limits(self, workspace)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        for field in ("rate_limit_requests_per_minute", "rate_limit_tokens_per_minute"):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                errors[field] = "A limit must be at least 1 per minute."
+        for field in ("price_input_per_1k", "price_output_per_1k"):
+            value = getattr(self, field)
+            if value is not None and value < 0:
+                errors[field] = "A price cannot be negative."
+        if "serverless" in (self.deployment_kinds or []) and self.price_input_per_1k is None:
+            errors["price_input_per_1k"] = "A model offered serverless needs prices per 1K tokens."
+        if errors:
+            raise ValidationError(errors)

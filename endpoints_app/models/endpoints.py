@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import F
@@ -30,6 +32,27 @@ class LiveManager(models.Manager):
 
 
 class Endpoint(models.Model):
+    """A stable URL plus an auth mechanism.
+
+    Serverless endpoints (`kind == "serverless"`): a user workspace's pay-per-token API on one
+    foundation model (`model`, a CatalogModel offered serverless). They have no Deployments of
+    their own, no traffic and no quota: `pool` is the platform-managed Deployment that serves
+    `model` for every workspace (see Workspace.is_platform). Auth is key auth with the usual
+    primary/secondary nonce + digest fields. One live serverless endpoint per model name per
+    workspace.
+
+    Health (`status`): Healthy while the workspace holds a live MarketplaceSubscription to the
+    model; otherwise `unhealthy_reason` says why (set by unsubscribing, cleared by subscribing
+    again) and the gateway answers 403 with that reason. Every change bumps RouteVersion.
+
+    Limits: `model.effective_rate_limits(workspace)` -> (requests/min, tokens/min) per endpoint.
+
+    Cold pools: when `pool` has no ready instance (stopped while idle), the gateway asks for it
+    with `endpoints_app.controller.tasks.wake_serverless_pool.delay(pool_id)` (off the hot path;
+    idempotent) and answers 503 with Retry-After until an instance is ready. Usage of a serverless
+    endpoint is metered on the endpoint itself with deployment "" (or the pool's name): tokens are
+    priced by `model` (metering/costs.py); the pool's instance-hours are the platform's."""
+
     class Kind(models.TextChoices):
         ONLINE = "online"
         BATCH = "batch"
@@ -57,6 +80,14 @@ class Endpoint(models.Model):
     secondary_key_nonce = models.CharField(max_length=64, blank=True)
     # aml_tokens name this; key regeneration and deletion bump it, so older tokens stop.
     token_generation = models.PositiveIntegerField(default=1)
+    # Serverless only (see the class docstring).
+    model = models.ForeignKey(
+        CatalogModel, null=True, blank=True, on_delete=models.PROTECT, related_name="serverless_endpoints"
+    )
+    pool = models.ForeignKey(
+        "Deployment", null=True, blank=True, on_delete=models.SET_NULL, related_name="serverless_endpoints"
+    )
+    unhealthy_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -76,6 +107,15 @@ class Endpoint(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def status(self) -> str:
+        """Serverless health: "Healthy" or "Unhealthy" (why: `unhealthy_reason`)."""
+        return "Unhealthy" if self.unhealthy_reason else "Healthy"
+
+    @property
+    def is_platform(self) -> bool:
+        return self.workspace.is_platform
+
     def mark_deleted(self) -> None:
         """Finish a delete: the endpoint and its deployments leave every list and route,
         and their meter history stays."""
@@ -86,6 +126,12 @@ class Endpoint(models.Model):
 
 
 class Deployment(models.Model):
+    """Resources that serve one model behind an endpoint. A Deployment of the platform
+    workspace's `_serverless` endpoint is a serverless **pool** (`is_pool`): the controller
+    starts it on first need, autoscales it with load and stops it (instance_count 0) after
+    STUDIO_SERVERLESS_IDLE_MINUTES without a request; `serverless_endpoints` are the user
+    endpoints it serves."""
+
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="deployments")
     name = models.CharField(max_length=32, validators=[DEPLOYMENT_NAME])
     model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="deployments")
@@ -108,6 +154,9 @@ class Deployment(models.Model):
     generation = models.PositiveIntegerField(default=1)
     # Autoscale: when the controller last changed instance_count (for the cool-down).
     last_scaled_at = models.DateTimeField(null=True, blank=True)
+    # Serverless pools: when the pool was last asked for (created, or woken by the gateway); with
+    # the last request metered on its endpoints, it says how long the pool has been idle.
+    pool_wanted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -127,6 +176,39 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint.name}/{self.name}"
+
+    @property
+    def is_pool(self) -> bool:
+        return self.endpoint.workspace.is_platform
+
+    # A pool whose instances all failed is tried again on demand, at most this often.
+    POOL_RETRY_SECONDS = 60
+
+    def wake_pool(self) -> bool:
+        """Ask for this serverless pool now (a serverless endpoint was created or called).
+        Idempotent and cheap: marks it wanted, and if it is stopped (no instance wanted) or
+        failed a while ago, wants one instance again. True if the caller must enqueue
+        provisioning (controller.tasks.provision_deployment)."""
+        now = timezone.now()
+        rows = Deployment.objects.filter(pk=self.pk).exclude(provisioning_state=ProvisioningState.DELETING)
+        wanted = {"provisioning_state": ProvisioningState.UPDATING, "error": "", "pool_wanted_at": now,
+                  "last_scaled_at": now, "updated_at": now}
+        started = rows.filter(instance_count=0).exclude(provisioning_state=ProvisioningState.FAILED).update(
+            instance_count=1, **wanted
+        )
+        # A new generation, so the failed instances of the last attempt do not fail this one.
+        started += rows.filter(
+            provisioning_state=ProvisioningState.FAILED, updated_at__lt=now - timedelta(seconds=self.POOL_RETRY_SECONDS)
+        ).update(
+            instance_count=models.Case(
+                models.When(instance_count=0, then=models.Value(1)), default=F("instance_count"),
+                output_field=models.PositiveIntegerField(),
+            ),
+            generation=F("generation") + 1, **wanted,
+        )
+        if not started:
+            rows.update(pool_wanted_at=now)
+        return bool(started)
 
     def mark_deleted(self) -> None:
         """Finish a delete; the row stays for the meters (see LiveManager)."""

@@ -18,18 +18,66 @@ class Role(models.TextChoices):
         return {"Reader": 1, "Contributor": 2, "Owner": 3}[self.value]
 
 
+PLATFORM_WORKSPACE_NAME = "_platform"  # not a DNS label, so no user workspace can ever take it
+
+
+class WorkspaceManager(models.Manager):
+    """Everyday queries see user workspaces only; the platform workspace (see
+    Workspace.is_platform) is reached through `Workspace.all_objects` or `platform()`."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(is_platform=False)
+
+
 class Workspace(models.Model):
+    """A team's space.
+
+    `is_platform`: the one hidden workspace (named `_platform`) that owns the platform-managed
+    model servers behind serverless endpoints: one Endpoint (kind "online", name `_serverless`)
+    whose Deployments are the per-model **pools** (one live Deployment per CatalogModel offered
+    serverless). It is excluded from every user-facing list and from quotas (`Workspace.objects`
+    never returns it); only IT sees it in the admin console. The controller provisions its
+    deployments like any other, so instances, reconcile, logs and admin work unchanged.
+
+    Unified inference endpoint (`/models/...`, `/openai/deployments/<name>/...`): each workspace
+    has two keys of its own, derived like endpoint keys (endpoints_app/keys.py: key =
+    derive_key(nonce); only nonce and sha256 digest stored). A call presenting a key whose digest
+    is `inference_primary_key_digest` or `inference_secondary_key_digest` of workspace W routes
+    by the body's `model` (or the `<name>` in the path) to W's live serverless endpoint of that
+    name, case-insensitively. Both digests are blank until the workspace first asks for its keys
+    (services.serverless.get_inference_keys), so a blank digest never matches anything."""
+
     name = models.CharField(max_length=32, unique=True, validators=[DNS_LABEL])
     display_name = models.CharField(max_length=100, blank=True)
     description = models.TextField(blank=True)
     monthly_budget = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    is_platform = models.BooleanField(default=False, editable=False)
+    inference_primary_key_nonce = models.CharField(max_length=64, blank=True, editable=False)
+    inference_primary_key_digest = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
+    inference_secondary_key_nonce = models.CharField(max_length=64, blank=True, editable=False)
+    inference_secondary_key_digest = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = WorkspaceManager()
+    all_objects = models.Manager()
 
     class Meta:
         ordering = ["name"]
+        base_manager_name = "all_objects"
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def platform(cls) -> "Workspace":
+        """The hidden platform workspace, made on first use."""
+        workspace = cls.all_objects.filter(is_platform=True).first()
+        if workspace is None:
+            workspace, _ = cls.all_objects.get_or_create(
+                name=PLATFORM_WORKSPACE_NAME,
+                defaults={"is_platform": True, "display_name": "Platform (serverless pools)"},
+            )
+        return workspace
 
 
 class Membership(models.Model):

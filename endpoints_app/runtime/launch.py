@@ -112,7 +112,7 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
 
     if model.format == "gguf":
         argv = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "endpoints_app.runtime.llama_server",
             "--model", str(artifact),
             "--model_alias", model.name,
             "--host", host,
@@ -125,7 +125,7 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
         env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
         env.update(OFFLINE_ENV)
         env.update(box.env())
-        # llama_cpp.server loads the model before it binds, so any answer means ready.
+        # The server loads the model before it binds, so any answer means ready.
         return LaunchSpec(
             argv=box.wrap(argv, str(box.home)), env=env, ready_path="/v1/models", live_path="/v1/models",
             cwd=str(box.home),

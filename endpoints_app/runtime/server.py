@@ -4,9 +4,10 @@
     python -m endpoints_app.runtime.server --format custom --code-dir ./src --scoring-script score.py --port 8123
 
 Routes: GET /health/live (200 while serving), GET /health/ready (503 until the
-model is loaded, then 200), POST /score, and for embeddings POST /v1/embeddings
-(OpenAI shape). Errors are {"error": {"code", "message"}}: 400 for a request the
-server cannot read, 422 for input the model rejects, 500 otherwise.
+model is loaded, then 200), POST /score, and for embeddings POST /embeddings and
+/v1/embeddings (OpenAI shape) and GET /info (model inference API). Errors are
+{"error": {"code", "message"}}: 400 for a request the server cannot read, 422 for input
+the model rejects, 500 otherwise.
 
 A plain ASGI app on uvicorn with uvloop and httptools: no framework on the hot
 path. The model loads in a background thread after the port is bound, so the
@@ -34,6 +35,8 @@ log = logging.getLogger("studio.model_server")
 
 LOAD_FAILED_EXIT = 3
 MAX_BODY_BYTES = 64 * 1024 * 1024
+
+EMBEDDINGS_PATHS = ("/embeddings", "/v1/embeddings")
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -102,13 +105,18 @@ class ModelServer:
                 status, body = 200, b'{"status":"live"}'
             elif path == "/health/ready":
                 status, body = (200, b'{"status":"ready"}') if self.ready else (503, b'{"status":"loading"}')
+            elif path == "/info" and self.embeddings:
+                status, body = 200, json.dumps({
+                    "model_name": self.handler.name, "model_type": "embeddings",
+                    "model_provider_name": "sentence-transformers",
+                }).encode()
             elif path == "/":
                 status, body = 200, json.dumps(
                     {"name": self.handler.name, "format": self.handler.format, "ready": self.ready}
                 ).encode()
             else:
                 status, body = _error(404, "NotFound", f"No route {path}")
-        elif method == "POST" and (path == "/score" or (path == "/v1/embeddings" and self.embeddings)):
+        elif method == "POST" and (path == "/score" or (path in EMBEDDINGS_PATHS and self.embeddings)):
             request_body = await read_body(receive, MAX_BODY_BYTES)
             if request_body is None:
                 status, body = _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes")
@@ -137,7 +145,7 @@ class ModelServer:
     async def _score(self, path: str, request_body: bytes, scope) -> tuple[int, bytes]:
         if not self.ready:
             return _error(503, "ServiceUnavailable", "The model is still loading.")
-        fn = self.handler.openai_embeddings if path == "/v1/embeddings" else self.handler.score
+        fn = self.handler.openai_embeddings if path in EMBEDDINGS_PATHS else self.handler.score
         try:
             if self.handler.inline_rows and len(request_body) < self.handler.inline_rows * 256:
                 result = fn(request_body)

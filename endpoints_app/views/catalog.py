@@ -22,8 +22,8 @@ from endpoints_app.services.models import do_register_model
 from endpoints_app.views.home import require_workspace
 
 PAGE_SIZE = 24
-# Deployment kinds whose wizard exists (batch and serverless come in later issues).
-WIZARD_KINDS = {Endpoint.Kind.ONLINE}
+# Deployment kinds whose wizard exists (batch comes in a later issue).
+WIZARD_KINDS = {Endpoint.Kind.ONLINE, Endpoint.Kind.SERVERLESS}
 KIND_LABELS = {
     Endpoint.Kind.ONLINE: "Online endpoint",
     Endpoint.Kind.BATCH: "Batch endpoint",
@@ -113,9 +113,14 @@ def model_page(request, name: str):
     can_deploy = can(request.user, workspace, Role.CONTRIBUTOR)
     deploy_buttons = []
     for kind in model.deployment_kinds:
-        href = f"{wizard}?{urlencode({'model': model.asset_id, 'kind': kind})}" if wizard else ""
+        if kind == Endpoint.Kind.SERVERLESS:
+            href = f"{reverse('serverless-wizard')}?{urlencode({'model': model.asset_id})}"
+        else:
+            href = f"{wizard}?{urlencode({'model': model.asset_id, 'kind': kind})}" if wizard else ""
         if not wizard or kind not in WIZARD_KINDS:
             why = f"The {KIND_LABELS.get(kind, kind).lower()} wizard is coming"
+        elif kind == Endpoint.Kind.SERVERLESS and not model.offers_serverless:
+            why = "This model has no serverless offer (no prices per 1K tokens)"
         elif not available:
             why = reason
         elif not can_deploy:

@@ -51,6 +51,7 @@ from endpoints_app.services import keys as key_svc
 from endpoints_app.services import online as endpoint_svc
 from endpoints_app.services import specs
 from endpoints_app.services.audit import Actor
+from endpoints_app.services.playground import playground_kind
 from endpoints_app.views.catalog import pretty_json, wants_partial
 from endpoints_app.views.home import require_workspace
 
@@ -130,7 +131,7 @@ def endpoint_list(request):
     if kind not in dict(KIND_TABS):
         kind = "online"
     search = request.GET.get("search", "").strip()
-    rows = Endpoint.objects.filter(workspace=workspace, kind=kind).prefetch_related(
+    rows = Endpoint.objects.filter(workspace=workspace, kind=kind).select_related("model").prefetch_related(
         Prefetch("deployments", queryset=Deployment.objects.order_by("name"))
     )
     if search:
@@ -147,7 +148,7 @@ def endpoint_list(request):
         "busy": busy,
         "search": search,
         "can_write": can(request.user, workspace, Role.CONTRIBUTOR),
-        "coming": kind != "online" and not rows,
+        "coming": kind == "batch" and not rows,
     }
     if wants_partial(request):
         return render(request, "endpoints/list.html#rows", context)
@@ -645,7 +646,8 @@ def endpoint_test(request, name: str):
     endpoint = _endpoint_for(request, name)
     deployments = _deployments(endpoint)
     context = _tab_context(request, endpoint, "test")
-    context.update({"deployments": deployments, "body": _default_sample(deployments, endpoint), "chosen": ""})
+    context.update({"deployments": deployments, "body": _default_sample(deployments, endpoint), "chosen": "",
+                    "playground": playground_kind(endpoint)})
     status = 200
     if request.method == "POST":
         check_workspace(request.user, endpoint.workspace.name, Role.CONTRIBUTOR)

@@ -4,19 +4,31 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from endpoints_app.api.endpoints import inference_base_url
 from endpoints_app.middleware import SESSION_KEY
-from endpoints_app.models import CatalogModel, Endpoint
-from endpoints_app.permissions import check_workspace
+from endpoints_app.models import CatalogModel, Endpoint, Role
+from endpoints_app.permissions import can, check_workspace
+from endpoints_app.services.serverless import inference_base_uri, list_serverless_endpoints
+
+
+def overview_context(request) -> dict:
+    """Counts, and the workspace's unified inference endpoint (its URL; keys on request)."""
+    workspace = request.workspace
+    base = inference_base_url(request)
+    names = list(list_serverless_endpoints(workspace).values_list("name", flat=True)) if workspace else []
+    return {
+        "endpoint_count": Endpoint.objects.filter(workspace=workspace).count() if workspace else 0,
+        "model_count": CatalogModel.objects.filter(workspace__isnull=True).count(),
+        "unified_url": inference_base_uri(base),
+        "studio_url": base,
+        "serverless_names": names,
+        "can_write": bool(workspace) and can(request.user, workspace, Role.CONTRIBUTOR),
+    }
 
 
 @login_required
 def overview(request):
-    workspace = request.workspace
-    context = {
-        "endpoint_count": Endpoint.objects.filter(workspace=workspace).count() if workspace else 0,
-        "model_count": CatalogModel.objects.filter(workspace__isnull=True).count(),
-    }
-    return render(request, "overview.html", context)
+    return render(request, "overview.html", overview_context(request))
 
 
 @login_required

@@ -3,8 +3,12 @@ from django.urls import path
 from endpoints_app.views import catalog, home
 from endpoints_app.views import endpoints as endpoint_views
 from endpoints_app.views import monitoring as monitoring_views
+from endpoints_app.views import playground as playground_views
+from endpoints_app.views import serverless as serverless_views
 from endpoints_app.views import tokens as token_views
 from endpoints_app.views import usage as usage_views
+
+by_kind = serverless_views.by_kind
 
 urlpatterns = [
     path("", home.overview, name="overview"),
@@ -16,18 +20,30 @@ urlpatterns = [
     path("endpoints/new/", endpoint_views.deploy_wizard, name="deploy-wizard"),
     path("endpoints/new/check-name/", endpoint_views.check_endpoint_name, name="endpoint-name-check"),
     path("endpoints/new/check-resources/", endpoint_views.check_resources, name="endpoint-resource-check"),
-    path("endpoints/<str:name>/", endpoint_views.endpoint_detail, name="endpoint-detail"),
+    path("serverless/new/", serverless_views.serverless_wizard, name="serverless-wizard"),
+    path("inference-keys/", serverless_views.inference_keys, name="inference-keys"),
+    path("endpoints/<str:name>/", by_kind(serverless_views.detail, endpoint_views.endpoint_detail),
+         name="endpoint-detail"),
     path("endpoints/<str:name>/traffic/", endpoint_views.update_traffic, name="endpoint-traffic"),
-    path("endpoints/<str:name>/delete/", endpoint_views.delete_endpoint, name="endpoint-delete"),
+    path("endpoints/<str:name>/delete/", by_kind(serverless_views.delete, endpoint_views.delete_endpoint),
+         name="endpoint-delete"),
     path("endpoints/<str:name>/deployments/<str:deployment_name>/scale/", endpoint_views.scale_deployment,
          name="deployment-scale"),
     path("endpoints/<str:name>/deployments/<str:deployment_name>/delete/", endpoint_views.delete_deployment,
          name="deployment-delete"),
-    path("endpoints/<str:name>/test/", endpoint_views.endpoint_test, name="endpoint-test"),
-    path("endpoints/<str:name>/consume/", endpoint_views.endpoint_consume, name="endpoint-consume"),
-    path("endpoints/<str:name>/consume/keys/", endpoint_views.reveal_keys, name="endpoint-keys"),
-    path("endpoints/<str:name>/consume/regenerate/", endpoint_views.regenerate_key, name="endpoint-regenerate-key"),
-    path("endpoints/<str:name>/logs/", endpoint_views.endpoint_logs, name="endpoint-logs"),
+    path("endpoints/<str:name>/test/", by_kind(serverless_views.test, endpoint_views.endpoint_test),
+         name="endpoint-test"),
+    path("endpoints/<str:name>/playground/chat/", playground_views.playground_chat, name="playground-chat"),
+    path("endpoints/<str:name>/playground/embeddings/", playground_views.playground_embeddings,
+         name="playground-embeddings"),
+    path("endpoints/<str:name>/consume/", by_kind(serverless_views.consume, endpoint_views.endpoint_consume),
+         name="endpoint-consume"),
+    path("endpoints/<str:name>/consume/keys/", by_kind(serverless_views.reveal_keys, endpoint_views.reveal_keys),
+         name="endpoint-keys"),
+    path("endpoints/<str:name>/consume/regenerate/",
+         by_kind(serverless_views.regenerate_key, endpoint_views.regenerate_key), name="endpoint-regenerate-key"),
+    path("endpoints/<str:name>/logs/", by_kind(serverless_views.no_logs, endpoint_views.endpoint_logs),
+         name="endpoint-logs"),
     path("endpoints/<str:name>/monitoring/", monitoring_views.monitoring, name="endpoint-monitoring"),
     path("tokens/", token_views.tokens_page, name="tokens"),
     path("tokens/<int:token_id>/revoke/", token_views.revoke_token, name="token-revoke"),

@@ -51,7 +51,7 @@ def test_list_hides_other_workspaces_endpoints(client, outsider, iris):
     assert 'data-endpoint="iris"' not in client.get("/endpoints/").content.decode()
 
 
-def test_batch_and_serverless_tabs_say_coming(owner_client, workspace):
+def test_the_batch_tab_says_coming(owner_client, workspace):
     assert "Batch endpoints are coming" in owner_client.get("/endpoints/?kind=batch").content.decode()
 
 

@@ -171,7 +171,7 @@ needs_llama = pytest.mark.skipif(
 def test_smollm2_answers_its_cards_chat_sample(seeded_artifacts, tmp_path):
     deployment = make_deployment(catalog_model("smollm2-135m-instruct", seeded_artifacts))
     spec = launch_spec(deployment, 1)
-    assert spec.command[1:3] == ["-m", "llama_cpp.server"]
+    assert spec.command[1:3] == ["-m", "endpoints_app.runtime.llama_server"]
     server = start_server(deployment, tmp_path)
     try:
         assert server.wait_ready(120), server.log()[-3000:]
