@@ -11,3 +11,5 @@ app.autodiscover_tasks()
 app.autodiscover_tasks(["endpoints_app.controller"])
 # Metering tasks: endpoints_app/metering/tasks.py (rollups, instance samples).
 app.autodiscover_tasks(["endpoints_app.metering"])
+# Batch job tasks: endpoints_app/batch/tasks.py (mini-batches, job steps, the batch tick).
+app.autodiscover_tasks(["endpoints_app.batch"])
