@@ -22,8 +22,8 @@ from endpoints_app.services.models import do_register_model
 from endpoints_app.views.home import require_workspace
 
 PAGE_SIZE = 24
-# Deployment kinds whose wizard exists (batch and serverless come in later issues).
-WIZARD_KINDS = {Endpoint.Kind.ONLINE}
+# Deployment kinds with a way to deploy in the UI (serverless comes in a later issue).
+WIZARD_KINDS = {Endpoint.Kind.ONLINE, Endpoint.Kind.BATCH}
 KIND_LABELS = {
     Endpoint.Kind.ONLINE: "Online endpoint",
     Endpoint.Kind.BATCH: "Batch endpoint",
@@ -114,6 +114,9 @@ def model_page(request, name: str):
     deploy_buttons = []
     for kind in model.deployment_kinds:
         href = f"{wizard}?{urlencode({'model': model.asset_id, 'kind': kind})}" if wizard else ""
+        if kind == Endpoint.Kind.BATCH:
+            # Batch endpoints have their own form: an endpoint with its first batch deployment.
+            href = f"{reverse('batch-endpoint-create')}?{urlencode({'model': model.asset_id})}"
         if not wizard or kind not in WIZARD_KINDS:
             why = f"The {KIND_LABELS.get(kind, kind).lower()} wizard is coming"
         elif not available:
