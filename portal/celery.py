@@ -2,6 +2,8 @@ import os
 
 from celery import Celery
 
+import portal.broker  # noqa: F401  (filesystem:// messages are written atomically)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")

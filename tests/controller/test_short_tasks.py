@@ -78,3 +78,42 @@ def test_it_heals_a_killed_instance_on_time_while_slow_rollouts_run(live_worker,
     # And the slow rollouts finish by themselves.
     for n in range(SLOW_ROLLOUTS):
         assert wait_state(owner_api, f"slow-{n}", "blue", timeout=90)["provisioning_state"] == "Succeeded"
+
+
+def test_it_never_reads_a_half_written_broker_message(tmp_path):
+    """Steps re-queue themselves often; the embedded broker must hand a worker only whole messages
+    (kombu's stock filesystem writer let a poller take a file before its bytes were written)."""
+    import threading
+
+    from kombu import Connection
+
+    import portal.broker  # noqa: F401  (registers the transport for filesystem://)
+
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "store_processed": False,
+               "polling_interval": 0}
+    sent = 600
+    received: list[int] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        with Connection("filesystem://", transport_options=options) as conn:
+            queue = conn.SimpleQueue("q")
+            try:
+                while len(received) < sent:
+                    message = queue.get(timeout=10)
+                    received.append(message.payload["n"])
+                    message.ack()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    with Connection("filesystem://", transport_options=options) as conn:
+        queue = conn.SimpleQueue("q")
+        for n in range(sent):
+            queue.put({"n": n, "pad": "x" * 20_000})
+    reader.join(60)
+
+    assert not errors, errors
+    assert sorted(received) == list(range(sent))
+    assert type(Connection("filesystem://").transport).__module__ == "portal.broker"
