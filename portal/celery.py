@@ -2,6 +2,8 @@ import os
 
 from celery import Celery
 
+import portal.broker  # noqa: F401  (filesystem:// messages are written atomically)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
@@ -11,3 +13,5 @@ app.autodiscover_tasks()
 app.autodiscover_tasks(["endpoints_app.controller"])
 # Metering tasks: endpoints_app/metering/tasks.py (rollups, instance samples).
 app.autodiscover_tasks(["endpoints_app.metering"])
+# Batch job tasks: endpoints_app/batch/tasks.py (mini-batches, job steps, the batch tick).
+app.autodiscover_tasks(["endpoints_app.batch"])

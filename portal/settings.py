@@ -231,7 +231,17 @@ CELERY_BEAT_SCHEDULE = {
     # Metering: usage rollups (then budget warnings) every minute; instance CPU/memory samples.
     "metering-rollup": {"task": "metering.rollup", "schedule": 60.0, "options": {"expires": 120.0}},
     "metering-sample-instances": {"task": "metering.sample_instances", "schedule": 30.0, "options": {"expires": 30.0}},
+    # Batch jobs: admit queued jobs, resume running ones (after a restart too), stop idle servers.
+    "batch-tick": {
+        "task": "endpoints_app.batch.tasks.tick",
+        "schedule": float(STUDIO_RECONCILE_SECONDS),
+        "options": {"expires": float(STUDIO_RECONCILE_SECONDS) * 2},
+    },
 }
+# Batch jobs running at once (later ones wait, Queued, in order), and the most rows one
+# mini-batch takes from a large file (larger files are cut into row ranges).
+STUDIO_BATCH_MAX_RUNNING_JOBS = env_int("STUDIO_BATCH_MAX_RUNNING_JOBS", 4, minimum=1)
+STUDIO_BATCH_ROWS_PER_MINI_BATCH = env_int("STUDIO_BATCH_ROWS_PER_MINI_BATCH", 10000, minimum=1)
 # /metrics: with a token, `Authorization: Bearer <token>` from anywhere; without one, only
 # direct loopback callers (no proxy headers). Scrapes within the cache period share one snapshot.
 STUDIO_METRICS_TOKEN = env_str("STUDIO_METRICS_TOKEN")

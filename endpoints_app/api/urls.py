@@ -1,5 +1,7 @@
 from django.urls import path
 
+from endpoints_app.api import batch as batch_api
+from endpoints_app.api import data as data_api
 from endpoints_app.api import endpoints as endpoints_api
 from endpoints_app.api import mirror as mirror_api
 from endpoints_app.api import models as models_api
@@ -84,4 +86,24 @@ urlpatterns = [
         serverless_api.regenerate_inference_keys,
         name="api-regenerate-inference-keys",
     ),
+    # Data assets (endpoints_app/api/data.py).
+    path("workspaces/<str:ws>/data", data_api.data_assets, name="api-data"),
+    path("workspaces/<str:ws>/data/<str:name>", data_api.data_asset, name="api-data-asset"),
+    path("workspaces/<str:ws>/data/<str:name>/versions/<int:version>", data_api.data_asset_version,
+         name="api-data-asset-version"),
+    path("workspaces/<str:ws>/data/<str:name>/versions/<int:version>/preview", data_api.data_asset_preview,
+         name="api-data-asset-preview"),
+    # Batch endpoints, deployments and jobs (endpoints_app/api/batch.py).
+    path("workspaces/<str:ws>/batch-endpoints", batch_api.batch_endpoints, name="api-batch-endpoints"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>", batch_api.batch_endpoint, name="api-batch-endpoint"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments", batch_api.batch_deployments,
+         name="api-batch-deployments"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments/<str:deployment_name>",
+         batch_api.batch_deployment, name="api-batch-deployment"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs", batch_api.jobs, name="api-batch-jobs"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>", batch_api.job, name="api-batch-job"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>/cancel", batch_api.cancel_job,
+         name="api-batch-job-cancel"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>/outputs/<path:file>",
+         batch_api.job_output, name="api-batch-job-output"),
 ]

@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Exists, Max, OuterRef, Sum
 from django.utils import timezone
 
+from endpoints_app.audit import SYSTEM, record
 from endpoints_app.controller import placement, process
 from endpoints_app.models import (
     Deployment,
@@ -39,7 +40,6 @@ from endpoints_app.models import (
     RouteVersion,
     UsageMinute,
 )
-from endpoints_app.services.audit import SYSTEM, record
 
 log = logging.getLogger("studio.controller")
 
@@ -119,7 +119,8 @@ def plan_deployment(deployment_id: int) -> None:
             if endpoint.workspace.is_platform:
                 bump |= _plan_pool(deployment)
             else:
-                bump |= _autoscale(deployment)
+                # Autoscale only changes instance_count; the instance plan below does any route change.
+                _autoscale(deployment)
             bump |= _plan_instances(deployment)
     if bump:
         RouteVersion.bump()
@@ -225,21 +226,21 @@ def measured_in_flight(deployment: Deployment) -> float:
     return busy_ms / 1000.0 / window
 
 
-def _autoscale(deployment: Deployment) -> bool:
+def _autoscale(deployment: Deployment) -> None:
     scale = deployment.scale_settings or {}
     if scale.get("type") != "target_utilization" or deployment.provisioning_state != ProvisioningState.SUCCEEDED:
-        return False
+        return
     now = timezone.now()
     cooldown = timedelta(seconds=int(scale.get("cooldown_seconds", 60)))
     if deployment.last_scaled_at and now - deployment.last_scaled_at < cooldown:
-        return False
+        return
     per_instance = int((deployment.request_settings or {}).get("max_concurrent_requests_per_instance") or 1)
     target = max(0.01, per_instance * int(scale.get("target_utilization_percentage", 70)) / 100.0)
     in_flight = measured_in_flight(deployment)
     low, high = int(scale.get("min_instances", 1)), int(scale.get("max_instances", 1))
     desired = max(low, min(high, math.ceil(in_flight / target) if in_flight > 0 else low))
     if desired == deployment.instance_count:
-        return False
+        return
     before = deployment.instance_count
     deployment.instance_count = desired
     deployment.last_scaled_at = now
@@ -252,7 +253,6 @@ def _autoscale(deployment: Deployment) -> bool:
         target_in_flight_per_instance=round(target, 3),
     )
     log.info("autoscale %s: %s -> %s instances (in flight %.2f)", deployment, before, desired, in_flight)
-    return False
 
 
 # -- serverless pools -------------------------------------------------------------------------------

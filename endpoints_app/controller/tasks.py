@@ -3,9 +3,10 @@
 - reconcile (Celery beat, every STUDIO_RECONCILE_SECONDS): plan every deployment,
   converge this node, and ask every other live node's worker to converge its own.
 - provision_deployment (after a create or update commits): the same for one
-  deployment, polled quickly until it is Succeeded or Failed, so provisioning
-  takes little more than the model server's own start-up.
-- reconcile_deployment (after a delete): until the deployment is gone.
+  deployment, one pass per task, re-queued with a short countdown until it is
+  Succeeded or Failed, so provisioning takes little more than the model
+  server's own start-up and no rollout holds a worker slot for long.
+- reconcile_deployment (after a delete): the same steps, until the deployment is gone.
 - wake_serverless_pool (the gateway, when a serverless endpoint's pool has no ready instance):
   start the stopped pool and provision it.
 - converge_node (on a node's queue `node.<name>`): that node's processes."""
@@ -30,9 +31,11 @@ log = logging.getLogger("studio.controller")
 PAUSE_FILE = "controller-paused"
 # Fast polling while an instance starts: the cost of noticing "ready" late is provisioning time.
 POLL_SECONDS = 0.2
+MAX_STEP_SECONDS = 2.0
+# After this long a rollout's steps stop re-queueing and reconcile alone carries it on.
 PROVISION_MAX_SECONDS = 15 * 60
 DELETE_MAX_SECONDS = 120
-# Long loops keep their node's heartbeat fresh (a silent node's instances are replaced elsewhere).
+# The worker's heartbeat thread keeps its node live (a silent node's instances are replaced elsewhere).
 HEARTBEAT_SECONDS = 10
 
 
@@ -104,32 +107,42 @@ def reconcile() -> None:
             rc.refresh_deployment_state(deployment_id)
 
 
+def _local_node() -> Node:
+    """This machine's Node row, without the heartbeat write (a step runs several times a second)."""
+    return Node.objects.filter(name=settings.STUDIO_NODE_NAME).first() or placement.register_node()
+
+
+def step_countdown(elapsed: float) -> float:
+    """When the next step of a rollout runs: quickly at first (noticing "ready" late costs
+    provisioning time), slower as a start-up drags on (reconcile watches starting instances too)."""
+    return min(MAX_STEP_SECONDS, POLL_SECONDS * (1 + elapsed / 10))
+
+
 @shared_task(name="endpoints_app.controller.tasks.provision_deployment")
-def provision_deployment(deployment_id: int) -> str:
+def provision_deployment(deployment_id: int, began: float | None = None) -> str:
+    """One step of a rollout: plan, converge, refresh; re-queued with a countdown until the
+    deployment is Succeeded or Failed. A step holds a worker slot for one pass only, so slow
+    rollouts never keep reconcile and healing waiting. Safe to run twice (each pass is)."""
     if paused():
         return "paused"
-    node = placement.register_node()
-    began = beat = time.monotonic()
-    dispatched = False
-    while not paused():
-        rc.plan_deployment(deployment_id)
-        if not dispatched:
-            remote = _remote_nodes(node, deployment_id)
-            _dispatch(remote, deployment_id)
-            dispatched = True
-        rc.converge_node(node, deployment_id=deployment_id)
-        rc.refresh_deployment_state(deployment_id)
-        deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
-        if deployment is None:
-            return "gone"
-        if deployment.provisioning_state not in (ProvisioningState.CREATING, ProvisioningState.UPDATING):
-            return deployment.provisioning_state
-        if time.monotonic() - began > PROVISION_MAX_SECONDS:
-            return "left to reconcile"
-        if time.monotonic() - beat > HEARTBEAT_SECONDS:
-            node, beat = placement.register_node(), time.monotonic()
-        time.sleep(POLL_SECONDS)
-    return "paused"
+    first = began is None
+    began = time.time() if began is None else began
+    node = placement.register_node() if first else _local_node()
+    rc.plan_deployment(deployment_id)
+    if first:
+        _dispatch(_remote_nodes(node, deployment_id), deployment_id)
+    rc.converge_node(node, deployment_id=deployment_id)
+    rc.refresh_deployment_state(deployment_id)
+    deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
+    if deployment is None:
+        return "gone"
+    if deployment.provisioning_state not in (ProvisioningState.CREATING, ProvisioningState.UPDATING):
+        return deployment.provisioning_state
+    elapsed = time.time() - began
+    if elapsed > PROVISION_MAX_SECONDS:
+        return "left to reconcile"
+    provision_deployment.apply_async(args=[deployment_id, began], countdown=step_countdown(elapsed))
+    return "next step queued"
 
 
 @shared_task(name="endpoints_app.controller.tasks.wake_serverless_pool")
@@ -144,28 +157,31 @@ def wake_serverless_pool(deployment_id: int) -> str:
 
 
 @shared_task(name="endpoints_app.controller.tasks.reconcile_deployment")
-def reconcile_deployment(deployment_id: int) -> str:
-    """Drive one deployment (usually a delete) until it is gone or settled."""
+def reconcile_deployment(deployment_id: int, began: float | None = None) -> str:
+    """One step of driving a deployment (usually a delete) until it is gone or settled;
+    re-queued like provision_deployment."""
     if paused():
         return "paused"
-    node = placement.register_node()
-    began = time.monotonic()
-    _dispatch(_remote_nodes(node, deployment_id), deployment_id)
-    while not paused():
-        rc.plan_deployment(deployment_id)
-        rc.converge_node(node, deployment_id=deployment_id)
-        deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
-        if deployment is None:
-            rc.plan_all_deleted_endpoints()
-            return "gone"
-        if deployment.provisioning_state != ProvisioningState.DELETING and not Instance.objects.filter(
-            deployment_id=deployment_id, state__in=(InstanceState.STARTING, InstanceState.STOPPING)
-        ).exists():
-            return deployment.provisioning_state
-        if time.monotonic() - began > DELETE_MAX_SECONDS:
-            return "left to reconcile"
-        time.sleep(POLL_SECONDS)
-    return "paused"
+    first = began is None
+    began = time.time() if began is None else began
+    node = placement.register_node() if first else _local_node()
+    if first:
+        _dispatch(_remote_nodes(node, deployment_id), deployment_id)
+    rc.plan_deployment(deployment_id)
+    rc.converge_node(node, deployment_id=deployment_id)
+    deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
+    if deployment is None:
+        rc.plan_all_deleted_endpoints()
+        return "gone"
+    if deployment.provisioning_state != ProvisioningState.DELETING and not Instance.objects.filter(
+        deployment_id=deployment_id, state__in=(InstanceState.STARTING, InstanceState.STOPPING)
+    ).exists():
+        return deployment.provisioning_state
+    elapsed = time.time() - began
+    if elapsed > DELETE_MAX_SECONDS:
+        return "left to reconcile"
+    reconcile_deployment.apply_async(args=[deployment_id, began], countdown=step_countdown(elapsed))
+    return "next step queued"
 
 
 @shared_task(name="endpoints_app.controller.tasks.converge_node")

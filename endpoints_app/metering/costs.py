@@ -267,3 +267,32 @@ def cost_lines(
     return instance_costs(endpoints, start, end, step, deployment, now) + token_costs(
         endpoints, start, end, step, deployment, series_rows
     )
+
+
+def batch_job_cost(job_id: int, now: datetime | None = None) -> tuple[Decimal, Decimal]:
+    """(instance-hours, cost) of one batch job: the uptime of the model servers started for it
+    (Instance.batch_job) x their instance type's price, with price history, unrounded."""
+    now = now or timezone.now()
+    rows = list(
+        Instance.objects.filter(batch_job_id=job_id).values_list(
+            "started_at", "stopped_at", "state", "deployment__instance_type_id",
+            "deployment__instance_type__price_per_hour",
+        )
+    )
+    type_ids = {row[3] for row in rows}
+    history: dict[int, list[PriceChange]] = defaultdict(list)
+    for change in PriceChange.objects.filter(instance_type_id__in=type_ids):
+        history[change.instance_type_id].append(change)
+    micros = 0
+    cost = Decimal(0)
+    for started_at, stopped_at, state, type_id, type_price in rows:
+        span = _uptime(started_at, stopped_at, state, now)
+        if span is None or span[0] >= span[1]:
+            continue
+        changes = history.get(type_id)
+        timeline = [(c.effective_from, c.price_per_hour) for c in changes] if changes else [(EPOCH, type_price)]
+        for lo, hi, price in split_by_prices(span[0], span[1], timeline):
+            us = _micros(hi) - _micros(lo)
+            micros += us
+            cost += Decimal(us) * Decimal(price)
+    return Decimal(micros) / MICROS_PER_HOUR, cost / MICROS_PER_HOUR

@@ -1,3 +1,11 @@
+from endpoints_app.models.batch import (
+    BatchJob,
+    DataAsset,
+    JobStatus,
+    MiniBatch,
+    MiniBatchStatus,
+    datastore_root,
+)
 from endpoints_app.models.catalog import CatalogModel, InstanceType
 from endpoints_app.models.endpoints import (
     Deployment,
@@ -24,6 +32,12 @@ from endpoints_app.models.workspaces import AuditLog, Membership, QuotaLimit, Ro
 __all__ = [
     "ApiToken",
     "AuditLog",
+    "BatchJob",
+    "DataAsset",
+    "JobStatus",
+    "MiniBatch",
+    "MiniBatchStatus",
+    "datastore_root",
     "CatalogModel",
     "Deployment",
     "Endpoint",

@@ -71,6 +71,8 @@ class Endpoint(models.Model):
     tags = models.JSONField(default=dict, blank=True)
     traffic = models.JSONField(default=dict, blank=True)
     mirror_traffic = models.JSONField(default=dict, blank=True)
+    # Batch endpoints: {"deployment_name": <the deployment an invocation goes to unless it names one>}.
+    defaults = models.JSONField(default=dict, blank=True)
     provisioning_state = models.CharField(
         max_length=16, choices=ProvisioningState.choices, default=ProvisioningState.CREATING
     )
@@ -143,7 +145,8 @@ class Deployment(models.Model):
     request_settings = models.JSONField(default=dict, blank=True)
     liveness_probe = models.JSONField(default=dict, blank=True)
     readiness_probe = models.JSONField(default=dict, blank=True)
-    # Batch deployments: mini_batch_size, max_concurrency_per_instance, error_threshold, ...
+    # Batch deployments: mini_batch_size, max_concurrency_per_instance, error_threshold,
+    # retry_settings{max_retries, timeout}, output_action, output_file_name (services/batch.py).
     batch_settings = models.JSONField(default=dict, blank=True)
     provisioning_state = models.CharField(
         max_length=16, choices=ProvisioningState.choices, default=ProvisioningState.CREATING
@@ -250,6 +253,10 @@ class Instance(models.Model):
     pid = models.PositiveIntegerField(null=True, blank=True)
     state = models.CharField(max_length=16, choices=InstanceState.choices, default=InstanceState.STARTING)
     generation = models.PositiveIntegerField(default=1)
+    # Batch deployments run instances only for a job: the job this instance was started for.
+    batch_job = models.ForeignKey(
+        "endpoints_app.BatchJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="instances"
+    )
     log_path = models.CharField(max_length=500, blank=True)
     restarts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)

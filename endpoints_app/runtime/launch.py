@@ -149,6 +149,10 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
         # The convention users' score.py files follow: init() finds the model here.
         env["AZUREML_MODEL_DIR"] = str(artifact if artifact_is_dir else artifact.parent)
         env["STUDIO_MODEL_PATH"] = str(artifact)
+    if deployment.endpoint_id and deployment.endpoint.kind == "batch":
+        # A batch instance scores max_concurrency_per_instance mini-batches at once.
+        concurrency = int((deployment.batch_settings or {}).get("max_concurrency_per_instance") or 1)
+        env["STUDIO_SCORING_THREADS"] = str(concurrency)
     env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
     env.update(OFFLINE_ENV)
     env.update(box.env())

@@ -4,10 +4,10 @@
     python -m endpoints_app.runtime.server --format custom --code-dir ./src --scoring-script score.py --port 8123
 
 Routes: GET /health/live (200 while serving), GET /health/ready (503 until the
-model is loaded, then 200), POST /score, and for embeddings POST /embeddings and
-/v1/embeddings (OpenAI shape) and GET /info (model inference API). Errors are
-{"error": {"code", "message"}}: 400 for a request the server cannot read, 422 for input
-the model rejects, 500 otherwise.
+model is loaded, then 200), POST /score, for embeddings POST /embeddings and
+/v1/embeddings (OpenAI shape) and GET /info (model inference API), and POST /batch (one
+mini-batch of a batch job; runtime/batch.py). Errors are {"error": {"code", "message"}}:
+400 for a request the server cannot read, 422 for input the model rejects, 500 otherwise.
 
 A plain ASGI app on uvicorn with uvloop and httptools: no framework on the hot
 path. The model loads in a background thread after the port is bound, so the
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -116,7 +117,9 @@ class ModelServer:
                 ).encode()
             else:
                 status, body = _error(404, "NotFound", f"No route {path}")
-        elif method == "POST" and (path == "/score" or (path in EMBEDDINGS_PATHS and self.embeddings)):
+        elif method == "POST" and (
+            path in ("/score", "/batch") or (path in EMBEDDINGS_PATHS and self.embeddings)
+        ):
             request_body = await read_body(receive, MAX_BODY_BYTES)
             if request_body is None:
                 status, body = _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes")
@@ -145,9 +148,14 @@ class ModelServer:
     async def _score(self, path: str, request_body: bytes, scope) -> tuple[int, bytes]:
         if not self.ready:
             return _error(503, "ServiceUnavailable", "The model is still loading.")
-        fn = self.handler.openai_embeddings if path in EMBEDDINGS_PATHS else self.handler.score
+        if path == "/batch":
+            from endpoints_app.runtime.batch import score_mini_batch
+
+            fn = functools.partial(score_mini_batch, self.handler)
+        else:
+            fn = self.handler.openai_embeddings if path in EMBEDDINGS_PATHS else self.handler.score
         try:
-            if self.handler.inline_rows and len(request_body) < self.handler.inline_rows * 256:
+            if path != "/batch" and self.handler.inline_rows and len(request_body) < self.handler.inline_rows * 256:
                 result = fn(request_body)
             else:
                 result = await asyncio.get_running_loop().run_in_executor(self.executor, fn, request_body)

@@ -22,8 +22,8 @@ from endpoints_app.services.models import do_register_model
 from endpoints_app.views.home import require_workspace
 
 PAGE_SIZE = 24
-# Deployment kinds whose wizard exists (batch comes in a later issue).
-WIZARD_KINDS = {Endpoint.Kind.ONLINE, Endpoint.Kind.SERVERLESS}
+# Deployment kinds with a way to deploy in the UI.
+WIZARD_KINDS = {Endpoint.Kind.ONLINE, Endpoint.Kind.BATCH, Endpoint.Kind.SERVERLESS}
 KIND_LABELS = {
     Endpoint.Kind.ONLINE: "Online endpoint",
     Endpoint.Kind.BATCH: "Batch endpoint",
@@ -115,6 +115,9 @@ def model_page(request, name: str):
     for kind in model.deployment_kinds:
         if kind == Endpoint.Kind.SERVERLESS:
             href = f"{reverse('serverless-wizard')}?{urlencode({'model': model.asset_id})}"
+        elif kind == Endpoint.Kind.BATCH:
+            # Batch endpoints have their own form: an endpoint with its first batch deployment.
+            href = f"{reverse('batch-endpoint-create')}?{urlencode({'model': model.asset_id})}"
         else:
             href = f"{wizard}?{urlencode({'model': model.asset_id, 'kind': kind})}" if wizard else ""
         if not wizard or kind not in WIZARD_KINDS:

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch, Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -42,6 +42,7 @@ from endpoints_app.models import (
     Instance,
     InstanceState,
     InstanceType,
+    JobStatus,
     ProvisioningState,
     Role,
 )
@@ -136,6 +137,9 @@ def endpoint_list(request):
     )
     if search:
         rows = rows.filter(name__icontains=search)
+    if kind == Endpoint.Kind.BATCH:
+        active = Q(batch_jobs__status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
+        rows = rows.annotate(job_count=Count("batch_jobs"), active_jobs=Count("batch_jobs", filter=active))
     rows = list(rows.order_by("name"))
     busy = any(
         e.provisioning_state in TRANSITIONAL or any(d.provisioning_state in TRANSITIONAL for d in e.deployments.all())
@@ -148,7 +152,6 @@ def endpoint_list(request):
         "busy": busy,
         "search": search,
         "can_write": can(request.user, workspace, Role.CONTRIBUTOR),
-        "coming": kind == "batch" and not rows,
     }
     if wants_partial(request):
         return render(request, "endpoints/list.html#rows", context)
@@ -458,6 +461,10 @@ def endpoint_detail(request, name: str):
         # Polling after a delete finished: back to the list.
         return HttpResponseClientRedirect(reverse("endpoints"))
     endpoint = _endpoint_for(request, name)
+    if endpoint.kind == Endpoint.Kind.BATCH:
+        from endpoints_app.views.batch import render_batch_endpoint
+
+        return render_batch_endpoint(request, endpoint)
     return _render_detail(request, endpoint)
 
 

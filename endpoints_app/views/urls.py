@@ -1,6 +1,8 @@
 from django.urls import path
 
+from endpoints_app.views import batch as batch_views
 from endpoints_app.views import catalog, home
+from endpoints_app.views import data as data_views
 from endpoints_app.views import endpoints as endpoint_views
 from endpoints_app.views import monitoring as monitoring_views
 from endpoints_app.views import playground as playground_views
@@ -19,6 +21,7 @@ urlpatterns = [
     path("endpoints/", endpoint_views.endpoint_list, name="endpoints"),
     path("endpoints/new/", endpoint_views.deploy_wizard, name="deploy-wizard"),
     path("endpoints/new/check-name/", endpoint_views.check_endpoint_name, name="endpoint-name-check"),
+    path("endpoints/new/batch/", batch_views.create_batch_endpoint, name="batch-endpoint-create"),
     path("endpoints/new/check-resources/", endpoint_views.check_resources, name="endpoint-resource-check"),
     path("serverless/new/", serverless_views.serverless_wizard, name="serverless-wizard"),
     path("inference-keys/", serverless_views.inference_keys, name="inference-keys"),
@@ -47,6 +50,21 @@ urlpatterns = [
     path("endpoints/<str:name>/monitoring/", monitoring_views.monitoring, name="endpoint-monitoring"),
     path("tokens/", token_views.tokens_page, name="tokens"),
     path("tokens/<int:token_id>/revoke/", token_views.revoke_token, name="token-revoke"),
+    # Batch endpoints (their page is endpoint-detail), jobs and data assets.
+    path("endpoints/<str:name>/batch/deployments/", batch_views.add_batch_deployment, name="batch-deployment-add"),
+    path("endpoints/<str:name>/batch/deployments/<str:deployment_name>/delete/", batch_views.delete_batch_deployment,
+         name="batch-deployment-delete"),
+    path("endpoints/<str:name>/batch/default/", batch_views.set_default_deployment, name="batch-default"),
+    path("endpoints/<str:name>/batch/invoke/", batch_views.invoke, name="batch-invoke"),
+    path("endpoints/<str:name>/batch/delete/", batch_views.delete_batch_endpoint, name="batch-endpoint-delete"),
+    path("jobs/", batch_views.job_list, name="jobs"),
+    path("jobs/<str:name>/", batch_views.job_detail, name="job-detail"),
+    path("jobs/<str:name>/cancel/", batch_views.cancel_job, name="job-cancel"),
+    path("jobs/<str:name>/logs/", batch_views.job_log, name="job-log"),
+    path("jobs/<str:name>/outputs/<path:file>", batch_views.job_output, name="job-output"),
+    path("data/", data_views.data_list, name="data"),
+    path("data/upload/", data_views.upload, name="data-upload"),
+    path("data/<str:name>/versions/<int:version>/", data_views.asset_page, name="data-asset"),
     path("usage/", usage_views.usage_page, name="usage"),
     path("usage/export.csv", usage_views.usage_csv, name="usage-csv"),
     path("usage/budget/", usage_views.set_budget, name="usage-budget"),

@@ -51,8 +51,9 @@ def test_list_hides_other_workspaces_endpoints(client, outsider, iris):
     assert 'data-endpoint="iris"' not in client.get("/endpoints/").content.decode()
 
 
-def test_the_batch_tab_says_coming(owner_client, workspace):
-    assert "Batch endpoints are coming" in owner_client.get("/endpoints/?kind=batch").content.decode()
+def test_empty_batch_tab_offers_to_create_a_batch_endpoint(owner_client, workspace):
+    html = owner_client.get("/endpoints/?kind=batch").content.decode()
+    assert "coming" not in html and 'href="/endpoints/new/batch/"' in html
 
 
 def test_list_query_count_is_constant_as_rows_grow(owner_client, iris, endpoint_factory):

@@ -1,0 +1,494 @@
+"""The batch controller: level-triggered, idempotent steps that drive jobs to their end.
+
+- admit(): Queued jobs start in order of creation while capacity lasts (at most
+  STUDIO_BATCH_MAX_RUNNING_JOBS running, and the nodes' free cores); a job that does not fit
+  holds the jobs behind it (strict order), unless no job runs at all.
+- advance(job): one short step of a Running job: take back mini-batches whose task died (lease
+  expired), keep `instance_count` model servers for it (Instance rows with batch_job set, which the
+  node's converge loop launches, probes and restarts), hand Pending mini-batches to Celery up to
+  ready instances x max_concurrency_per_instance, and finish the job when every mini-batch is done
+  (merge the parts, stop the servers) or when failures pass error_threshold.
+- run_mini_batch(): one mini-batch, scored by one of the job's instances (POST /batch), its output
+  written to its own part file (temp file + rename, so a rerun rewrites the same bytes) before the
+  row says Completed. The merge reads Completed parts in index order, so a task killed at any point
+  loses no row and duplicates none.
+- stop_idle_instances(): no batch model server runs without a running job.
+
+Every step may run twice or concurrently: claims are conditional updates."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from endpoints_app.audit import SYSTEM, record
+from endpoints_app.controller import placement
+from endpoints_app.controller import reconcile as rc
+from endpoints_app.models import (
+    BatchJob,
+    Endpoint,
+    Instance,
+    InstanceState,
+    JobStatus,
+    MiniBatch,
+    MiniBatchStatus,
+    Node,
+    datastore_root,
+)
+
+log = logging.getLogger("studio.batch")
+
+ACTIVE = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY)
+# A dispatched mini-batch's task must start within this long (plus its timeout), or it is taken back.
+QUEUE_GRACE = timedelta(seconds=60)
+# Once its task runs, the mini-batch is taken back this long after its timeout.
+RUN_GRACE = timedelta(seconds=5)
+
+
+def max_running_jobs() -> int:
+    return int(getattr(settings, "STUDIO_BATCH_MAX_RUNNING_JOBS", 4))
+
+
+# -- admission ---------------------------------------------------------------------------------------
+
+def _free_cores() -> int:
+    loads = placement.node_loads(placement.live_nodes())
+    return sum(load.free_cores for load in loads)
+
+
+def admit() -> list[int]:
+    """Start Queued jobs in order while there is room; returns the ids started."""
+    started: list[int] = []
+    with transaction.atomic():
+        jobs = list(
+            BatchJob.objects.select_for_update()
+            .filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
+            .order_by("created_at", "pk")
+        )
+        running = [j for j in jobs if j.status == JobStatus.RUNNING]
+        queued = [j for j in jobs if j.status == JobStatus.QUEUED]
+        if not queued:
+            return started
+        slots = max_running_jobs() - len(running)
+        free = _free_cores()
+        types = {j.pk: j.deployment.instance_type for j in queued}
+        now = timezone.now()
+        for job in queued:
+            if slots <= 0:
+                break
+            need = int(job.settings.get("instance_count", 1)) * types[job.pk].cores
+            if need > free and (running or started):
+                break  # strict order: later jobs wait behind this one
+            job.status = JobStatus.RUNNING
+            job.started_at = now
+            job.save(update_fields=["status", "started_at", "updated_at"])
+            record(SYSTEM, "job.start", job, job.workspace)
+            started.append(job.pk)
+            slots -= 1
+            free -= need
+    return started
+
+
+# -- instances ---------------------------------------------------------------------------------------
+
+def _instance_name(job: BatchJob) -> str:
+    import secrets
+
+    return f"{job.name[:48]}-{secrets.token_hex(3)}"
+
+
+def ensure_instances(job: BatchJob) -> list[Instance]:
+    """Keep instance_count live model servers for a running job; returns them."""
+    deployment = job.deployment
+    with transaction.atomic():
+        BatchJob.objects.select_for_update().filter(pk=job.pk).first()  # one planner per job at a time
+        live = list(Instance.objects.filter(batch_job=job, state__in=ACTIVE).select_related("node"))
+        wanted = int(job.settings.get("instance_count", 1))
+        for _ in range(wanted - len(live)):
+            node = placement.choose_node(deployment.instance_type)
+            if node is None:
+                log.warning("no live node for an instance of batch job %s", job.name)
+                break
+            live.append(Instance.objects.create(
+                deployment=deployment, batch_job=job, name=_instance_name(job), node=node,
+                generation=deployment.generation, state=InstanceState.STARTING,
+            ))
+    return live
+
+
+def converge(instances: list[Instance]) -> None:
+    """Launch and probe the job's instances now rather than at the next reconcile pass: on this
+    node directly, on other nodes through their queue."""
+    from endpoints_app.controller import tasks as controller_tasks
+
+    local = settings.STUDIO_NODE_NAME
+    nodes = {i.node_id: i.node for i in instances}
+    deployment_ids = {i.deployment_id for i in instances}
+    for node in nodes.values():
+        for deployment_id in deployment_ids:
+            if node.name == local:
+                rc.converge_node(node, deployment_id=deployment_id)
+            else:
+                controller_tasks.converge_node.apply_async(args=[node.name, deployment_id], queue=node.queue,
+                                                           expires=30)
+
+
+def stop_job_instances(job: BatchJob) -> int:
+    now = timezone.now()
+    return Instance.objects.filter(batch_job=job, state__in=ACTIVE).update(
+        state=InstanceState.STOPPING, stop_requested_at=now
+    )
+
+
+def stop_idle_instances() -> int:
+    """Stop batch-deployment instances whose job is over (or that have no job)."""
+    now = timezone.now()
+    idle = Instance.objects.filter(deployment__endpoint__kind=Endpoint.Kind.BATCH, state__in=ACTIVE).filter(
+        Q(batch_job__isnull=True) | ~Q(batch_job__status=JobStatus.RUNNING)
+    )
+    return idle.update(state=InstanceState.STOPPING, stop_requested_at=now)
+
+
+def _stop_here() -> None:
+    """Signal stopping instances on this node now (the reconcile pass would within seconds)."""
+    node = Node.objects.filter(name=settings.STUDIO_NODE_NAME).first()
+    if node is None:
+        return
+    for deployment_id in set(
+        Instance.objects.filter(node=node, state=InstanceState.STOPPING, deployment__endpoint__kind="batch")
+        .values_list("deployment_id", flat=True)
+    ):
+        rc.converge_node(node, deployment_id=deployment_id)
+
+
+# -- one step of a job ------------------------------------------------------------------------------
+
+def _timeout(job: BatchJob) -> int:
+    return int((job.settings.get("retry_settings") or {}).get("timeout", 30))
+
+
+def _max_attempts(job: BatchJob) -> int:
+    return 1 + int((job.settings.get("retry_settings") or {}).get("max_retries", 3))
+
+
+def reclaim(job: BatchJob) -> int:
+    """Running mini-batches whose lease passed (their task died) go back to Pending, or fail
+    when they have used every attempt."""
+    now = timezone.now()
+    expired = list(job.mini_batches.filter(status=MiniBatchStatus.RUNNING, lease_until__lt=now))
+    for mb in expired:
+        status = MiniBatchStatus.PENDING if mb.attempts < _max_attempts(job) else MiniBatchStatus.FAILED
+        message = f"attempt {mb.attempts} did not finish within {_timeout(job)} s (its worker stopped)"
+        MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=mb.attempts).update(
+            status=status, lease_until=None, error=message,
+            finished_at=now if status == MiniBatchStatus.FAILED else None,
+        )
+        log.warning("batch job %s mini-batch %s: %s", job.name, mb.index, message)
+    return len(expired)
+
+
+def dispatch(job: BatchJob, ready: list[Instance]) -> int:
+    """Hand Pending mini-batches to Celery, up to ready instances x max_concurrency_per_instance."""
+    from endpoints_app.batch import tasks
+
+    if not ready:
+        return 0
+    per_instance = int(job.settings.get("max_concurrency_per_instance", 1))
+    load = {i.name: 0 for i in ready}
+    for name, n in job.mini_batches.filter(status=MiniBatchStatus.RUNNING).values_list("instance").annotate(
+        n=Count("pk")
+    ):
+        if name in load:
+            load[name] += n
+    in_flight = job.mini_batches.filter(status=MiniBatchStatus.RUNNING).count()
+    room = len(ready) * per_instance - in_flight
+    if room <= 0:
+        return 0
+    sent = 0
+    lease = timezone.now() + timedelta(seconds=_timeout(job)) + QUEUE_GRACE
+    for mb in job.mini_batches.filter(status=MiniBatchStatus.PENDING).order_by("index")[:room]:
+        instance = min(load, key=load.get)
+        if load[instance] >= per_instance:
+            break
+        attempt = mb.attempts + 1
+        claimed = MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.PENDING, attempts=mb.attempts).update(
+            status=MiniBatchStatus.RUNNING, attempts=attempt, instance=instance, lease_until=lease,
+            started_at=timezone.now(),
+        )
+        if claimed:
+            load[instance] += 1
+            sent += 1
+            tasks.run_mini_batch.apply_async(args=[mb.pk, attempt])
+    return sent
+
+
+def _failed_items(job: BatchJob) -> tuple[int, list[str]]:
+    files: list[str] = []
+    for items in job.mini_batches.filter(status=MiniBatchStatus.FAILED).values_list("items", flat=True):
+        files.extend(f"{i['file']}" + (f" rows {i['start']}-{i['stop'] - 1}" if i.get("stop") is not None else "")
+                     for i in items)
+    return len(files), files
+
+
+def refresh_counts(job: BatchJob) -> dict:
+    rows = job.mini_batches.values("status").annotate(n=Count("pk"), rows=Sum("rows"), out=Sum("rows_out"))
+    by = {r["status"]: r for r in rows}
+
+    def n(status: str) -> int:
+        return int((by.get(status) or {}).get("n") or 0)
+
+    counts = {
+        "mini_batches_done": n(MiniBatchStatus.COMPLETED),
+        "mini_batches_failed": n(MiniBatchStatus.FAILED),
+        "rows_done": int((by.get(MiniBatchStatus.COMPLETED) or {}).get("out") or 0),
+        "rows_failed": int((by.get(MiniBatchStatus.FAILED) or {}).get("rows") or 0),
+    }
+    BatchJob.objects.filter(pk=job.pk).update(**counts, updated_at=timezone.now())
+    for key, value in counts.items():
+        setattr(job, key, value)
+    return counts
+
+
+def settle_cost(job: BatchJob) -> None:
+    from endpoints_app.metering.costs import batch_job_cost
+
+    hours, cost = batch_job_cost(job.pk)
+    job.instance_seconds = float(hours * 3600)
+    job.cost = cost.quantize(Decimal("0.000001"))
+    BatchJob.objects.filter(pk=job.pk).update(instance_seconds=job.instance_seconds, cost=job.cost)
+
+
+def merge_outputs(job: BatchJob) -> int:
+    """Concatenate the Completed parts in index order into the output file (temp + rename)."""
+    root = job.output_root
+    root.mkdir(parents=True, exist_ok=True)
+    if job.settings.get("output_action") == "summary_only":
+        return 0
+    target = root / job.output_file_name
+    tmp = root / f".{job.output_file_name}.{os.getpid()}.tmp"
+    rows = 0
+    header_written = False
+    with open(tmp, "w", newline="") as out:
+        for part in job.mini_batches.filter(status=MiniBatchStatus.COMPLETED).order_by("index").values_list(
+            "output_part", flat=True
+        ):
+            with open(root / part, newline="") as fh:
+                header = fh.readline()
+                if not header:
+                    continue
+                if not header_written:
+                    out.write(header)
+                    header_written = True
+                for line in fh:
+                    out.write(line)
+                    rows += 1
+        if not header_written:
+            out.write("file,row,prediction\n")
+    os.replace(tmp, target)
+    return rows
+
+
+def _finish(job: BatchJob, status: str, error: str = "") -> bool:
+    now = timezone.now()
+    with transaction.atomic():
+        updated = BatchJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=status, finished_at=now, error=error[:8000], updated_at=now
+        )
+        if updated:
+            job.mini_batches.filter(status__in=(MiniBatchStatus.PENDING, MiniBatchStatus.RUNNING)).update(
+                status=MiniBatchStatus.CANCELED, finished_at=now, lease_until=None
+            )
+            stop_job_instances(job)
+            job.status = status
+            record(SYSTEM, f"job.{status.lower()}", job, job.workspace, error=error[:500])
+    return bool(updated)
+
+
+def advance(job_id: int) -> str:
+    """One step of a job; returns what it is waiting for ("done", "queued", "starting", "running")."""
+    job = BatchJob.objects.select_related("deployment", "deployment__instance_type", "workspace").filter(
+        pk=job_id
+    ).first()
+    if job is None:
+        return "done"
+    if job.status == JobStatus.QUEUED:
+        admit()
+        job.refresh_from_db(fields=["status", "started_at"])
+        if job.status == JobStatus.QUEUED:
+            return "queued"
+    if job.is_terminal:
+        if stop_job_instances(job):
+            _stop_here()
+        settle_cost(job)
+        return "done"
+
+    reclaim(job)
+    counts = refresh_counts(job)
+    failed_items, failed_files = _failed_items(job)
+    threshold = int(job.settings.get("error_threshold", -1))
+    if threshold >= 0 and failed_items > threshold:
+        errors = _failure_summary(job)
+        if _finish(job, JobStatus.FAILED, f"{failed_items} failed items exceed error_threshold {threshold}: "
+                                           f"{errors}"):
+            _stop_here()
+            settle_cost(job)
+            admit()
+        return "done"
+    settled = counts["mini_batches_done"] + counts["mini_batches_failed"]
+    if settled >= job.mini_batches_total:
+        merge_outputs(job)
+        error = ""
+        if failed_items:
+            error = f"Completed with {failed_items} failed items (error_threshold {threshold}): {_failure_summary(job)}"
+        if _finish(job, JobStatus.COMPLETED, error):
+            _stop_here()
+            settle_cost(job)
+            admit()
+        return "done"
+
+    gave_up = Instance.objects.filter(batch_job=job, state=InstanceState.FAILED).order_by("-pk").first()
+    if gave_up is not None:
+        # A model server that failed every restart will not score this job (bad model or score.py).
+        if _finish(job, JobStatus.FAILED, f"Model server {gave_up.name} failed: {gave_up.last_error}".strip()):
+            _stop_here()
+            settle_cost(job)
+            admit()
+        return "done"
+    instances = ensure_instances(job)
+    if any(i.state == InstanceState.STARTING for i in instances):
+        converge(instances)
+        instances = list(Instance.objects.filter(batch_job=job, state__in=ACTIVE))
+    ready = [i for i in instances if i.state == InstanceState.READY]
+    dispatch(job, ready)
+    return "running" if ready else "starting"
+
+
+def _failure_summary(job: BatchJob, limit: int = 20) -> str:
+    parts = []
+    for mb in job.mini_batches.filter(status=MiniBatchStatus.FAILED).order_by("index")[:limit]:
+        names = ", ".join(i["file"] for i in mb.items)
+        parts.append(f"[{names}] {mb.error.strip().splitlines()[0] if mb.error.strip() else 'failed'}")
+    return "; ".join(parts)
+
+
+# -- one mini-batch ---------------------------------------------------------------------------------
+
+class ScoringError(Exception):
+    pass
+
+
+def _post(url: str, body: bytes, timeout: float) -> dict:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except Exception:  # noqa: BLE001 - any unreadable error body: say the status
+            message = exc.reason
+        raise ScoringError(f"model server answered {exc.code}: {message}") from None
+    except TimeoutError:
+        raise ScoringError(f"timed out after {timeout:g} s (retry_settings.timeout)") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            raise ScoringError(f"timed out after {timeout:g} s (retry_settings.timeout)") from None
+        raise ScoringError(f"model server unreachable: {reason}") from None
+
+
+def _write_part(job: BatchJob, mb: MiniBatch, text: str) -> None:
+    path = job.output_root / mb.output_part
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{mb.attempts}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
+    mb = MiniBatch.objects.select_related("job", "job__deployment").filter(pk=mini_batch_id).first()
+    if mb is None or mb.status != MiniBatchStatus.RUNNING or mb.attempts != attempt:
+        return "stale"
+    job = mb.job
+    if job.status != JobStatus.RUNNING:
+        return "job not running"
+    timeout = _timeout(job)
+    now = timezone.now()
+    MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+        lease_until=now + timedelta(seconds=timeout) + RUN_GRACE, started_at=now
+    )
+    instance = Instance.objects.select_related("node").filter(
+        batch_job=job, name=mb.instance, state=InstanceState.READY
+    ).first() or Instance.objects.select_related("node").filter(batch_job=job, state=InstanceState.READY).first()
+    root = datastore_root()
+    body = json.dumps({
+        "items": [{"path": str(root / item["path"]), "file": item["file"], "start": item.get("start", 0),
+                   "stop": item.get("stop")} for item in mb.items],
+        "output_action": job.settings.get("output_action", "append_row"),
+    }).encode()
+    began = time.monotonic()
+    try:
+        if instance is None:
+            raise ScoringError("no model server of the job is ready")
+        result = _post(f"http://{instance.node.host}:{instance.port}/batch", body, timeout)
+        text = result.get("csv") or ""
+        if job.settings.get("output_action", "append_row") == "append_row":
+            _write_part(job, mb, text)
+        rows_out = int(result.get("rows_out") or 0)
+        done = MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+            status=MiniBatchStatus.COMPLETED, rows_out=rows_out, finished_at=timezone.now(), lease_until=None,
+            error="", instance=instance.name,
+            rows=mb.rows or int(result.get("rows_in") or 0),
+        )
+        outcome = "completed" if done else "stale"
+        log.info("batch job %s mini-batch %s: %s rows in %.2fs on %s", job.name, mb.index, rows_out,
+                 time.monotonic() - began, instance.name)
+    except ScoringError as exc:
+        retry = attempt < _max_attempts(job)
+        status = MiniBatchStatus.PENDING if retry else MiniBatchStatus.FAILED
+        MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+            status=status, error=f"attempt {attempt}: {exc}", lease_until=None,
+            finished_at=None if retry else timezone.now(), instance=instance.name if instance else mb.instance,
+        )
+        outcome = "retry" if retry else "failed"
+        log.warning("batch job %s mini-batch %s attempt %s: %s", job.name, mb.index, attempt, exc)
+    advance(job.pk)
+    return outcome
+
+
+def remove_outputs(job: BatchJob) -> None:
+    shutil.rmtree(job.output_root, ignore_errors=True)
+
+
+def tick() -> None:
+    """The periodic pass: admit, advance every running job, stop idle batch servers."""
+    admit()
+    for job_id in BatchJob.objects.filter(status=JobStatus.RUNNING).values_list("pk", flat=True):
+        try:
+            advance(job_id)
+        except Exception:  # one broken job must not stop the others
+            log.exception("advancing batch job %s failed", job_id)
+    if stop_idle_instances():
+        _stop_here()
+    for job_id in BatchJob.objects.filter(
+        status__in=(JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED),
+        finished_at__gte=timezone.now() - timedelta(minutes=10),
+    ).values_list("pk", flat=True):
+        # Instance-minutes settle when the servers have stopped, a few seconds after the job ended.
+        job = BatchJob.objects.get(pk=job_id)
+        settle_cost(job)

@@ -1,0 +1,50 @@
+"""The embedded default's broker: kombu's filesystem transport, with every message written under
+a temporary name and renamed into the queue folder, so a worker never reads a half-written one.
+
+kombu's own writer creates the file under its final name and then writes it; a worker polling at
+that instant moves the still empty file away, fails to decode it and stops with "Unrecoverable
+error: JSONDecodeError". Short re-queued steps (provisioning, batch jobs) send many messages, so
+the race was hit in practice. Importing this module registers the transport for `filesystem://`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from time import monotonic
+
+from kombu.exceptions import ChannelError
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
+
+log = logging.getLogger("studio.broker")
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue, payload, **kwargs):
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        # "<name>.tmp" does not end in ".<queue>.msg", so no reader picks it up before the rename.
+        temp = final + ".tmp"
+        try:
+            with open(temp, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.replace(temp, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _get(self, queue):
+        try:
+            return super()._get(queue)
+        except ValueError:
+            # A message another writer left empty or cut short: drop it rather than stop the worker.
+            log.warning("dropped an unreadable message from queue %s", queue)
+            raise filesystem.Empty() from None
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
+
+
+TRANSPORT_ALIASES["filesystem"] = "portal.broker:Transport"

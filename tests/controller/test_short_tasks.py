@@ -1,0 +1,119 @@
+"""Controller tasks stay short: slow rollouts advance in re-queued steps, so reconcile keeps
+healing online instances while they run (a real worker with 3 slots, real model servers)."""
+
+import ast
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from endpoints_app.controller import process
+from endpoints_app.models import Deployment, Instance
+from tests.controller.test_provisioning import create, deployment_json, wait_state
+from tests.live import make_custom_model, wait_for
+
+CONTROLLER = Path(__file__).resolve().parents[2] / "endpoints_app" / "controller"
+
+# init() takes long, as a big model's load does: the rollout stays Creating meanwhile.
+SLOW_SCORE_PY = '''
+import time
+
+def init():
+    print("slow init: loading", flush=True)
+    time.sleep(25)
+    print("slow init: done", flush=True)
+
+def run(raw_data):
+    return raw_data
+'''
+SLOW_ROLLOUTS = 4  # more than the test worker's 3 slots: one long task each would starve reconcile
+
+
+def test_it_never_imports_services_from_the_controller():
+    for path in CONTROLLER.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            assert not any(n.startswith("endpoints_app.services") for n in names), (path.name, names)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_it_heals_a_killed_instance_on_time_while_slow_rollouts_run(live_worker, owner_api, workspace, tmp_path):
+    fast = make_custom_model(workspace, tmp_path / "fast")
+    create(owner_api, "doubler", "blue", fast, liveness_probe={"period": 2})
+    [instance] = wait_state(owner_api, "doubler", "blue")["instances"]
+    slow = make_custom_model(workspace, tmp_path / "slow", name="slow", source=SLOW_SCORE_PY)
+    for n in range(SLOW_ROLLOUTS):
+        create(owner_api, f"slow-{n}", "blue", slow)
+
+    def all_loading():
+        rows = list(Instance.objects.filter(deployment__model=slow, pid__isnull=False))
+        return len(rows) == SLOW_ROLLOUTS and all(
+            "slow init: loading" in process.log_path(r.name).read_text(errors="replace") for r in rows
+            if process.log_path(r.name).exists()
+        ) and all(process.log_path(r.name).exists() for r in rows)
+    wait_for(all_loading, timeout=60, what="every slow model server in its init()")
+    killed_at = time.monotonic()
+
+    os.kill(instance["pid"], signal.SIGKILL)
+
+    def replaced():
+        [now] = deployment_json(owner_api, "doubler", "blue")["instances"]
+        return now["state"] == "Ready" and now["pid"] != instance["pid"] and now
+    wait_for(replaced, timeout=60, interval=0.1, what="a replacement instance")
+    elapsed = time.monotonic() - killed_at
+
+    # The rollouts were still in progress the whole time: healing did not wait for them.
+    states = set(Deployment.objects.filter(model=slow).values_list("provisioning_state", flat=True))
+    assert states == {"Creating"}, states
+    # Its usual time: a liveness period (it notices the death), a reconcile interval, its start-up.
+    row = Instance.objects.get(name=instance["name"])
+    start_up = (row.ready_at - row.launched_at).total_seconds()
+    assert elapsed <= 2 + 1 + start_up + 1.5, (elapsed, start_up)
+    # And the slow rollouts finish by themselves.
+    for n in range(SLOW_ROLLOUTS):
+        assert wait_state(owner_api, f"slow-{n}", "blue", timeout=90)["provisioning_state"] == "Succeeded"
+
+
+def test_it_never_reads_a_half_written_broker_message(tmp_path):
+    """Steps re-queue themselves often; the embedded broker must hand a worker only whole messages
+    (kombu's stock filesystem writer let a poller take a file before its bytes were written)."""
+    import threading
+
+    from kombu import Connection
+
+    import portal.broker  # noqa: F401  (registers the transport for filesystem://)
+
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "store_processed": False,
+               "polling_interval": 0}
+    sent = 600
+    received: list[int] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        with Connection("filesystem://", transport_options=options) as conn:
+            queue = conn.SimpleQueue("q")
+            try:
+                while len(received) < sent:
+                    message = queue.get(timeout=10)
+                    received.append(message.payload["n"])
+                    message.ack()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    with Connection("filesystem://", transport_options=options) as conn:
+        queue = conn.SimpleQueue("q")
+        for n in range(sent):
+            queue.put({"n": n, "pad": "x" * 20_000})
+    reader.join(60)
+
+    assert not errors, errors
+    assert sorted(received) == list(range(sent))
+    assert type(Connection("filesystem://").transport).__module__ == "portal.broker"
