@@ -185,6 +185,7 @@ def test_console_writes_land_in_the_audit_log(it_client, workspace, owner, insta
         "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
         "memberships-0-user": owner.pk, "memberships-0-role": "Owner",
         "quotas-TOTAL_FORMS": "0", "quotas-INITIAL_FORMS": "0",
+        "serverless_rate_limits-TOTAL_FORMS": "0", "serverless_rate_limits-INITIAL_FORMS": "0",
     })
     assert response.status_code == 302, response.content[:2000]
     assert audited("admin.workspace.add").object_name == "newteam"

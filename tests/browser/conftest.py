@@ -14,9 +14,13 @@ from django.conf import settings
 
 from tests.conftest import PASSWORD
 
-# Playwright's sync API keeps an event loop running in this thread; the ORM calls the
-# tests make to set up rows are still plain synchronous code, so let Django allow them.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+@pytest.fixture(autouse=True)
+def allow_orm_beside_playwright(monkeypatch):
+    """Playwright's sync API keeps an event loop running in this thread; the ORM calls the
+    tests make to set up rows are still plain synchronous code, so let Django allow them, for
+    browser tests only (never for the workers and gateways other tests start)."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
