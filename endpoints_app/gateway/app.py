@@ -20,26 +20,27 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from django.conf import settings
 from django.db import close_old_connections
 
 from endpoints_app import keys
 from endpoints_app.asgi_io import read_body
 from endpoints_app.gateway import metering, mirror, proxy, swagger
 from endpoints_app.gateway.routes import DeploymentRoute, EndpointRoute, RouteTable, current_version, load_route_table
-from portal.env import env_bool, env_float, env_int
 
 log = logging.getLogger("studio.gateway")
 
-MAX_PAYLOAD_BYTES = env_int("STUDIO_GATEWAY_MAX_PAYLOAD_BYTES", 4 * 1024 * 1024, minimum=1)
-POLL_SECONDS = env_float("STUDIO_GATEWAY_POLL_SECONDS", 0.5)
+# Checked at start-up with every other setting (portal/settings.py).
+MAX_PAYLOAD_BYTES = settings.STUDIO_GATEWAY_MAX_PAYLOAD_BYTES
+POLL_SECONDS = settings.STUDIO_GATEWAY_POLL_SECONDS
 # Safety net: reload even without a version change, so staleness is bounded.
-MAX_TABLE_AGE_SECONDS = env_float("STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS", 10.0)
-FLUSH_SECONDS = env_float("STUDIO_GATEWAY_FLUSH_SECONDS", 2.0)
+MAX_TABLE_AGE_SECONDS = settings.STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS
+FLUSH_SECONDS = settings.STUDIO_GATEWAY_FLUSH_SECONDS
 # Mirror copies in flight per worker; beyond this a copy is skipped rather than queued.
-MAX_MIRROR_INFLIGHT = env_int("STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT", 64, minimum=1)
+MAX_MIRROR_INFLIGHT = settings.STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT
 MAX_BUFFERED_COMPARISONS = 100_000
 # Off only to measure what metering costs (bench/gateway.py); usage and cost go unrecorded.
-METERING = env_bool("STUDIO_GATEWAY_METERING", True)
+METERING = settings.STUDIO_GATEWAY_METERING
 
 JSON_TYPE = b"application/json"
 # Request ids: a random per-process prefix and a counter (no entropy syscall per request).

@@ -14,9 +14,20 @@ from django.conf import settings
 
 from tests.conftest import PASSWORD
 
-# Playwright's sync API keeps an event loop running in this thread; the ORM calls the
-# tests make to set up rows are still plain synchronous code, so let Django allow them.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+@pytest.fixture(autouse=True)
+def allow_sync_orm_beside_playwright():
+    """Playwright's sync API keeps an event loop running in this thread; the ORM calls the
+    tests make to set up rows are still plain synchronous code, so Django must allow them, in
+    this process and only while a browser test runs. Processes the tests start (workers,
+    gateways) never inherit it: tests/live.py's worker_env drops it."""
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if before is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
