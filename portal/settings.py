@@ -65,6 +65,7 @@ def _allowed_hosts() -> list[str]:
 # (the public host name(s) users type; `.example.com` matches subdomains).
 ALLOWED_HOSTS = _allowed_hosts()
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "portal.errors.csrf_failure"  # JSON under /api/, the studio's page elsewhere
 
 # HTTPS: STUDIO_TLS=1 when users reach the studio over https (directly or through a proxy).
 STUDIO_TLS = env_bool("STUDIO_TLS", False)
@@ -269,7 +270,7 @@ STUDIO_GATEWAY_POLL_SECONDS = env_float("STUDIO_GATEWAY_POLL_SECONDS", 0.5, mini
 # Safety net: gateways reload their routes this often even without a version change.
 STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS = env_float("STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS", 10.0, minimum=0.1,
                                                  maximum=3600)
-STUDIO_GATEWAY_FLUSH_SECONDS = env_float("STUDIO_GATEWAY_FLUSH_SECONDS", 2.0, minimum=0.05, maximum=300)
+STUDIO_GATEWAY_FLUSH_SECONDS = env_float("STUDIO_GATEWAY_FLUSH_SECONDS", 2.0, minimum=0.05, maximum=3600)
 STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT = env_int("STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT", 64, minimum=1)
 # Off only to measure what metering costs (bench/gateway.py); usage and cost go unrecorded.
 STUDIO_GATEWAY_METERING = env_bool("STUDIO_GATEWAY_METERING", True)

@@ -316,6 +316,10 @@ class GatewayApp:
             log.exception("mirror copy failed")
             status, data = 502, b""
         shadow_latency_ms = (time.perf_counter() - started) * 1000.0
+        if METERING:
+            # Metered to the mirror deployment like live traffic: its traffic share, latency,
+            # errors and the autoscaler's load all see the copies it serves.
+            self.usage.count(endpoint.id, shadow.name, status, shadow_latency_ms, len(body), len(data))
         if len(self.comparisons) < MAX_BUFFERED_COMPARISONS:
             self.comparisons.append(mirror.Comparison(
                 endpoint_id=endpoint.id,
