@@ -15,12 +15,13 @@ from django.conf import settings
 from tests.conftest import PASSWORD
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def allow_sync_orm_beside_playwright():
     """Playwright's sync API keeps an event loop running in this thread; the ORM calls the
-    tests make to set up rows are still plain synchronous code, so Django must allow them, in
-    this process and only while a browser test runs. Processes the tests start (workers,
-    gateways) never inherit it: tests/live.py's worker_env drops it."""
+    tests make to set up rows (and the database teardown) are still plain synchronous code, so
+    Django must allow them, in this process and only while a browser test module runs.
+    Processes the tests start (workers, gateways) never inherit it: tests/live.py's worker_env
+    drops it."""
     before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     yield
