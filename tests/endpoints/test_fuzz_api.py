@@ -23,7 +23,8 @@ from endpoints_app.models import ApiToken
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+DEFAULT_EXAMPLES = 20
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 # Path parameters that name things that exist, so cases get past the 404 for a missing parent.
 KNOWN = {"ws": "team", "name": "iris", "deployment_name": "blue", "username": "rita", "version": 1}
 
@@ -106,5 +107,5 @@ def test_the_api_answers_fuzzing_without_server_errors_and_in_the_error_shape(
         for (label, problem), sample in failures.items():
             print(f"  {label}: {problem}: {sample}")
     assert not failures
-    assert elapsed < 300
+    assert elapsed < 300 or EXAMPLES > DEFAULT_EXAMPLES  # CI's run stays within 5 minutes
     assert owner_api.get("/api/v1/workspaces").status_code == 200  # the cases ran authenticated throughout
