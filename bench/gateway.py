@@ -124,7 +124,7 @@ def train_model(path: Path) -> None:
 
 def studio_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
-    env.update({"STUDIO_DATA_DIR": str(data_dir), "DEBUG": "1", "PYTHONPATH": str(ROOT),
+    env.update({"STUDIO_DATA_DIR": str(data_dir), "DEBUG": "0", "PYTHONPATH": str(ROOT),
                 "DJANGO_SETTINGS_MODULE": "portal.settings"})
     return env
 

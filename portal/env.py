@@ -46,14 +46,30 @@ def env_int(name: str, default: int, minimum: int | None = None, maximum: int | 
     return number
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, minimum: float | None = None, maximum: float | None = None) -> float:
     value = os.environ.get(name)
     if value in (None, ""):
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise ImproperEnv(f"{name}={value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ImproperEnv(f"{name}={value!r} is not a finite number")
+    if minimum is not None and number < minimum:
+        raise ImproperEnv(f"{name}={number:g} is below the minimum {minimum:g}")
+    if maximum is not None and number > maximum:
+        raise ImproperEnv(f"{name}={number:g} is above the maximum {maximum:g}")
+    return number
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    if value not in choices:
+        raise ImproperEnv(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def env_path(name: str, default: Path) -> Path:

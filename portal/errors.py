@@ -6,6 +6,7 @@ import re
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 
 from endpoints_app.api.errors import error_body
 
@@ -35,6 +36,7 @@ def _near_misses(path: str) -> list[str]:
     return found[:3]
 
 
+@csrf_exempt  # an answer, not a write: a DELETE to a near miss gets the 404, not a CSRF page
 def api_not_found(request, *args, **kwargs):
     """Any /api/ path nothing else matched: a JSON 404 naming the paths that exist."""
     path = request.path
@@ -55,6 +57,11 @@ def _resolves(path: str) -> bool:
     except Resolver404:
         return False
     return match.func is not api_not_found
+
+
+def csrf_failure(request, reason: str = ""):
+    return _respond(request, 403, "CSRF check failed: reload the page and try again "
+                                  "(API clients: send Authorization: Bearer <token>, not a session cookie).")
 
 
 def bad_request(request, exception=None):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from portal.env import env_bool, env_int, env_list, env_path, env_str
+from portal.env import env_bool, env_choice, env_float, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("STUDIO_DATA_DIR", BASE_DIR / "var")
@@ -65,6 +65,7 @@ def _allowed_hosts() -> list[str]:
 # (the public host name(s) users type; `.example.com` matches subdomains).
 ALLOWED_HOSTS = _allowed_hosts()
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "portal.errors.csrf_failure"  # JSON under /api/, the studio's page elsewhere
 
 # HTTPS: STUDIO_TLS=1 when users reach the studio over https (directly or through a proxy).
 STUDIO_TLS = env_bool("STUDIO_TLS", False)
@@ -273,6 +274,22 @@ STUDIO_INSTANCE_PORTS = (
     env_int("STUDIO_INSTANCE_PORT_MAX", 29999, minimum=1024, maximum=65535),
 )
 
+# Processes `make run` starts (portal/supervisor.py reads these, checked here with the rest).
+STUDIO_WEB_WORKERS = env_int("STUDIO_WEB_WORKERS", 2, minimum=1, maximum=64)
+STUDIO_WORKER_CONCURRENCY = env_int("STUDIO_WORKER_CONCURRENCY", 4, minimum=1, maximum=64)
+
+# The gateway (endpoints_app/gateway/app.py reads these).
+STUDIO_GATEWAY_MAX_PAYLOAD_BYTES = env_int("STUDIO_GATEWAY_MAX_PAYLOAD_BYTES", 4 * 1024 * 1024, minimum=1)
+STUDIO_GATEWAY_POLL_SECONDS = env_float("STUDIO_GATEWAY_POLL_SECONDS", 0.5, minimum=0.01, maximum=60)
+# Safety net: gateways reload their routes this often even without a version change.
+STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS = env_float("STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS", 10.0, minimum=0.1,
+                                                 maximum=3600)
+STUDIO_GATEWAY_FLUSH_SECONDS = env_float("STUDIO_GATEWAY_FLUSH_SECONDS", 2.0, minimum=0.05, maximum=3600)
+STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT = env_int("STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT", 64, minimum=1)
+# Off only to measure what metering costs (bench/gateway.py); usage and cost go unrecorded.
+STUDIO_GATEWAY_METERING = env_bool("STUDIO_GATEWAY_METERING", True)
+STUDIO_GATEWAY_CLIENT = env_choice("STUDIO_GATEWAY_CLIENT", "http1", ("http1", "aiohttp"))
+
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
@@ -319,7 +336,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "INFO",
+                                                          ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # The reconcile beat runs every few seconds: keep per-task received/succeeded lines out.

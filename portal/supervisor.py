@@ -5,7 +5,6 @@ instance they started, within 30 s, and leaves no process behind."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,22 +20,19 @@ def _venv_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def commands(port: int, host: str) -> dict[str, list[str]]:
-    web_workers = os.environ.get("STUDIO_WEB_WORKERS", "2")
-    node = os.environ.get("STUDIO_NODE_NAME") or socket.gethostname()
-    concurrency = os.environ.get("STUDIO_WORKER_CONCURRENCY", "4")
+def commands(port: int, host: str, web_workers: int, concurrency: int, node: str) -> dict[str, list[str]]:
     return {
         "web": [
             _venv_bin("gunicorn"), "portal.asgi:application",
             "-k", "uvicorn_worker.UvicornWorker",
-            "-b", f"{host}:{port}", "-w", web_workers,
+            "-b", f"{host}:{port}", "-w", str(web_workers),
             "--graceful-timeout", "10", "--timeout", "120",
             "--access-logfile", "-",
         ],
         "worker": [
             _venv_bin("celery"), "-A", "portal", "worker", "-B",
             "-Q", f"celery,node.{node}", "-n", f"worker@{node}",
-            "-c", concurrency, "-l", "info",
+            "-c", str(concurrency), "-l", "info",
         ],
     }
 
@@ -89,9 +85,16 @@ def _signal_groups(pids: list[int], sig: int) -> None:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    port = int(os.environ.get("STUDIO_PORT", "8000"))
-    host = os.environ.get("STUDIO_HOST", "127.0.0.1")
-    data_dir = Path(os.environ.get("STUDIO_DATA_DIR", "var")).resolve()
+    from django.conf import settings
+
+    from portal.env import ImproperEnv
+
+    try:
+        # The first read loads portal/settings.py, which checks every variable.
+        port, host, data_dir = settings.STUDIO_PORT, settings.STUDIO_HOST, settings.DATA_DIR
+    except ImproperEnv as error:
+        print(f"studio: {error}. See the configuration table in README.md.", file=sys.stderr, flush=True)
+        return 2
 
     children: dict[str, subprocess.Popen] = {}
     stopping = False
@@ -103,7 +106,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    for name, argv in commands(port, host).items():
+    argv_by_name = commands(port, host, settings.STUDIO_WEB_WORKERS, settings.STUDIO_WORKER_CONCURRENCY,
+                            settings.STUDIO_NODE_NAME)
+    for name, argv in argv_by_name.items():
         # Own session: the terminal's Ctrl-C reaches only us, and we stop children in order.
         children[name] = subprocess.Popen(argv, start_new_session=True)
     print(f"Studio is starting on http://{host}:{port}/  (Ctrl-C stops everything)", flush=True)

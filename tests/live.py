@@ -73,6 +73,9 @@ def worker_env(**extra: str) -> dict[str, str]:
     })
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
+    # Only the browser tests' own process may relax Django's async safety: a database call on a
+    # gateway's event loop must fail here as it would in production.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(extra)
     return env
 

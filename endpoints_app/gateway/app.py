@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
+from django.conf import settings
 from django.db import close_old_connections
 
 from endpoints_app import keys
@@ -34,20 +35,20 @@ from endpoints_app.gateway.routes import (
     current_version,
     load_route_table,
 )
-from portal.env import env_bool, env_float, env_int
 
 log = logging.getLogger("studio.gateway")
 
-MAX_PAYLOAD_BYTES = env_int("STUDIO_GATEWAY_MAX_PAYLOAD_BYTES", 4 * 1024 * 1024, minimum=1)
-POLL_SECONDS = env_float("STUDIO_GATEWAY_POLL_SECONDS", 0.5)
+# Checked at start-up with every other setting (portal/settings.py).
+MAX_PAYLOAD_BYTES = settings.STUDIO_GATEWAY_MAX_PAYLOAD_BYTES
+POLL_SECONDS = settings.STUDIO_GATEWAY_POLL_SECONDS
 # Safety net: reload even without a version change, so staleness is bounded.
-MAX_TABLE_AGE_SECONDS = env_float("STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS", 10.0)
-FLUSH_SECONDS = env_float("STUDIO_GATEWAY_FLUSH_SECONDS", 2.0)
+MAX_TABLE_AGE_SECONDS = settings.STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS
+FLUSH_SECONDS = settings.STUDIO_GATEWAY_FLUSH_SECONDS
 # Mirror copies in flight per worker; beyond this a copy is skipped rather than queued.
-MAX_MIRROR_INFLIGHT = env_int("STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT", 64, minimum=1)
+MAX_MIRROR_INFLIGHT = settings.STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT
 MAX_BUFFERED_COMPARISONS = 100_000
 # Off only to measure what metering costs (bench/gateway.py); usage and cost go unrecorded.
-METERING = env_bool("STUDIO_GATEWAY_METERING", True)
+METERING = settings.STUDIO_GATEWAY_METERING
 
 JSON_TYPE = b"application/json"
 # Request ids: a random per-process prefix and a counter (no entropy syscall per request).
@@ -341,6 +342,10 @@ class GatewayApp:
             log.exception("mirror copy failed")
             status, data = 502, b""
         shadow_latency_ms = (time.perf_counter() - started) * 1000.0
+        if METERING:
+            # Metered to the mirror deployment like live traffic: its traffic share, latency,
+            # errors and the autoscaler's load all see the copies it serves.
+            self.usage.count(endpoint.id, shadow.name, status, shadow_latency_ms, len(body), len(data))
         if len(self.comparisons) < MAX_BUFFERED_COMPARISONS:
             self.comparisons.append(mirror.Comparison(
                 endpoint_id=endpoint.id,

@@ -7,10 +7,10 @@ chosen with STUDIO_GATEWAY_CLIENT=http1|aiohttp. bench/gateway.py measures both.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import aiohttp
+from django.conf import settings
 from multidict import CIMultiDict
 
 from endpoints_app.gateway.http1 import Http1Pool, UpstreamConnectionError
@@ -72,7 +72,7 @@ class Http1Client:
 
 
 def new_client() -> AiohttpClient | Http1Client:
-    return AiohttpClient() if os.environ.get("STUDIO_GATEWAY_CLIENT") == "aiohttp" else Http1Client()
+    return AiohttpClient() if settings.STUDIO_GATEWAY_CLIENT == "aiohttp" else Http1Client()
 
 
 async def _attempt(client, inst: InstanceRoute, path: str, body: bytes, request_id: bytes) -> tuple[int, bytes, str]:

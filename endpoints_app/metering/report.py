@@ -160,7 +160,7 @@ def usage_report(
             "tokens_in": counts["tokens_in"],
             "tokens_out": counts["tokens_out"],
             "instance_hours": float(round(instance_hours, 6)),
-            "cost": float(costs.round_cents(cost)),
+            "cost": float(round(cost, 6)),  # as the series: pages round for display
         },
         "series": series,
     }

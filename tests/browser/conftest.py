@@ -14,6 +14,22 @@ from django.conf import settings
 
 from tests.conftest import PASSWORD
 
+
+@pytest.fixture(scope="module", autouse=True)
+def allow_sync_orm_beside_playwright():
+    """Playwright's sync API keeps an event loop running in this thread; the ORM calls the
+    tests make to set up rows (and the database teardown) are still plain synchronous code, so
+    Django must allow them, in this process and only while a browser test module runs.
+    Processes the tests start (workers, gateways) never inherit it: tests/live.py's worker_env
+    drops it."""
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if before is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -33,17 +49,10 @@ def browser():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an event loop running in this thread while it is open; the
-    # ORM calls the tests make to set up rows are still plain synchronous code, so Django must
-    # allow them, for as long as the browser is open and never for the processes other tests start.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield browser
-            browser.close()
-    finally:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

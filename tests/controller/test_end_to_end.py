@@ -59,8 +59,7 @@ def test_aml_token_endpoints_take_tokens_until_they_expire(live_gateway, owner_a
     tokened = Endpoint.objects.get(name="tokened")
     expired, _ = keys.issue_token(tokened.pk, tokened.token_generation, lifetime=-1)
     assert score(live_gateway, "tokened", expired).status_code == 401
-    doubler = Endpoint.objects.get(name="doubler")
-    other, _ = keys.issue_token(doubler.pk, doubler.token_generation)
+    other, _ = keys.issue_token(tokened.pk + 1, tokened.token_generation)  # another endpoint's token
     assert score(live_gateway, "tokened", other).status_code == 401
 
 

@@ -4,9 +4,10 @@ import time
 import aiohttp
 import pytest
 import requests
+from django.db.models import Sum
 
 from endpoints_app.gateway.mirror import mirror_summary, outputs_agree
-from endpoints_app.models import MirrorComparison
+from endpoints_app.models import MirrorComparison, UsageMinute
 from tests.gateway.conftest import auth
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -61,6 +62,13 @@ def test_mirrored_share_is_compared_and_never_reaches_the_client(procs, make_end
     summary = mirror_summary(endpoint)
     assert summary["requests"] == len(rows)
     assert summary["agreement_rate"] == 1.0
+    # The copies are metered to the mirror deployment: traffic share, latency, errors, autoscale.
+    metered = UsageMinute.objects.filter(endpoint=endpoint).values("deployment").annotate(
+        requests=Sum("requests"), ok=Sum("status_2xx"), latency=Sum("latency_ms_sum"))
+    by_deployment = {row["deployment"]: row for row in metered}
+    assert by_deployment["blue"]["requests"] == 200
+    assert by_deployment["green"]["requests"] == by_deployment["green"]["ok"] == len(rows)
+    assert by_deployment["green"]["latency"] > 0
 
 
 def test_slow_disagreeing_shadow_costs_the_client_nothing_and_shows_in_the_summary(procs, make_endpoint):

@@ -43,6 +43,7 @@ def test_openapi_schema_and_docs_are_served(owner_client):
     docs = owner_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
+    assert b'<a href="/"' in docs.content and b"swagger-ui" in docs.content  # a way back to the studio
 
 
 def test_drf_create_token_prints_a_working_token(owner, client):

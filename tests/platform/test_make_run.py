@@ -40,7 +40,8 @@ def processes_using(data_dir: Path) -> list[int]:
 def test_make_run_serves_healthz_and_ctrl_c_stops_everything(tmp_path):
     data_dir = tmp_path / "data"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")}
     env.update(STUDIO_DATA_DIR=str(data_dir), STUDIO_PORT=str(port), STUDIO_ADMIN_PASSWORD="s3cret-pass")
     log = (tmp_path / "make-run.log").open("w")
     proc = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -98,3 +98,22 @@ def test_it_throttles_failed_sign_ins_per_username_and_address(client, owner, re
     # Another user at the same address still signs in.
     other = client.post("/login/", {"username": "rita", "password": PASSWORD})
     assert other.status_code == 302
+
+
+@pytest.mark.parametrize("name,value", [
+    ("STUDIO_WEB_WORKERS", "two"),
+    ("STUDIO_WORKER_CONCURRENCY", "0"),
+    ("STUDIO_GATEWAY_CLIENT", "curl"),
+    ("STUDIO_GATEWAY_POLL_SECONDS", "0"),
+    ("STUDIO_GATEWAY_FLUSH_SECONDS", "0"),
+    ("STUDIO_METRICS_CACHE_SECONDS", "-1"),
+    ("STUDIO_TLS", "maybe"),
+    ("LOG_LEVEL", "LOUD"),
+])
+def test_a_bad_setting_stops_start_up_naming_it(tmp_path, name, value):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+    env.update(STUDIO_DATA_DIR=str(tmp_path), **{name: value})
+    result = subprocess.run([sys.executable, "-m", "portal.supervisor"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"studio: {name}=") and "README" in result.stderr

@@ -29,7 +29,7 @@ def test_online_cost_is_instance_hours_times_price(owner_api, workspace):
     hours = Decimal("11.5") + Decimal(7)
     cost = Decimal("11.5") * Decimal("0.14") + Decimal(7) * Decimal("0.293")  # 1.61 + 2.051 = 3.661
     assert body["totals"]["instance_hours"] == float(hours)
-    assert body["totals"]["cost"] == float(costs.round_cents(cost)) == 3.66
+    assert body["totals"]["cost"] == float(cost) == 3.661  # unrounded (six decimals), like the series
     by_hour = {(p["time"], p["deployment"]): p for p in body["series"]}
     assert by_hour[(iso(T0 + timedelta(hours=2)), "blue")]["instance_hours"] == 2.0
     assert by_hour[(iso(T0), "green")]["instance_hours"] == 0.75
@@ -54,7 +54,7 @@ def test_a_price_change_applies_from_its_minute_on_never_before(owner_api, works
     itype.price_per_hour = Decimal("0.28")
     itype.save()
     assert owner_api.get(URL, window).json()["totals"]["cost"] == float(
-        costs.round_cents(Decimal("1.5") * Decimal("0.14") + Decimal("2.5") * Decimal("0.28"))
+        Decimal("1.5") * Decimal("0.14") + Decimal("2.5") * Decimal("0.28")
     )  # 0.21 + 0.70 = 0.91
     # Before the change nothing moved.
     early = {"from": iso(T0), "to": iso(T0 + timedelta(hours=1))}
@@ -69,8 +69,8 @@ def test_serverless_cost_is_tokens_times_price_per_1k(owner_api, workspace):
     f.minute_row(ep, "default", T0 + timedelta(hours=26, minutes=7), ok=1, tokens_in=1_000, tokens_out=2_000)
     body = owner_api.get(URL, {"from": iso(T0), "to": iso(T0 + timedelta(days=2))}).json()
     assert (body["totals"]["tokens_in"], body["totals"]["tokens_out"]) == (124_000, 47_000)
-    # 124 x 0.0005 + 47 x 0.0015 = 0.062 + 0.0705 = 0.1325 -> 0.13
-    assert body["totals"]["cost"] == 0.13
+    # 124 x 0.0005 + 47 x 0.0015 = 0.062 + 0.0705 = 0.1325, not rounded to cents
+    assert body["totals"]["cost"] == 0.1325
     assert body["totals"]["instance_hours"] == 0
 
 
@@ -115,7 +115,7 @@ def test_admin_token_price_edit_applies_from_now_on(admin_client, workspace):
     model.refresh_from_db()
     assert model.price_input_per_1k == Decimal("1")
     report = usage_report([ep], Window(T0, T0 + timedelta(hours=1), "1h"))
-    assert report["totals"]["cost"] == 0.0  # 0.001 + 0.002 = 0.003 rounds to 0.00, not 3.00
+    assert report["totals"]["cost"] == 0.003  # 0.001 + 0.002 at the old price, not 3.00 at the new
     assert AuditLog.objects.filter(action="price.change", object_name=str(model)).exists()
 
 
@@ -140,3 +140,12 @@ def test_deleting_an_endpoint_keeps_what_it_served_and_cost(owner_api, workspace
     assert (after["requests"], after["instance_hours"], after["cost"]) == (9, 10.0, 1.4)
     again = f.endpoint(workspace, "iris")
     assert again.pk != ep.pk and Endpoint.all_objects.filter(name="iris").count() == 2
+
+
+def test_a_few_minutes_of_an_instance_cost_more_than_zero(owner_api, workspace):
+    dep = f.deployment(f.endpoint(workspace, "iris"), "blue")  # 0.14 / h
+    f.instance(dep, T0, T0 + timedelta(minutes=3), state="Stopped")
+    body = owner_api.get(URL, {"from": iso(T0), "to": iso(T0 + timedelta(hours=1))}).json()
+    assert body["totals"]["instance_hours"] == 0.05
+    assert body["totals"]["cost"] == 0.007  # 0.05 h x 0.14: a cent-rounded total would read 0.01
+    assert sum(p["cost"] for p in body["series"]) == pytest.approx(body["totals"]["cost"], abs=1e-5)
