@@ -339,7 +339,8 @@ def _converge_starting(node: Node, instance: Instance) -> None:
     spec = _specs(node, instance)
     timeout = float(probe.get("timeout", 2))
     successes = int(probe.get("success_threshold", 1))
-    ok = all(process.probe(node.host, instance.port, spec.ready_path, timeout) for _ in range(successes))
+    ok = all(process.probe(node.host, instance.port, spec.ready_path, timeout, spec.probe_headers)
+             for _ in range(successes))
     if ok:
         updated = Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid=instance.pid).update(
             state=InstanceState.READY, ready_at=timezone.now(), probe_failures=0, last_probe_at=timezone.now()
@@ -369,8 +370,8 @@ def _converge_running(node: Node, instance: Instance) -> None:
         return
     spec = _specs(node, instance)
     timeout = float(probe.get("timeout", 2))
-    live = process.probe(node.host, instance.port, spec.live_path, timeout)
-    ready = live and process.probe(node.host, instance.port, spec.ready_path, timeout)
+    live = process.probe(node.host, instance.port, spec.live_path, timeout, spec.probe_headers)
+    ready = live and process.probe(node.host, instance.port, spec.ready_path, timeout, spec.probe_headers)
     failures = 0 if live else instance.probe_failures + 1
     if failures >= int(probe.get("failure_threshold", 3)):
         _fail(instance, f"liveness probe {spec.live_path} failed {failures} times")

@@ -11,12 +11,9 @@ import os
 import time
 
 import aiohttp
-from multidict import CIMultiDict
 
 from endpoints_app.gateway.http1 import Http1Pool, UpstreamConnectionError
 from endpoints_app.gateway.routes import FAILED_INSTANCE_BACKOFF_S, DeploymentRoute, InstanceRoute
-
-UPSTREAM_HEADERS = CIMultiDict({"Content-Type": "application/json"})
 
 
 class NoReadyInstance(Exception):
@@ -45,7 +42,7 @@ class AiohttpClient:
 
     async def post(self, inst: InstanceRoute, path: str, body: bytes) -> tuple[int, bytes, str]:
         try:
-            async with self.session.post(inst.url(path), data=body, headers=UPSTREAM_HEADERS) as resp:
+            async with self.session.post(inst.url(path), data=body, headers=inst.headers) as resp:
                 data = await resp.read()
                 return resp.status, data, resp.headers.get("Content-Type", "application/json")
         except aiohttp.ServerDisconnectedError as exc:

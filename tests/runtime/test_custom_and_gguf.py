@@ -176,6 +176,10 @@ def test_smollm2_answers_its_cards_chat_sample(seeded_artifacts, tmp_path):
     try:
         assert server.wait_ready(120), server.log()[-3000:]
         assert server.get("/v1/models").json()["data"][0]["id"] == "smollm2-135m-instruct"
+        # llama.cpp's server takes the instance secret as its API key: nobody else gets an answer.
+        assert server.get("/v1/models", headers={}).status_code == 401
+        assert server.post("/v1/chat/completions", headers={"Authorization": "Bearer nope"},
+                           json=card("smollm2-135m-instruct")["sample_request"]).status_code == 401
         reply = server.post("/v1/chat/completions", json=card("smollm2-135m-instruct")["sample_request"]).json()
         assert "Paris" in reply["choices"][0]["message"]["content"]
         assert reply["usage"]["prompt_tokens"] > 10 and reply["usage"]["completion_tokens"] > 0

@@ -235,7 +235,7 @@ def hostile_server(secrets_on_disk, tmp_path):
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.probe("127.0.0.1", port, spec.ready_path, 1):
+        if process.probe("127.0.0.1", port, spec.ready_path, 1, spec.probe_headers):
             break
         time.sleep(0.2)
     else:
@@ -243,7 +243,7 @@ def hostile_server(secrets_on_disk, tmp_path):
         pytest.fail(process.tail(process.log_path(name), 30))
 
     def call(what: str) -> requests.Response:
-        return requests.post(f"{base}/score", json={"do": what}, timeout=60)
+        return requests.post(f"{base}/score", json={"do": what}, timeout=60, headers=spec.probe_headers)
 
     yield call, pid, name, spec
     process.stop(pid, name, grace=1)
