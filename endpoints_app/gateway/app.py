@@ -219,6 +219,10 @@ class GatewayApp:
             done(400, "", bytes_in, 0)
             await _error(send, 400, "BadRequest", f"The request body is not valid JSON: {exc}")
             return
+        except RecursionError:
+            done(400, "", bytes_in, 0)
+            await _error(send, 400, "BadRequest", "The request body is JSON nested too deeply.")
+            return
 
         if pinned:
             deployment = endpoint.deployments.get(pinned)
