@@ -92,6 +92,10 @@ def _code_configuration(deployment, model) -> tuple[Path | None, str]:
     code = cc.get("code")
     script = cc.get("scoring_script") or ""
     if code:
+        # The services accept only relative paths inside usable artifacts; a row from before that rule
+        # (or edited by hand) must not hand a sandbox some other folder.
+        if Path(code).is_absolute() or ".." in Path(code).parts:
+            raise ValueError(f"code_configuration.code {code!r} is not a relative path inside the artifact store")
         return resolve_artifact(code), script or "score.py"
     if model.format == "custom":
         return resolve_artifact(model.artifact_path), model.scoring_script or "score.py"

@@ -3,9 +3,11 @@
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import requests
+from django.conf import settings
 
 from endpoints_app.controller import process
 from endpoints_app.models import Deployment, Endpoint, Instance
@@ -114,9 +116,10 @@ def test_broken_score_py_ends_failed_with_its_error_and_no_process(live_worker, 
 
 
 def test_missing_scoring_script_ends_failed(live_worker, owner_api, workspace, tmp_path):
-    model = make_custom_model(workspace, tmp_path / "code")
-    create(owner_api, "doubler", "blue", model, code_configuration={"code": str(tmp_path / "code"),
-                                                                    "scoring_script": "nope.py"})
+    # code_configuration.code: a folder of the workspace's model, in the artifact store.
+    relative = f"{workspace.name}/doubler/{tmp_path.name}"
+    model = make_custom_model(workspace, Path(settings.MEDIA_ROOT) / relative)
+    create(owner_api, "doubler", "blue", model, code_configuration={"code": relative, "scoring_script": "nope.py"})
     deployment = wait_state(owner_api, "doubler", "blue", timeout=120)
     assert deployment["provisioning_state"] == "Failed"
     assert "nope.py" in deployment["error"] and "not found" in deployment["error"]
