@@ -32,6 +32,7 @@ from endpoints_app.controller import placement, process
 from endpoints_app.models import (
     Deployment,
     Endpoint,
+    GatewayWorker,
     Instance,
     InstanceState,
     Node,
@@ -171,7 +172,10 @@ def _plan_instances(deployment: Deployment) -> bool:
 
 
 def refresh_deployment_state(deployment_id: int) -> None:
-    """Creating/Updating -> Succeeded when enough current instances are ready, -> Failed when one gave up."""
+    """Creating/Updating -> Succeeded when enough current instances are ready and every live gateway worker
+    routes to them, -> Failed when one gave up."""
+    if _about_to_succeed(deployment_id) and not GatewayWorker.wait_for(RouteVersion.current()):
+        return  # a gateway worker still routes on an older table: the next pass looks again
     with transaction.atomic():
         deployment = (
             Deployment.objects.select_for_update(of=("self",))
@@ -200,6 +204,20 @@ def refresh_deployment_state(deployment_id: int) -> None:
             deployment.provisioning_state = ProvisioningState.SUCCEEDED
             deployment.error = ""
             deployment.save(update_fields=["provisioning_state", "error", "updated_at"])
+
+
+def _about_to_succeed(deployment_id: int) -> bool:
+    """Would refresh_deployment_state mark it Succeeded now? (Read without locks: the wait for the gateways
+    happens outside the transaction, where their heartbeats can be written.)"""
+    deployment = Deployment.objects.filter(
+        pk=deployment_id, provisioning_state__in=(ProvisioningState.CREATING, ProvisioningState.UPDATING)
+    ).values("generation", "instance_count").first()
+    if deployment is None:
+        return False
+    current = Instance.objects.filter(deployment_id=deployment_id, generation=deployment["generation"])
+    if current.filter(state=InstanceState.FAILED).exists():
+        return False
+    return current.filter(state=InstanceState.READY).count() >= deployment["instance_count"]
 
 
 # -- autoscale ---------------------------------------------------------------------------------------

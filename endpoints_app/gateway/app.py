@@ -5,8 +5,11 @@
 
 The hot path never touches the database. A background task polls the route
 version (one row) every half second and reloads the whole route table in a
-worker thread when it changes, or every few seconds anyway; usage counters and
-mirror comparisons are flushed in the background and once more at shutdown."""
+worker thread when it changes, or every few seconds anyway, and reports the
+version it loaded (a GatewayWorker row per worker, after each reload and every
+second) so the control plane can wait until every live worker routes on a
+change; usage counters and mirror comparisons are flushed in the background and
+once more at shutdown."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,6 +64,9 @@ class GatewayApp:
         self._start_lock: asyncio.Lock | None = None
         self._background: list[asyncio.Task] = []
         self._mirror_tasks: set[asyncio.Task] = set()
+        # Names this worker's heartbeat row (several workers per host, several hosts).
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._beat_at = 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -77,6 +84,8 @@ class GatewayApp:
             self.client = proxy.new_client()
             try:
                 await self._reload()
+                await self._heartbeat(force=True)
+                await self._in_db_thread(_prune_workers)
             except Exception:
                 log.exception("initial route load failed; retrying in the background")
             self._background = [
@@ -98,6 +107,10 @@ class GatewayApp:
         if self.client is not None:
             await self.client.close()
         self._started = False
+        try:
+            await self._in_db_thread(_forget_worker, self.worker_id)
+        except Exception:
+            log.exception("could not remove this worker's heartbeat row")
         await self._in_db_thread(_close_db_connection)
 
     async def _reload(self) -> None:
@@ -107,13 +120,24 @@ class GatewayApp:
             log.info("route table version %s: %d endpoints", table.version, len(table.endpoints))
         self.table = table
 
+    async def _heartbeat(self, force: bool = False) -> None:
+        from endpoints_app.models import GatewayWorker
+
+        now = time.monotonic()
+        if force or now - self._beat_at >= GatewayWorker.HEARTBEAT_SECONDS:
+            self._beat_at = now
+            await self._in_db_thread(_beat, self.worker_id, self.table.version)
+
     async def _poll_routes(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 stale = time.monotonic() - self.table.loaded_at > MAX_TABLE_AGE_SECONDS
-                if stale or await self._in_db_thread(_polled_version) != self.table.version:
+                reload = stale or await self._in_db_thread(_polled_version) != self.table.version
+                if reload:
                     await self._reload()
+                # At once after a reload: writers waiting for this version are released.
+                await self._heartbeat(force=reload)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -412,6 +436,29 @@ async def _error(send, status: int, code: str, message: str, headers=(), deploym
 def _polled_version() -> int:
     close_old_connections()  # a broken or too old connection (database restart) is replaced, not reused
     return current_version()
+
+
+def _beat(worker: str, version: int) -> None:
+    from endpoints_app.models import GatewayWorker
+
+    GatewayWorker.beat(worker, version)
+
+
+def _prune_workers() -> None:
+    """Rows of workers gone for a day (killed without a shutdown) go."""
+    import datetime
+
+    from django.utils import timezone
+
+    from endpoints_app.models import GatewayWorker
+
+    GatewayWorker.objects.filter(seen_at__lt=timezone.now() - datetime.timedelta(days=1)).delete()
+
+
+def _forget_worker(worker: str) -> None:
+    from endpoints_app.models import GatewayWorker
+
+    GatewayWorker.objects.filter(worker=worker).delete()
 
 
 def _close_db_connection() -> None:

@@ -2,6 +2,7 @@ from endpoints_app.models.catalog import CatalogModel, InstanceType
 from endpoints_app.models.endpoints import (
     Deployment,
     Endpoint,
+    GatewayWorker,
     Instance,
     InstanceState,
     MirrorComparison,
@@ -24,6 +25,7 @@ __all__ = [
     "CatalogModel",
     "Deployment",
     "Endpoint",
+    "GatewayWorker",
     "Instance",
     "InstanceState",
     "InstanceType",

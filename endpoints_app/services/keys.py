@@ -28,7 +28,8 @@ def get_keys(endpoint: Endpoint) -> dict:
 
 @transaction.atomic
 def do_regenerate_key(actor: Actor, endpoint: Endpoint, key_type: str) -> str:
-    """A new key for the slot; the old one stops working once gateways reload their routes."""
+    """A new key for the slot; the old one has stopped working when this returns (after the commit, every live
+    gateway worker has reloaded its routes, or ACK_TIMEOUT_SECONDS passed and it was logged)."""
     if key_type not in ("primary", "secondary"):
         raise InvalidInput(f"key_type must be primary or secondary, not {key_type!r}.", field="key_type")
     endpoint = lock_endpoint(endpoint)
@@ -38,7 +39,8 @@ def do_regenerate_key(actor: Actor, endpoint: Endpoint, key_type: str) -> str:
     setattr(endpoint, f"{key_type}_key_digest", keys.digest(key))
     endpoint.save(update_fields=[f"{key_type}_key_nonce", f"{key_type}_key_digest", "updated_at"])
     record(actor, "endpoint.regenerate_key", endpoint, endpoint.workspace, key_type=key_type)
-    RouteVersion.bump()
+    # Returns once every live gateway worker takes the new key and refuses the old one.
+    RouteVersion.bump(acknowledge=True)
     return key
 
 
