@@ -10,6 +10,7 @@ import requests
 from django.conf import settings
 
 from endpoints_app.controller import process
+from endpoints_app.instance_auth import auth_header
 from endpoints_app.models import Deployment, Endpoint, Instance
 from tests.live import make_custom_model, wait_for
 
@@ -42,7 +43,9 @@ def create(api, endpoint: str, name: str, model, **extra) -> dict:
 
 
 def score(instance: dict, data) -> dict:
-    response = requests.post(f"http://127.0.0.1:{instance['port']}/score", json={"data": data}, timeout=10)
+    # Straight to the model server, with the instance secret the gateway would send.
+    response = requests.post(f"http://127.0.0.1:{instance['port']}/score", json={"data": data}, timeout=10,
+                             headers=auth_header(instance["name"], instance["port"]))
     assert response.status_code == 200, response.text
     return response.json()
 
