@@ -140,7 +140,7 @@ def describe(limits: Limits | None = None) -> str:
     kind = mode()[0]
     if kind == "namespace":
         parts.append("own uid/gid without an account, no groups, no_new_privs, private mount namespace "
-                     "showing only its own data-dir folder, data dir modes private")
+                     "showing only its own data-dir folder, data dir modes private, no network for upload checks")
     elif kind == "uid":
         parts.append("own uid/gid without an account, no groups, no_new_privs, data dir modes private "
                      "(no mount namespace)")
@@ -175,6 +175,8 @@ class SandboxSpec:
     uid: int
     limits: Limits
     links: list[tuple[str, str]] = field(default_factory=list)  # (source, path relative to root)
+    # No network at all (upload checks): only where a namespace can be made.
+    network: bool = True
 
     @property
     def root(self) -> Path:
@@ -221,6 +223,8 @@ class SandboxSpec:
             for directory, keep in sorted(masks.items()):
                 options.append(f"--mask={directory}:{','.join(sorted(keep))}")
             options.append(f"--mask={data_dir}:{os.path.join(data_dir, SANDBOX_DIRNAME, self.name)}")
+            if not self.network:
+                options.append("--no-network")
         if cwd:
             options.append(f"--cwd={cwd}")
         return [sys.executable, "-S", str(EXEC_SCRIPT), *options, "--", *argv]
@@ -241,7 +245,7 @@ def instance_sandbox(name: str, port: int, data_dir: Path, limits: Limits) -> Sa
 def validation_sandbox(data_dir: Path, limits: Limits) -> SandboxSpec:
     slot = secrets.randbelow(VALIDATION_UID_SPAN)
     return SandboxSpec(name=f"validate-{slot}-{secrets.token_hex(4)}", data_dir=Path(data_dir),
-                       uid=UID_BASE + VALIDATION_UID_OFFSET + slot, limits=limits)
+                       uid=UID_BASE + VALIDATION_UID_OFFSET + slot, limits=limits, network=False)
 
 
 # -- making it real -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,15 @@ def probe():
 VALIDATE_PROBE = PROBE + '''
 
 def init():
-    raise RuntimeError("PROBE" + json.dumps(probe()))
+    import socket
+
+    found = probe()
+    try:  # a service on this host that trusts loopback (PostgreSQL, Redis): upload checks get no network
+        socket.create_connection(("127.0.0.1", __LISTENER__), timeout=2).close()
+        found["listener_on_this_host"] = "READ connected"
+    except Exception as exc:
+        found["listener_on_this_host"] = "DENIED " + type(exc).__name__
+    raise RuntimeError("PROBE" + json.dumps(found))
 
 
 def run(raw_data):
@@ -156,8 +165,11 @@ def _assert_nothing_read(found: dict) -> None:
 
 @isolated
 def test_it_keeps_secrets_from_a_score_py_at_upload_validation(secrets_on_disk, tmp_path):
-    code = _code_dir(tmp_path, _probe(VALIDATE_PROBE, secrets_on_disk))
-    result = validate_in_subprocess("custom", code, timeout=60, project_dir=Path(settings.BASE_DIR))
+    listener = socket.create_server(("127.0.0.1", 0))
+    source = _probe(VALIDATE_PROBE, secrets_on_disk).replace("__LISTENER__", str(listener.getsockname()[1]))
+    code = _code_dir(tmp_path, source)
+    with listener:
+        result = validate_in_subprocess("custom", code, timeout=60, project_dir=Path(settings.BASE_DIR))
     assert not result.ok
     found = json.loads(result.message.split("PROBE", 1)[1])
     _assert_nothing_read(found)
