@@ -52,8 +52,12 @@ class Limits:
     processes: int = 128  # RLIMIT_NPROC: processes and threads of the sandbox uid
     open_files: int = 4096
 
-    def argv(self) -> list[str]:
-        out = [f"--nproc={self.processes}", f"--nofile={self.open_files}"]
+    def argv(self, own_uid: bool = True) -> list[str]:
+        # RLIMIT_NPROC counts every process of the uid: under the studio's own uid (unprivileged) it would
+        # count the user's other processes too, so it is set only for a sandbox uid.
+        out = [f"--nofile={self.open_files}"]
+        if own_uid:
+            out.append(f"--nproc={self.processes}")
         if self.memory_bytes:
             out.append(f"--as={self.memory_bytes}")
         if self.cpu_seconds:
@@ -151,7 +155,7 @@ def describe(limits: Limits | None = None) -> str:
                      "user code can read what the studio can)")
     parts.append("own session killed whole at stop, minimal environment")
     if limits is not None:
-        lim = [f"nproc={limits.processes}"]
+        lim = [f"nproc={limits.processes}"] if kind in ("namespace", "uid") else []
         if limits.memory_bytes:
             lim.append(f"as={limits.memory_bytes // (1024 * 1024)}MiB")
         if limits.cpu_seconds:
@@ -214,8 +218,8 @@ class SandboxSpec:
 
     def wrap(self, argv: list[str], cwd: str | None = None) -> list[str]:
         """argv run through sandbox_exec, which enters the sandbox (namespace, uid, limits) and execs argv."""
-        options = self.limits.argv()
         kind, masks = mode()
+        options = self.limits.argv(own_uid=kind in ("namespace", "uid"))
         if kind in ("namespace", "uid"):
             options.append(f"--uid={self.uid}")
         if kind == "namespace":

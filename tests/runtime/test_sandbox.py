@@ -178,6 +178,7 @@ def test_it_keeps_secrets_from_a_score_py_at_upload_validation(secrets_on_disk, 
         Path(path).read_bytes()
 
 
+@isolated  # RLIMIT_NPROC needs a uid of its own
 def test_a_fork_bomb_at_validation_is_contained_and_killed_whole(tmp_path):
     drop = Path(tempfile.mkdtemp(prefix="studio-test-", dir="/tmp"))
     os.chmod(drop, 0o1777)
@@ -271,6 +272,7 @@ def test_it_keeps_secrets_from_a_running_model_server(hostile_server):
     assert f"STUDIO_INSTANCE={_name}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
 
 
+@isolated  # RLIMIT_NPROC needs a uid of its own
 def test_a_fork_bomb_and_a_memory_hog_in_a_model_server_are_contained(hostile_server):
     call, pid, name, spec = hostile_server
     answer = call("fork").json()
