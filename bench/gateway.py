@@ -129,9 +129,9 @@ def studio_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def create_endpoint(data_dir: Path, model_port: int) -> str:
+def create_endpoint(data_dir: Path, model_port: int) -> tuple[str, str]:
     """Migrate a fresh SQLite database and create endpoint 'bench' -> deployment 'blue' -> the model server.
-    Returns the endpoint's primary key."""
+    Returns the endpoint's primary key and the instance's secret (what the gateway sends the model server)."""
     script = f"""
 import django
 django.setup()
@@ -156,11 +156,13 @@ dep = Deployment.objects.create(endpoint=ep, name="blue", model=model, instance_
                                 provisioning_state="Succeeded")
 Instance.objects.create(deployment=dep, name="bench-blue-0", node=node, port={model_port}, state="Ready")
 RouteVersion.bump()
-print(key)
+from endpoints_app.instance_auth import instance_secret
+print(key, instance_secret("bench-blue-0", {model_port}))
 """
     out = subprocess.run([sys.executable, "-c", script], env=studio_env(data_dir), cwd=ROOT, check=True,
                          capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
+    key, secret = out.stdout.strip().splitlines()[-1].split()
+    return key, secret
 
 
 def ensure_mlflow_venv() -> Path:
@@ -314,11 +316,14 @@ def main() -> int:
         env = studio_env(data_dir)
 
         model_port = free_port()
+        key, instance_secret = create_endpoint(data_dir, model_port)
+        # The model server takes its instance secret as the controller gives it; direct calls present it too.
         model = services.start("model-server", [sys.executable, "-m", "endpoints_app.runtime.server", "--format",
                                                 "sklearn", "--artifact", str(artifact), "--port", str(model_port),
-                                                "--threads", str(args.model_threads)], env)
+                                                "--threads", str(args.model_threads)],
+                               {**env, "STUDIO_INSTANCE_SECRET": instance_secret})
         wait_ok(f"http://127.0.0.1:{model_port}/health/ready", model)
-        key = create_endpoint(data_dir, model_port)
+        direct_auth = {"Authorization": f"Bearer {instance_secret}"}
 
         gateway_port = free_port()
         gateway = services.start("gateway", [str(BIN / "gunicorn"), "endpoints_app.gateway.asgi:application",
@@ -365,7 +370,7 @@ def main() -> int:
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}", flush=True)
             watch = {"model": [model.pid], "gateway": [gateway.pid]}
-            runs["direct"].append(measure("direct", direct_url, STUDIO_BODY, {}, args, workdir, watch))
+            runs["direct"].append(measure("direct", direct_url, STUDIO_BODY, direct_auth, args, workdir, watch))
             runs["gateway"].append(measure("gateway", gateway_url, STUDIO_BODY, auth, args, workdir, watch))
             if unmetered_url:
                 runs["unmetered"].append(measure("unmetered", unmetered_url, STUDIO_BODY, auth, args, workdir,
@@ -399,7 +404,7 @@ def main() -> int:
             # One connection: no queueing, so the difference is the gateway's own latency.
             one = argparse.Namespace(**{**vars(args), "connections": 1, "duration": args.unloaded_seconds})
             print("one connection (no queueing):", flush=True)
-            d1 = measure("direct", direct_url, STUDIO_BODY, {}, one, workdir)
+            d1 = measure("direct", direct_url, STUDIO_BODY, direct_auth, one, workdir)
             g1 = measure("gateway", gateway_url, STUDIO_BODY, auth, one, workdir)
             verdict["unloaded_added_p50_ms"] = g1["p50_ms"] - d1["p50_ms"]
             runs["unloaded"] = [d1, g1]

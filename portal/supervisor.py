@@ -24,9 +24,11 @@ def commands(port: int, host: str, web_workers: int, concurrency: int, node: str
     return {
         "web": [
             _venv_bin("gunicorn"), "portal.asgi:application",
-            "-k", "uvicorn_worker.UvicornWorker",
+            "-k", "portal.workers.StudioUvicornWorker",
             "-b", f"{host}:{port}", "-w", str(web_workers),
-            "--graceful-timeout", "10", "--timeout", "120",
+            # --timeout: a worker whose event loop is stuck this long is replaced; --keep-alive: idle
+            # connections close after 5 s (limit on connections: portal/workers.py).
+            "--graceful-timeout", "10", "--timeout", "120", "--keep-alive", "5",
             "--access-logfile", "-",
         ],
         "worker": [

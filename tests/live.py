@@ -302,21 +302,40 @@ def free_port() -> int:
 @pytest.fixture
 def live_gateway(live_worker, tmp_path):
     """The gateway as its own process (uvicorn) on the test database; yields its base URL."""
+    yield from _run_gateway(tmp_path, workers=1)
+
+
+@pytest.fixture
+def live_gateway_workers(live_worker, tmp_path):
+    """The gateway as production runs it: gunicorn with three uvicorn workers, each with its own route table."""
+    yield from _run_gateway(tmp_path, workers=3)
+
+
+def _run_gateway(tmp_path, workers: int):
     import requests
 
     port = free_port()
+    if workers == 1:
+        argv = [str(BIN / "uvicorn"), "endpoints_app.gateway.asgi:application", "--port", str(port), "--lifespan",
+                "on", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+    else:
+        argv = [str(BIN / "gunicorn"), "endpoints_app.gateway.asgi:application", "-k",
+                "portal.workers.StudioUvicornWorker", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+                "--graceful-timeout", "5"]
     log = open(tmp_path / "gateway.log", "wb")  # closed below, after the process
-    proc = subprocess.Popen(
-        [str(BIN / "uvicorn"), "endpoints_app.gateway.asgi:application", "--port", str(port), "--lifespan", "on",
-         "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-        cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    proc = subprocess.Popen(argv, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(requests, url + "/inference/") or proc.poll() is not None, timeout=60,
                  what="the gateway")
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited; see {tmp_path / 'gateway.log'}")
+        if workers > 1:
+            from endpoints_app.models import GatewayWorker
+
+            # Every worker has loaded its table and said so (gunicorn starts them one after another).
+            wait_for(lambda: GatewayWorker.objects.count() >= workers, timeout=60, what="gateway workers' heartbeats")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -332,5 +351,5 @@ def _answers(requests, url: str) -> bool:
     try:
         requests.get(url, timeout=1)
         return True
-    except requests.ConnectionError:
+    except requests.RequestException:  # refused, or a worker still starting (a busy machine): not yet
         return False

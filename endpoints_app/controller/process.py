@@ -196,13 +196,13 @@ def forget(name: str, pid: int | None = None) -> None:
     reap()
 
 
-def probe(host: str, port: int | None, path: str, timeout: float) -> bool:
+def probe(host: str, port: int | None, path: str, timeout: float, headers: dict[str, str] | None = None) -> bool:
     """One HTTP GET; True on a 2xx answer."""
     if not port:
         return False
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         response.read()
         return 200 <= response.status < 300

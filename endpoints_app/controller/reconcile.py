@@ -33,6 +33,7 @@ from endpoints_app.controller import placement, process
 from endpoints_app.models import (
     Deployment,
     Endpoint,
+    GatewayWorker,
     Instance,
     InstanceState,
     Node,
@@ -175,7 +176,10 @@ def _plan_instances(deployment: Deployment) -> bool:
 
 
 def refresh_deployment_state(deployment_id: int) -> None:
-    """Creating/Updating -> Succeeded when enough current instances are ready, -> Failed when one gave up."""
+    """Creating/Updating -> Succeeded when enough current instances are ready and every live gateway worker
+    routes to them, -> Failed when one gave up."""
+    if _about_to_succeed(deployment_id) and not GatewayWorker.wait_for(RouteVersion.current()):
+        return  # a gateway worker still routes on an older table: the next pass looks again
     with transaction.atomic():
         deployment = (
             Deployment.objects.select_for_update(of=("self",))
@@ -204,6 +208,20 @@ def refresh_deployment_state(deployment_id: int) -> None:
             deployment.provisioning_state = ProvisioningState.SUCCEEDED
             deployment.error = ""
             deployment.save(update_fields=["provisioning_state", "error", "updated_at"])
+
+
+def _about_to_succeed(deployment_id: int) -> bool:
+    """Would refresh_deployment_state mark it Succeeded now? (Read without locks: the wait for the gateways
+    happens outside the transaction, where their heartbeats can be written.)"""
+    deployment = Deployment.objects.filter(
+        pk=deployment_id, provisioning_state__in=(ProvisioningState.CREATING, ProvisioningState.UPDATING)
+    ).values("generation", "instance_count").first()
+    if deployment is None:
+        return False
+    current = Instance.objects.filter(deployment_id=deployment_id, generation=deployment["generation"])
+    if current.filter(state=InstanceState.FAILED).exists():
+        return False
+    return current.filter(state=InstanceState.READY).count() >= deployment["instance_count"]
 
 
 # -- autoscale ---------------------------------------------------------------------------------------
@@ -406,7 +424,8 @@ def _converge_starting(node: Node, instance: Instance) -> None:
     spec = _specs(node, instance)
     timeout = float(probe.get("timeout", 2))
     successes = int(probe.get("success_threshold", 1))
-    ok = all(process.probe(node.host, instance.port, spec.ready_path, timeout) for _ in range(successes))
+    ok = all(process.probe(node.host, instance.port, spec.ready_path, timeout, spec.probe_headers)
+             for _ in range(successes))
     if ok:
         updated = Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid=instance.pid).update(
             state=InstanceState.READY, ready_at=timezone.now(), probe_failures=0, last_probe_at=timezone.now()
@@ -436,8 +455,8 @@ def _converge_running(node: Node, instance: Instance) -> None:
         return
     spec = _specs(node, instance)
     timeout = float(probe.get("timeout", 2))
-    live = process.probe(node.host, instance.port, spec.live_path, timeout)
-    ready = live and process.probe(node.host, instance.port, spec.ready_path, timeout)
+    live = process.probe(node.host, instance.port, spec.live_path, timeout, spec.probe_headers)
+    ready = live and process.probe(node.host, instance.port, spec.ready_path, timeout, spec.probe_headers)
     failures = 0 if live else instance.probe_failures + 1
     if failures >= int(probe.get("failure_threshold", 3)):
         _fail(instance, f"liveness probe {spec.live_path} failed {failures} times")

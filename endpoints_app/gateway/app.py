@@ -5,8 +5,11 @@
 
 The hot path never touches the database. A background task polls the route
 version (one row) every half second and reloads the whole route table in a
-worker thread when it changes, or every few seconds anyway; usage counters and
-mirror comparisons are flushed in the background and once more at shutdown."""
+worker thread when it changes, or every few seconds anyway, and reports the
+version it loaded (a GatewayWorker row per worker, after each reload and every
+second) so the control plane can wait until every live worker routes on a
+change; usage counters and mirror comparisons are flushed in the background and
+once more at shutdown."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -75,6 +79,9 @@ class GatewayApp:
         self._mirror_tasks: set[asyncio.Task] = set()
         # Streams are relayed with aiohttp (the http1 client reads whole responses).
         self._streams: aiohttp.ClientSession | None = None
+        # Names this worker's heartbeat row (several workers per host, several hosts).
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._beat_at = 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -92,6 +99,8 @@ class GatewayApp:
             self.client = proxy.new_client()
             try:
                 await self._reload()
+                await self._heartbeat(force=True)
+                await self._in_db_thread(_prune_workers)
             except Exception:
                 log.exception("initial route load failed; retrying in the background")
             self._background = [
@@ -115,6 +124,10 @@ class GatewayApp:
         if self._streams is not None:
             await self._streams.close()
         self._started = False
+        try:
+            await self._in_db_thread(_forget_worker, self.worker_id)
+        except Exception:
+            log.exception("could not remove this worker's heartbeat row")
         await self._in_db_thread(_close_db_connection)
 
     async def _reload(self) -> None:
@@ -124,13 +137,24 @@ class GatewayApp:
             log.info("route table version %s: %d endpoints", table.version, len(table.endpoints))
         self.table = table
 
+    async def _heartbeat(self, force: bool = False) -> None:
+        from endpoints_app.models import GatewayWorker
+
+        now = time.monotonic()
+        if force or now - self._beat_at >= GatewayWorker.HEARTBEAT_SECONDS:
+            self._beat_at = now
+            await self._in_db_thread(_beat, self.worker_id, self.table.version)
+
     async def _poll_routes(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 stale = time.monotonic() - self.table.loaded_at > MAX_TABLE_AGE_SECONDS
-                if stale or await self._in_db_thread(_polled_version) != self.table.version:
+                reload = stale or await self._in_db_thread(_polled_version) != self.table.version
+                if reload:
                     await self._reload()
+                # At once after a reload: writers waiting for this version are released.
+                await self._heartbeat(force=reload)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -244,6 +268,10 @@ class GatewayApp:
         except ValueError as exc:
             done(400, "", bytes_in, 0)
             await fail(400, "BadRequest", f"The request body is not valid JSON: {exc}")
+            return
+        except RecursionError:
+            done(400, "", bytes_in, 0)
+            await _error(send, 400, "BadRequest", "The request body is JSON nested too deeply.")
             return
 
         if pinned:
@@ -571,7 +599,7 @@ class GatewayApp:
         session = self._stream_session()
         try:
             async with asyncio.timeout(deployment.request_timeout_s):
-                response = await session.post(inst.url(path), data=body, headers=proxy.UPSTREAM_HEADERS)
+                response = await session.post(inst.url(path), data=body, headers=inst.headers)
         except TimeoutError:
             await _error(send, 504, "RequestTimeout",
                          f"Deployment '{dep_name}' did not answer within "
@@ -760,6 +788,29 @@ async def _error(send, status: int, code: str, message: str, headers=(), deploym
 def _polled_version() -> int:
     close_old_connections()  # a broken or too old connection (database restart) is replaced, not reused
     return current_version()
+
+
+def _beat(worker: str, version: int) -> None:
+    from endpoints_app.models import GatewayWorker
+
+    GatewayWorker.beat(worker, version)
+
+
+def _prune_workers() -> None:
+    """Rows of workers gone for a day (killed without a shutdown) go."""
+    import datetime
+
+    from django.utils import timezone
+
+    from endpoints_app.models import GatewayWorker
+
+    GatewayWorker.objects.filter(seen_at__lt=timezone.now() - datetime.timedelta(days=1)).delete()
+
+
+def _forget_worker(worker: str) -> None:
+    from endpoints_app.models import GatewayWorker
+
+    GatewayWorker.objects.filter(worker=worker).delete()
 
 
 def _close_db_connection() -> None:

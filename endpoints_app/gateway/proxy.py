@@ -16,8 +16,6 @@ from multidict import CIMultiDict
 from endpoints_app.gateway.http1 import Http1Pool, UpstreamConnectionError
 from endpoints_app.gateway.routes import FAILED_INSTANCE_BACKOFF_S, DeploymentRoute, InstanceRoute
 
-UPSTREAM_HEADERS = CIMultiDict({"Content-Type": "application/json"})
-
 
 class NoReadyInstance(Exception):
     pass
@@ -44,7 +42,7 @@ class AiohttpClient:
         )
 
     async def post(self, inst: InstanceRoute, path: str, body: bytes, request_id: bytes) -> tuple[int, bytes, str]:
-        headers = CIMultiDict(UPSTREAM_HEADERS)
+        headers = CIMultiDict(inst.headers)
         headers["x-request-id"] = request_id.decode("latin-1")
         try:
             async with self.session.post(inst.url(path), data=body, headers=headers) as resp:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.db import close_old_connections, transaction
+from multidict import CIMultiDict
 from yarl import URL
 
 from endpoints_app import keys
@@ -54,8 +55,11 @@ class InstanceRoute:
     name: str
     host: str
     port: int
+    # The instance's secret (instance_auth.py): model servers answer only callers that present it.
+    secret: str = ""
     base_url: str = ""
     score_url: URL | None = None
+    headers: CIMultiDict | None = None
     _score_head: bytes = b""
     inflight: int = 0
     failed_until: float = 0.0
@@ -64,6 +68,9 @@ class InstanceRoute:
         self.base_url = f"http://{self.host}:{self.port}"
         # Parsed once here, not per request on the hot path.
         self.score_url = URL(self.base_url + "/score")
+        self.headers = CIMultiDict({"Content-Type": "application/json"})
+        if self.secret:
+            self.headers["Authorization"] = f"Bearer {self.secret}"
 
     def url(self, path: str) -> URL:
         return self.score_url if path == "/score" else URL(self.base_url + path)
@@ -72,10 +79,12 @@ class InstanceRoute:
         """Request line and fixed headers of a JSON POST to this instance (for http1.Http1Pool)."""
         if path == "/score" and self._score_head:
             return self._score_head
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n".encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+        if self.secret:
+            head += f"Authorization: Bearer {self.secret}\r\n"
         if path == "/score":
-            self._score_head = head
-        return head
+            self._score_head = head.encode()
+        return head.encode()
 
 
 @dataclass(eq=False)
@@ -210,6 +219,7 @@ class RouteTable:
             for dep in ep.deployments.values():
                 for index, inst in enumerate(dep.instances):
                     kept = previous.get((ep.name, dep.name, inst.name, inst.host, inst.port))
+                    # (Same name and port: the same secret.)
                     if kept is not None:
                         dep.instances[index] = kept
 
@@ -246,6 +256,7 @@ def _max_concurrent(settings: dict) -> int:
 
 def load_route_table() -> RouteTable:
     """Read everything the gateway routes on, in one consistent snapshot (blocking ORM; run off the loop)."""
+    from endpoints_app.instance_auth import instance_secret
     from endpoints_app.models import Deployment, Endpoint, Instance, InstanceState, ProvisioningState
 
     close_old_connections()  # a broken or too old connection (database restart) is replaced, not reused
@@ -281,7 +292,8 @@ def load_route_table() -> RouteTable:
     by_deployment: dict[int, list[InstanceRoute]] = {}
     for inst in instances:
         by_deployment.setdefault(inst["deployment_id"], []).append(
-            InstanceRoute(name=inst["name"], host=inst["node__host"] or "127.0.0.1", port=int(inst["port"]))
+            InstanceRoute(name=inst["name"], host=inst["node__host"] or "127.0.0.1", port=int(inst["port"]),
+                          secret=instance_secret(inst["name"], int(inst["port"])))
         )
     by_endpoint: dict[int, dict[str, DeploymentRoute]] = {}
     for dep in deployments:

@@ -10,6 +10,7 @@ from endpoints_app.models.catalog import CatalogModel, InstanceType
 from endpoints_app.models.endpoints import (
     Deployment,
     Endpoint,
+    GatewayWorker,
     Instance,
     InstanceState,
     MirrorComparison,
@@ -41,6 +42,7 @@ __all__ = [
     "CatalogModel",
     "Deployment",
     "Endpoint",
+    "GatewayWorker",
     "Instance",
     "MarketplaceSubscription",
     "ServerlessRateLimit",

@@ -287,11 +287,69 @@ class RouteVersion(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     @classmethod
-    def bump(cls) -> None:
-        """Tell every gateway worker to reload its route table (visible when the caller's transaction commits)."""
+    def bump(cls, acknowledge: bool = False) -> None:
+        """Tell every gateway worker to reload its route table (visible when the caller's transaction commits).
+
+        With `acknowledge`, the commit is followed by a wait (at most ACK_TIMEOUT_SECONDS) until every live
+        gateway worker has loaded the new table: a traffic or key change is in force when the caller returns."""
         with transaction.atomic():
             if not cls.objects.filter(pk=1).update(version=F("version") + 1):
                 cls.objects.get_or_create(pk=1, defaults={"version": 1})
+        if acknowledge:
+            transaction.on_commit(lambda: GatewayWorker.wait_for(cls.current()))
+
+    @classmethod
+    def current(cls) -> int:
+        row = cls.objects.filter(pk=1).values_list("version", flat=True).first()
+        return int(row) if row is not None else 0
+
+
+class GatewayWorker(models.Model):
+    """One row per running gateway worker: the route version it has loaded, written off the hot path
+    (after each reload and every HEARTBEAT_SECONDS). Lets writers wait until every live worker routes on
+    what they wrote."""
+
+    HEARTBEAT_SECONDS = 1.0
+    # A worker not heard from for this long is gone (or stuck) and is not waited for.
+    LIVE_SECONDS = 5.0
+    ACK_TIMEOUT_SECONDS = 3.0
+
+    worker = models.CharField(max_length=120, primary_key=True)
+    version = models.PositiveBigIntegerField(default=0)
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "gateway worker"
+
+    def __str__(self) -> str:
+        return f"{self.worker} at version {self.version}"
+
+    @classmethod
+    def beat(cls, worker: str, version: int) -> None:
+        cls.objects.update_or_create(worker=worker, defaults={"version": version, "seen_at": timezone.now()})
+
+    @classmethod
+    def lagging(cls, version: int) -> list[str]:
+        """Live workers that have not loaded `version` yet."""
+        since = timezone.now() - timedelta(seconds=cls.LIVE_SECONDS)
+        return list(cls.objects.filter(seen_at__gte=since, version__lt=version).values_list("worker", flat=True))
+
+    @classmethod
+    def wait_for(cls, version: int, timeout: float | None = None) -> bool:
+        """Block until every live gateway worker has loaded `version` (True), or `timeout` passes (False, logged)."""
+        import logging
+        import time
+
+        deadline = time.monotonic() + (cls.ACK_TIMEOUT_SECONDS if timeout is None else timeout)
+        while True:
+            behind = cls.lagging(version)
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                logging.getLogger("studio.gateway").warning(
+                    "gateway workers %s have not loaded route version %s yet", ", ".join(behind), version)
+                return False
+            time.sleep(0.05)
 
 
 class MirrorComparison(models.Model):

@@ -109,6 +109,8 @@ class Handler:
             return json.loads(body, parse_constant=_refuse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("Request body is JSON nested too deeply.") from None
 
 
 # Classifiers whose predict() is, by construction, classes_[argmax(predict_proba())]:

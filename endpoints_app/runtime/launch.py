@@ -25,6 +25,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from endpoints_app.instance_auth import ENV_NAME as SECRET_ENV
+from endpoints_app.instance_auth import auth_header, instance_secret
 from endpoints_app.runtime import sandbox as sb
 
 # Variables a model server may legitimately need from the parent environment.
@@ -49,6 +51,8 @@ class LaunchSpec:
     live_path: str
     cwd: str | None = field(default=None)
     sandbox: sb.SandboxSpec | None = field(default=None)
+    # What the controller's probes send (llama.cpp's server guards its probe path too).
+    probe_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def command(self) -> list[str]:
@@ -88,23 +92,29 @@ def _code_configuration(deployment, model) -> tuple[Path | None, str]:
     code = cc.get("code")
     script = cc.get("scoring_script") or ""
     if code:
+        # The services accept only relative paths inside usable artifacts; a row from before that rule
+        # (or edited by hand) must not hand a sandbox some other folder.
+        if Path(code).is_absolute() or ".." in Path(code).parts:
+            raise ValueError(f"code_configuration.code {code!r} is not a relative path inside the artifact store")
         return resolve_artifact(code), script or "score.py"
     if model.format == "custom":
         return resolve_artifact(model.artifact_path), model.scoring_script or "score.py"
     return None, ""
 
 
-def _sandbox(deployment, port: int, name: str | None) -> sb.SandboxSpec:
+def _sandbox(deployment, port: int, name: str) -> sb.SandboxSpec:
     itype = getattr(deployment, "instance_type", None)
     limits = sb.instance_limits(getattr(itype, "cores", None), getattr(itype, "memory_gb", None))
-    return sb.instance_sandbox(name or f"{_display_name(deployment)}-{port}", port, Path(settings.DATA_DIR), limits)
+    return sb.instance_sandbox(name, port, Path(settings.DATA_DIR), limits)
 
 
 def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None = None) -> LaunchSpec:
     """How to start one instance; `name` (the instance's) names its sandbox folder."""
     model = deployment.model
     env = _base_env(deployment)
+    name = name or f"{_display_name(deployment)}-{port}"
     box = _sandbox(deployment, port, name)
+    secret = instance_secret(name, port)
     artifact = resolve_artifact(model.artifact_path) if model.artifact_path else None
     artifact_is_dir = artifact is not None and artifact.is_dir()
     if artifact is not None:
@@ -125,11 +135,12 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
         env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
         env.update(OFFLINE_ENV)
         env.update(box.env())
+        # llama.cpp's --api-key, from the environment (never argv: /proc/<pid>/cmdline is public).
+        env["API_KEY"] = secret
         # The server loads the model before it binds, so any answer means ready.
         return LaunchSpec(
             argv=box.wrap(argv, str(box.home)), env=env, ready_path="/v1/models", live_path="/v1/models",
-            cwd=str(box.home),
-            sandbox=box,
+            cwd=str(box.home), sandbox=box, probe_headers=auth_header(name, port),
         )
 
     if model.format not in GENERIC_FORMATS:
@@ -156,7 +167,8 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
     env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
     env.update(OFFLINE_ENV)
     env.update(box.env())
+    env[SECRET_ENV] = secret
     # score.py files open their own files by relative path, as they would in their folder.
     cwd = str(code_dir) if code_dir is not None else str(box.home)
     return LaunchSpec(argv=box.wrap(argv, cwd), env=env, ready_path="/health/ready", live_path="/health/live", cwd=cwd,
-                      sandbox=box)
+                      sandbox=box, probe_headers=auth_header(name, port))

@@ -52,8 +52,12 @@ class Limits:
     processes: int = 128  # RLIMIT_NPROC: processes and threads of the sandbox uid
     open_files: int = 4096
 
-    def argv(self) -> list[str]:
-        out = [f"--nproc={self.processes}", f"--nofile={self.open_files}"]
+    def argv(self, own_uid: bool = True) -> list[str]:
+        # RLIMIT_NPROC counts every process of the uid: under the studio's own uid (unprivileged) it would
+        # count the user's other processes too, so it is set only for a sandbox uid.
+        out = [f"--nofile={self.open_files}"]
+        if own_uid:
+            out.append(f"--nproc={self.processes}")
         if self.memory_bytes:
             out.append(f"--as={self.memory_bytes}")
         if self.cpu_seconds:
@@ -140,7 +144,7 @@ def describe(limits: Limits | None = None) -> str:
     kind = mode()[0]
     if kind == "namespace":
         parts.append("own uid/gid without an account, no groups, no_new_privs, private mount namespace "
-                     "showing only its own data-dir folder, data dir modes private")
+                     "showing only its own data-dir folder, data dir modes private, no network for upload checks")
     elif kind == "uid":
         parts.append("own uid/gid without an account, no groups, no_new_privs, data dir modes private "
                      "(no mount namespace)")
@@ -151,7 +155,7 @@ def describe(limits: Limits | None = None) -> str:
                      "user code can read what the studio can)")
     parts.append("own session killed whole at stop, minimal environment")
     if limits is not None:
-        lim = [f"nproc={limits.processes}"]
+        lim = [f"nproc={limits.processes}"] if kind in ("namespace", "uid") else []
         if limits.memory_bytes:
             lim.append(f"as={limits.memory_bytes // (1024 * 1024)}MiB")
         if limits.cpu_seconds:
@@ -175,6 +179,8 @@ class SandboxSpec:
     uid: int
     limits: Limits
     links: list[tuple[str, str]] = field(default_factory=list)  # (source, path relative to root)
+    # No network at all (upload checks): only where a namespace can be made.
+    network: bool = True
 
     @property
     def root(self) -> Path:
@@ -212,8 +218,8 @@ class SandboxSpec:
 
     def wrap(self, argv: list[str], cwd: str | None = None) -> list[str]:
         """argv run through sandbox_exec, which enters the sandbox (namespace, uid, limits) and execs argv."""
-        options = self.limits.argv()
         kind, masks = mode()
+        options = self.limits.argv(own_uid=kind in ("namespace", "uid"))
         if kind in ("namespace", "uid"):
             options.append(f"--uid={self.uid}")
         if kind == "namespace":
@@ -221,6 +227,8 @@ class SandboxSpec:
             for directory, keep in sorted(masks.items()):
                 options.append(f"--mask={directory}:{','.join(sorted(keep))}")
             options.append(f"--mask={data_dir}:{os.path.join(data_dir, SANDBOX_DIRNAME, self.name)}")
+            if not self.network:
+                options.append("--no-network")
         if cwd:
             options.append(f"--cwd={cwd}")
         return [sys.executable, "-S", str(EXEC_SCRIPT), *options, "--", *argv]
@@ -241,7 +249,7 @@ def instance_sandbox(name: str, port: int, data_dir: Path, limits: Limits) -> Sa
 def validation_sandbox(data_dir: Path, limits: Limits) -> SandboxSpec:
     slot = secrets.randbelow(VALIDATION_UID_SPAN)
     return SandboxSpec(name=f"validate-{slot}-{secrets.token_hex(4)}", data_dir=Path(data_dir),
-                       uid=UID_BASE + VALIDATION_UID_OFFSET + slot, limits=limits)
+                       uid=UID_BASE + VALIDATION_UID_OFFSET + slot, limits=limits, network=False)
 
 
 # -- making it real -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Enter a sandbox, then exec the real command (run with `python -S`, before any user code).
 
     python -S sandbox_exec.py --nproc=128 --nofile=4096 [--as=BYTES] [--cpu=SECONDS]
-        [--uid=N] [--cwd=DIR] [--mask=DIR:KEEP[,KEEP...]]... -- argv...
+        [--uid=N] [--cwd=DIR] [--mask=DIR:KEEP[,KEEP...]]... [--no-network] -- argv...
     python -S sandbox_exec.py --probe        # exit 0 if a private mount namespace can be made
 
 Started as root (the studio is root) with --uid, it first makes a private mount namespace in
@@ -9,6 +9,8 @@ which each --mask DIR is covered by an empty tmpfs holding only its KEEP paths (
 their place): the data dir then shows only this sandbox's folder, and a directory the sandbox
 uid cannot enter (/root, where pyenv keeps the interpreter) shows only the interpreter. Then it
 drops to --uid (gid the same, no groups), sets rlimits and no_new_privs, and execs argv.
+--no-network (upload checks, which need none) also gives it an empty network namespace: it
+cannot reach the database, Redis or anything else listening on this host.
 Standard library only, no project import: it must start fast and trust nothing on sys.path."""
 
 import ctypes
@@ -18,6 +20,7 @@ import sys
 
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -67,13 +70,14 @@ def mask(directory: str, keep: list[str]) -> None:
 
 def main(args: list[str]) -> None:
     if args == ["--probe"]:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         private_namespace()
         return
     sep = args.index("--")
     options, argv = args[:sep], args[sep + 1:]
     limits = {"--nproc": resource.RLIMIT_NPROC, "--nofile": resource.RLIMIT_NOFILE,
               "--as": resource.RLIMIT_AS, "--cpu": resource.RLIMIT_CPU}
-    uid, cwd, masks = None, None, []
+    uid, cwd, masks, network = None, None, [], True
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for option in options:
         key, _, value = option.partition("=")
@@ -81,6 +85,8 @@ def main(args: list[str]) -> None:
             uid = int(value)
         elif key == "--cwd":
             cwd = value
+        elif key == "--no-network":
+            network = False
         elif key == "--mask":
             directory, _, keep = value.partition(":")
             masks.append((directory, [k for k in keep.split(",") if k]))
@@ -90,6 +96,8 @@ def main(args: list[str]) -> None:
         else:
             resource.setrlimit(limits[key], (int(value), int(value)))
     if uid is not None:
+        if not network:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         if masks:
             private_namespace()
             for directory, keep in masks:

@@ -6,8 +6,11 @@
 Routes: GET /health/live (200 while serving), GET /health/ready (503 until the
 model is loaded, then 200), POST /score, for embeddings POST /embeddings and
 /v1/embeddings (OpenAI shape) and GET /info (model inference API), and POST /batch (one
-mini-batch of a batch job; runtime/batch.py). Errors are {"error": {"code", "message"}}:
-400 for a request the server cannot read, 422 for input the model rejects, 500 otherwise.
+mini-batch of a batch job; runtime/batch.py). Every route but the two health probes needs
+`Authorization: Bearer <secret>` when the process was given $STUDIO_INSTANCE_SECRET (the
+controller always gives one: endpoints_app/instance_auth.py), checked in constant time; else
+401. Errors are {"error": {"code", "message"}}: 400 for a request the server cannot read,
+422 for input the model rejects, 500 otherwise.
 
 A plain ASGI app on uvicorn with uvloop and httptools: no framework on the hot
 path. The model loads in a background thread after the port is bound, so the
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import hmac
 import json
 import logging
 import os
@@ -74,8 +78,10 @@ def _log_failure(method: str, path: str, status: int, body: bytes, scope) -> Non
 class ModelServer:
     """The ASGI application."""
 
-    def __init__(self, handler: Handler, threads: int = 4):
+    def __init__(self, handler: Handler, threads: int = 4, secret: str = ""):
         self.handler = handler
+        # The whole header value, compared in one constant-time step.
+        self.expected_auth = f"Bearer {secret}".encode() if secret else b""
         self.ready = False
         self.load_error: str | None = None
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="score")
@@ -101,7 +107,9 @@ class ModelServer:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
-        if method == "GET":
+        if self.expected_auth and not path.startswith("/health/") and not self._authorized(scope):
+            status, body = _error(401, "Unauthorized", "Only the studio's gateway may call this model server.")
+        elif method == "GET":
             if path == "/health/live":
                 status, body = 200, b'{"status":"live"}'
             elif path == "/health/ready":
@@ -133,6 +141,12 @@ class ModelServer:
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _authorized(self, scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self.expected_auth)
+        return False
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -197,7 +211,11 @@ def main(argv: list[str] | None = None) -> None:
                            scoring_script=args.scoring_script)
     threads = args.threads or int(os.environ.get("STUDIO_SCORING_THREADS", "0"))
     threads = threads or (1 if args.format == "custom" else 4)
-    app = ModelServer(handler, threads=threads)
+    # Read once and dropped from os.environ, so score.py code does not find it there by habit.
+    secret = os.environ.pop("STUDIO_INSTANCE_SECRET", "")
+    if not secret:
+        log.warning("no STUDIO_INSTANCE_SECRET: scoring routes are open to anyone who reaches the port")
+    app = ModelServer(handler, threads=threads, secret=secret)
     print(f"Model server {args.name or args.format} on {args.host}:{args.port} (pid {os.getpid()})", flush=True)
 
     import uvicorn

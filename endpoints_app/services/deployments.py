@@ -84,7 +84,7 @@ def do_create_deployment(actor: Actor, endpoint: Endpoint, spec: dict) -> Deploy
         model=model,
         instance_type=instance_type,
         instance_count=count,
-        code_configuration=parse_code_configuration(spec.get("code_configuration")),
+        code_configuration=parse_code_configuration(spec.get("code_configuration"), endpoint.workspace),
         environment_variables=parse_environment_variables(spec.get("environment_variables")),
         scale_settings=scale,
         request_settings=parse_request_settings(spec.get("request_settings"), model=model),
@@ -155,7 +155,7 @@ def do_update_deployment(actor: Actor, deployment: Deployment, changes: dict) ->
             new_process = True
     # What the model server process is started with: a change needs new processes.
     process_fields = (
-        ("code_configuration", parse_code_configuration),
+        ("code_configuration", lambda value: parse_code_configuration(value, endpoint.workspace)),
         ("environment_variables", parse_environment_variables),
     )
     for field, parse in process_fields:

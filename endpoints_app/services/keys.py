@@ -28,7 +28,8 @@ def get_keys(endpoint: Endpoint) -> dict:
 
 @transaction.atomic
 def do_regenerate_key(actor: Actor, endpoint: Endpoint, key_type: str) -> str:
-    """A new key for the slot; the old one stops working once gateways reload their routes."""
+    """A new key for the slot; the old one has stopped working when this returns (after the commit, every live
+    gateway worker has reloaded its routes, or ACK_TIMEOUT_SECONDS passed and it was logged)."""
     if key_type not in ("primary", "secondary"):
         raise InvalidInput(f"key_type must be primary or secondary, not {key_type!r}.", field="key_type")
     endpoint = lock_endpoint(endpoint)
@@ -37,7 +38,8 @@ def do_regenerate_key(actor: Actor, endpoint: Endpoint, key_type: str) -> str:
     endpoint.token_generation += 1  # regenerating also revokes the endpoint's aml_tokens
     endpoint.save(update_fields=[f"{key_type}_key_nonce", "token_generation", "updated_at"])
     record(actor, "endpoint.regenerate_key", endpoint, endpoint.workspace, key_type=key_type)
-    RouteVersion.bump()
+    # Returns once every live gateway worker takes the new key and refuses the old one.
+    RouteVersion.bump(acknowledge=True)
     return keys.derive_key(nonce)
 
 

@@ -134,7 +134,8 @@ def do_update_endpoint(
             traffic=endpoint.traffic, mirror_traffic=endpoint.mirror_traffic,
         )
         if {"traffic", "mirror_traffic"} & set(changed):
-            RouteVersion.bump()
+            # Returns once every live gateway worker routes by the new split (bounded wait, then logged).
+            RouteVersion.bump(acknowledge=True)
     return endpoint
 
 

@@ -6,9 +6,10 @@ re-state a rule. Each raises InvalidInput naming the field."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from django.conf import settings
 from django.db.models import F
 
 from endpoints_app.errors import Conflict, InvalidInput
@@ -240,7 +241,10 @@ def parse_scale_settings(value: Any) -> dict:
     return result
 
 
-def parse_code_configuration(value: Any) -> dict:
+def parse_code_configuration(value: Any, workspace: Workspace | None = None) -> dict:
+    """`code` names a folder inside the artifacts of a model the workspace may use (its own models, the
+    shared catalog), relative to the artifact store; `scoring_script` a file relative to `code`. Neither
+    may be absolute or climb out with `..` (a deployment must not serve another team's files)."""
     given = parse_mapping(value, "code_configuration")
     unknown = set(given) - {"code", "scoring_script"}
     if unknown:
@@ -256,11 +260,41 @@ def parse_code_configuration(value: Any) -> dict:
         raise InvalidInput(
             "code_configuration.code is required with a scoring_script.", field="code_configuration.code"
         )
-    if "scoring_script" in result and Path(result["scoring_script"]).is_absolute():
+    for key, what in (("code", "a folder of a model's artifacts"), ("scoring_script", "a file in code")):
+        if key in result and not _plain_relative_path(result[key]):
+            raise InvalidInput(
+                f"code_configuration.{key} must be {what}, as a relative path without '..'.",
+                field=f"code_configuration.{key}",
+            )
+    if "code" in result and workspace is not None and not _inside_usable_artifacts(result["code"], workspace):
         raise InvalidInput(
-            "code_configuration.scoring_script is a path relative to code.", field="code_configuration.scoring_script"
+            "code_configuration.code must be a folder inside the artifacts of a model this workspace can use.",
+            field="code_configuration.code",
         )
     return result
+
+
+def _plain_relative_path(text: str) -> bool:
+    if not text.strip() or "\\" in text or "\x00" in text:
+        return False
+    path = PurePosixPath(text)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def _inside_usable_artifacts(code: str, workspace: Workspace) -> bool:
+    """True when `code` (relative to MEDIA_ROOT, symlinks resolved) lies in the artifact folder of a
+    model visible to the workspace."""
+    media = Path(settings.MEDIA_ROOT).resolve()
+    target = (media / code).resolve()
+    visible = CatalogModel.objects.filter(workspace__isnull=True) | CatalogModel.objects.filter(workspace=workspace)
+    for artifact in visible.exclude(artifact_path="").values_list("artifact_path", flat=True).iterator():
+        path = Path(artifact) if Path(artifact).is_absolute() else media / artifact
+        folder = path.resolve()
+        if not folder.is_dir() and folder.suffix:  # a model file (.joblib, .onnx, .gguf): its folder
+            folder = folder.parent
+        if target == folder or folder in target.parents:
+            return True
+    return False
 
 
 def parse_environment_variables(value: Any) -> dict:

@@ -615,6 +615,8 @@ def send_test_request(endpoint: Endpoint, body: str, deployment: str | None) -> 
         json.loads(body)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"The request body is not valid JSON: {exc}.", field="body") from None
+    except RecursionError:
+        raise InvalidInput("The request body is JSON nested too deeply.", field="body") from None
     if endpoint.auth_mode == Endpoint.AuthMode.KEY:
         credential = key_svc.get_keys(endpoint)["primary_key"]
     else:

@@ -3,11 +3,14 @@
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import requests
+from django.conf import settings
 
 from endpoints_app.controller import process
+from endpoints_app.instance_auth import auth_header
 from endpoints_app.models import Deployment, Endpoint, Instance
 from tests.live import make_custom_model, wait_for
 
@@ -40,7 +43,9 @@ def create(api, endpoint: str, name: str, model, **extra) -> dict:
 
 
 def score(instance: dict, data) -> dict:
-    response = requests.post(f"http://127.0.0.1:{instance['port']}/score", json={"data": data}, timeout=10)
+    # Straight to the model server, with the instance secret the gateway would send.
+    response = requests.post(f"http://127.0.0.1:{instance['port']}/score", json={"data": data}, timeout=10,
+                             headers=auth_header(instance["name"], instance["port"]))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -114,9 +119,10 @@ def test_broken_score_py_ends_failed_with_its_error_and_no_process(live_worker, 
 
 
 def test_missing_scoring_script_ends_failed(live_worker, owner_api, workspace, tmp_path):
-    model = make_custom_model(workspace, tmp_path / "code")
-    create(owner_api, "doubler", "blue", model, code_configuration={"code": str(tmp_path / "code"),
-                                                                    "scoring_script": "nope.py"})
+    # code_configuration.code: a folder of the workspace's model, in the artifact store.
+    relative = f"{workspace.name}/doubler/{tmp_path.name}"
+    model = make_custom_model(workspace, Path(settings.MEDIA_ROOT) / relative)
+    create(owner_api, "doubler", "blue", model, code_configuration={"code": relative, "scoring_script": "nope.py"})
     deployment = wait_state(owner_api, "doubler", "blue", timeout=120)
     assert deployment["provisioning_state"] == "Failed"
     assert "nope.py" in deployment["error"] and "not found" in deployment["error"]

@@ -72,6 +72,11 @@ def test_a_model_can_be_named_by_name_and_version(owner_api, endpoint_factory, c
         ({"environment_variables": {"1BAD": "x"}}, "environment_variables"),
         ({"environment_variables": "A=1"}, "environment_variables"),
         ({"code_configuration": {"scoring_script": "score.py"}}, "code_configuration.code"),
+        ({"code_configuration": {"code": "/etc"}}, "code_configuration.code"),
+        ({"code_configuration": {"code": "models/../../secret"}}, "code_configuration.code"),
+        ({"code_configuration": {"code": "models", "scoring_script": "../x.py"}}, "code_configuration.scoring_script"),
+        ({"code_configuration": {"code": "models", "scoring_script": "/tmp/x.py"}},
+         "code_configuration.scoring_script"),
         ({"endpoint_name": "other"}, "endpoint_name"),
     ],
 )
@@ -254,3 +259,31 @@ def test_it_hides_environment_variable_values_from_readers(owner_api, contributo
     assert one.json()["environment_variables"] == {"DB_PASSWORD": "(hidden)", "WORKERS": "(hidden)"}
     assert b"hunter2" not in one.content and b"hunter2" not in listed.content
     assert listed.json()[0]["environment_variables"].keys() == {"DB_PASSWORD", "WORKERS"}
+
+
+def test_code_resolves_only_inside_artifacts_the_workspace_may_use(owner_api, endpoint_factory, catalog_model,
+                                                                    workspace):
+    from endpoints_app.models import CatalogModel, Workspace
+
+    other = Workspace.objects.create(name="rivals", display_name="Rivals")
+    CatalogModel.objects.create(registry="rivals", workspace=other, name="secret-sauce", version=1, format="custom",
+                                task="custom", license="MIT", artifact_path="rivals/secret-sauce/1-abc/code",
+                                deployment_kinds=["online"])
+    CatalogModel.objects.create(registry="team", workspace=workspace, name="ours", version=1, format="custom",
+                                task="custom", license="MIT", artifact_path="team/ours/1-def/code",
+                                deployment_kinds=["online"])
+    endpoint_factory("iris")
+
+    theirs = post_deployment(owner_api, spec(catalog_model,
+                                             code_configuration={"code": "rivals/secret-sauce/1-abc/code"}))
+    nobodys = post_deployment(owner_api, spec(catalog_model, code_configuration={"code": "broker"}))
+    assert theirs.status_code == 400 and theirs.json()["error"]["field"] == "code_configuration.code"
+    assert nobodys.status_code == 400 and nobodys.json()["error"]["field"] == "code_configuration.code"
+    assert not Deployment.objects.exists()
+
+    # A folder of its own model, or of a shared catalog model (models/iris.joblib sits in models/).
+    ours = post_deployment(owner_api, spec(catalog_model, code_configuration={"code": "team/ours/1-def/code",
+                                                                              "scoring_script": "score.py"}))
+    assert ours.status_code == 202, ours.content
+    shared = post_deployment(owner_api, spec(catalog_model, name="green", code_configuration={"code": "models"}))
+    assert shared.status_code == 202, shared.content

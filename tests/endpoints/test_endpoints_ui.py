@@ -301,6 +301,12 @@ def test_test_tab_rejects_invalid_json(owner_client, iris):
     assert "not valid JSON" in response.content.decode()
 
 
+def test_test_tab_rejects_deeply_nested_json_without_a_500(owner_client, iris):
+    response = owner_client.post("/endpoints/iris/test/", {"body": "[" * 100000 + "]" * 100000}, **HX)
+    assert response.status_code < 500
+    assert "nested too deeply" in response.content.decode()
+
+
 def test_test_tab_says_when_the_gateway_is_unreachable(owner_client, iris, settings):
     settings.STUDIO_GATEWAY_URL = "http://127.0.0.1:9"  # discard port: nothing listens
     response = owner_client.post("/endpoints/iris/test/", {"body": "{}"}, **HX)

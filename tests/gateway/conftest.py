@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from endpoints_app import keys
+from endpoints_app.instance_auth import instance_secret
 from endpoints_app.models import (
     CatalogModel,
     Deployment,
@@ -83,11 +84,16 @@ class Processes:
         wait_http(f"http://127.0.0.1:{port}/health/ready", proc=proc)
         return port, proc
 
-    def sklearn_server(self, artifact: Path) -> tuple[int, subprocess.Popen]:
-        """The studio's real model server on a scikit-learn model."""
+    def sklearn_server(self, artifact: Path, secret_for: str | None = None) -> tuple[int, subprocess.Popen]:
+        """The studio's real model server on a scikit-learn model; with `secret_for` (an instance name) it
+        takes that instance's secret, as the controller starts it."""
         port = free_port()
+        env = child_env()
+        if secret_for:
+            env["STUDIO_INSTANCE_SECRET"] = instance_secret(secret_for, port)
         proc = self.start([sys.executable, "-m", "endpoints_app.runtime.server", "--format", "sklearn",
-                           "--artifact", str(artifact), "--port", str(port), "--threads", "2"], name="model")
+                           "--artifact", str(artifact), "--port", str(port), "--threads", "2"], env=env,
+                          name="model")
         wait_http(f"http://127.0.0.1:{port}/health/ready", proc=proc, ok=True)
         return port, proc
 

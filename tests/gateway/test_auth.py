@@ -4,6 +4,7 @@ import pytest
 import requests
 
 from endpoints_app import keys
+from endpoints_app.instance_auth import instance_secret
 from endpoints_app.models import RouteVersion
 from tests.gateway.conftest import auth, set_key
 
@@ -115,3 +116,33 @@ def test_keys_and_tokens_from_the_rest_api_work_at_the_gateway(procs, make_endpo
 
     token = owner_api.post(f"{base}/viatoken/token").json()["access_token"]
     assert requests.post(f"{url}/inference/viatoken/score", json=BODY, headers=auth(token)).status_code == 200
+
+
+def test_model_servers_answer_only_the_gateway(procs, make_endpoint, tmp_path):
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    artifact = tmp_path / "model.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), artifact)
+    # The instance make_endpoint creates is named "<endpoint>-<deployment>-0".
+    port, _ = procs.sklearn_server(artifact, secret_for="sealed-blue-0")
+    _, creds = make_endpoint("sealed", {"blue": ([port], 100, SETTINGS)})
+    url, _ = procs.gateway()
+    row = {"data": [[5.1, 3.5, 1.4, 0.2]]}
+
+    through_gateway = requests.post(f"{url}/inference/sealed/score", json=row, headers=auth(creds["primary"]))
+    direct = requests.post(f"http://127.0.0.1:{port}/score", json=row)
+    with_endpoint_key = requests.post(f"http://127.0.0.1:{port}/score", json=row, headers=auth(creds["primary"]))
+    other_instance = requests.post(f"http://127.0.0.1:{port}/score", json=row,
+                                   headers=auth(instance_secret("sealed-green-0", port)))
+    info = requests.get(f"http://127.0.0.1:{port}/")
+
+    assert through_gateway.status_code == 200 and through_gateway.json()["predictions"] == [0]
+    for refused in (direct, with_endpoint_key, other_instance, info):
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "Unauthorized"
+    # The controller's probes need no secret.
+    assert requests.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
+    assert requests.get(f"http://127.0.0.1:{port}/health/live").status_code == 200

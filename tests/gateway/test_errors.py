@@ -51,6 +51,17 @@ def test_malformed_json_gets_400_and_oversized_payload_413(procs, make_endpoint)
     _error(requests.post(score, data=chunks(), headers=auth(creds["primary"])), 413, "PayloadTooLarge")
 
 
+def test_deeply_nested_json_gets_400_not_500(procs, make_endpoint):
+    port, _ = procs.upstream()
+    _, creds = make_endpoint("nested", {"blue": ([port], 100, SETTINGS)})
+    url, _ = procs.gateway()
+
+    nested = b"[" * 30000 + b"]" * 30000  # within the payload limit, far past the parser's recursion limit
+    message = _error(requests.post(f"{url}/inference/nested/score", data=nested, headers=auth(creds["primary"])),
+                     400, "BadRequest")
+    assert "nested too deeply" in message
+
+
 def test_input_the_model_rejects_gets_422_with_the_models_message(procs, make_endpoint, tmp_path):
     x, y = load_iris(return_X_y=True)
     artifact = tmp_path / "model.joblib"

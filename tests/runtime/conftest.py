@@ -33,11 +33,15 @@ class Server:
     log_path: Path
     ready_path: str
     box: sandbox.SandboxSpec | None = None
+    # The instance secret, as the gateway sends it.
+    headers: dict | None = None
 
     def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("headers", self.headers)
         return requests.get(self.base + path, timeout=kw.pop("timeout", 30), **kw)
 
     def post(self, path: str, **kw) -> requests.Response:
+        kw["headers"] = {**(self.headers or {}), **(kw.get("headers") or {})}
         return requests.post(self.base + path, timeout=kw.pop("timeout", 120), **kw)
 
     def log(self) -> str:
@@ -92,7 +96,7 @@ def start_server(deployment: Deployment, log_dir: Path) -> Server:
         proc = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, **spec.sandbox.popen_kwargs())
     return Server(proc=proc, base=f"http://127.0.0.1:{port}", log_path=log_path, ready_path=spec.ready_path,
-                  box=spec.sandbox)
+                  box=spec.sandbox, headers=spec.probe_headers)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
 """A user's score.py in the generic server, and GGUF models in llama.cpp's server."""
 
 import importlib.util
+import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from endpoints_app.catalog.cards import card
 from endpoints_app.models import CatalogModel
@@ -135,8 +138,11 @@ def test_score_py_without_run_fails_to_start(tmp_path):
 
 
 def test_code_configuration_serves_a_catalog_model_through_the_users_score_py(tmp_path, seeded_artifacts):
-    code = tmp_path / "src"
-    code.mkdir()
+    # code_configuration.code is a folder in the artifact store (services/specs.py checks whose).
+    relative = f"team/iris-code/{tmp_path.name}/src"
+    code = Path(settings.MEDIA_ROOT) / relative
+    shutil.rmtree(code, ignore_errors=True)
+    code.mkdir(parents=True)
     (code / "my_score.py").write_text(textwrap.dedent("""
         import json, os
         import joblib
@@ -151,7 +157,7 @@ def test_code_configuration_serves_a_catalog_model_through_the_users_score_py(tm
             return {"species": model.predict(rows).tolist()}
     """))
     deployment = make_deployment(catalog_model("iris-classifier", seeded_artifacts),
-                                 code_configuration={"code": str(code), "scoring_script": "my_score.py"})
+                                 code_configuration={"code": relative, "scoring_script": "my_score.py"})
     server = start_server(deployment, tmp_path)
     try:
         assert server.wait_ready(60), server.log()
@@ -176,6 +182,10 @@ def test_smollm2_answers_its_cards_chat_sample(seeded_artifacts, tmp_path):
     try:
         assert server.wait_ready(120), server.log()[-3000:]
         assert server.get("/v1/models").json()["data"][0]["id"] == "smollm2-135m-instruct"
+        # llama.cpp's server takes the instance secret as its API key: nobody else gets an answer.
+        assert server.get("/v1/models", headers={}).status_code == 401
+        assert server.post("/v1/chat/completions", headers={"Authorization": "Bearer nope"},
+                           json=card("smollm2-135m-instruct")["sample_request"]).status_code == 401
         reply = server.post("/v1/chat/completions", json=card("smollm2-135m-instruct")["sample_request"]).json()
         assert "Paris" in reply["choices"][0]["message"]["content"]
         assert reply["usage"]["prompt_tokens"] > 10 and reply["usage"]["completion_tokens"] > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,15 @@ def probe():
 VALIDATE_PROBE = PROBE + '''
 
 def init():
-    raise RuntimeError("PROBE" + json.dumps(probe()))
+    import socket
+
+    found = probe()
+    try:  # a service on this host that trusts loopback (PostgreSQL, Redis): upload checks get no network
+        socket.create_connection(("127.0.0.1", __LISTENER__), timeout=2).close()
+        found["listener_on_this_host"] = "READ connected"
+    except Exception as exc:
+        found["listener_on_this_host"] = "DENIED " + type(exc).__name__
+    raise RuntimeError("PROBE" + json.dumps(found))
 
 
 def run(raw_data):
@@ -156,8 +165,11 @@ def _assert_nothing_read(found: dict) -> None:
 
 @isolated
 def test_it_keeps_secrets_from_a_score_py_at_upload_validation(secrets_on_disk, tmp_path):
-    code = _code_dir(tmp_path, _probe(VALIDATE_PROBE, secrets_on_disk))
-    result = validate_in_subprocess("custom", code, timeout=60, project_dir=Path(settings.BASE_DIR))
+    listener = socket.create_server(("127.0.0.1", 0))
+    source = _probe(VALIDATE_PROBE, secrets_on_disk).replace("__LISTENER__", str(listener.getsockname()[1]))
+    code = _code_dir(tmp_path, source)
+    with listener:
+        result = validate_in_subprocess("custom", code, timeout=60, project_dir=Path(settings.BASE_DIR))
     assert not result.ok
     found = json.loads(result.message.split("PROBE", 1)[1])
     _assert_nothing_read(found)
@@ -166,6 +178,7 @@ def test_it_keeps_secrets_from_a_score_py_at_upload_validation(secrets_on_disk, 
         Path(path).read_bytes()
 
 
+@isolated  # RLIMIT_NPROC needs a uid of its own
 def test_a_fork_bomb_at_validation_is_contained_and_killed_whole(tmp_path):
     drop = Path(tempfile.mkdtemp(prefix="studio-test-", dir="/tmp"))
     os.chmod(drop, 0o1777)
@@ -235,7 +248,7 @@ def hostile_server(secrets_on_disk, tmp_path):
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.probe("127.0.0.1", port, spec.ready_path, 1):
+        if process.probe("127.0.0.1", port, spec.ready_path, 1, spec.probe_headers):
             break
         time.sleep(0.2)
     else:
@@ -243,7 +256,7 @@ def hostile_server(secrets_on_disk, tmp_path):
         pytest.fail(process.tail(process.log_path(name), 30))
 
     def call(what: str) -> requests.Response:
-        return requests.post(f"{base}/score", json={"do": what}, timeout=60)
+        return requests.post(f"{base}/score", json={"do": what}, timeout=60, headers=spec.probe_headers)
 
     yield call, pid, name, spec
     process.stop(pid, name, grace=1)
@@ -259,6 +272,7 @@ def test_it_keeps_secrets_from_a_running_model_server(hostile_server):
     assert f"STUDIO_INSTANCE={_name}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
 
 
+@isolated  # RLIMIT_NPROC needs a uid of its own
 def test_a_fork_bomb_and_a_memory_hog_in_a_model_server_are_contained(hostile_server):
     call, pid, name, spec = hostile_server
     answer = call("fork").json()
