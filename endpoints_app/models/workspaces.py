@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -59,6 +60,15 @@ class QuotaLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workspace}: {self.family} ≤ {self.max_cores} cores"
+
+    def clean(self) -> None:
+        from endpoints_app.models.catalog import InstanceType
+
+        families = sorted(set(InstanceType.objects.values_list("family", flat=True)))
+        if self.family not in families:
+            raise ValidationError(
+                {"family": f"No instance type is in family {self.family!r}: choose one of {', '.join(families)}."}
+            )
 
 
 class AuditLog(models.Model):
