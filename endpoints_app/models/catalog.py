@@ -101,5 +101,20 @@ class CatalogModel(models.Model):
         return f"studio://registries/{self.registry}/models/{self.name}/versions/{self.version}"
 
     @property
+    def measured(self) -> list[tuple[str, str]]:
+        """Quality measured when the model was made (seed time: tags["metrics"]), as (label, value) to show."""
+        metrics = (self.tags or {}).get("metrics") or {}
+        shown = []
+        if isinstance(metrics.get("accuracy"), (int, float)):
+            shown.append(("Accuracy", f"{100 * metrics['accuracy']:.1f}%"))
+        if isinstance(metrics.get("r2"), (int, float)):
+            shown.append(("R²", f"{metrics['r2']:.3f}"))
+        if isinstance(metrics.get("mae"), (int, float)):
+            shown.append(("Mean absolute error", f"{metrics['mae']:g}"))
+        if shown and isinstance(metrics.get("test_rows"), int):
+            shown.append(("Held-out rows", str(metrics["test_rows"])))
+        return shown
+
+    @property
     def is_foundation(self) -> bool:
         return self.price_input_per_1k is not None

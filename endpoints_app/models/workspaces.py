@@ -59,7 +59,7 @@ class QuotaLimit(models.Model):
         ordering = ["workspace__name", "family"]
 
     def __str__(self) -> str:
-        return f"{self.workspace}: {self.family} ≤ {self.max_cores} cores"
+        return f"{self.workspace}: {self.family} ≤ {self.max_cores} core{'' if self.max_cores == 1 else 's'}"
 
     def clean(self) -> None:
         from endpoints_app.models.catalog import InstanceType
