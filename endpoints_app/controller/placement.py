@@ -30,6 +30,10 @@ RUNNING_STATES = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNH
 PROVISIONED_KINDS = ("online", "serverless")
 
 
+def cores(n: int) -> str:
+    return f"{n} core" if n == 1 else f"{n} cores"
+
+
 def reserved_instances(deployment: Deployment) -> int:
     """Instances a deployment may hold: autoscaled ones reserve their maximum."""
     scale = deployment.scale_settings or {}
@@ -64,8 +68,8 @@ def check_quota(
     if used + asked > limit:
         raise QuotaExceeded(
             f"Quota exceeded for {instance_type.family} cores in workspace '{workspace.name}': "
-            f"the quota is {limit} cores, {used} are in use, and this asks for {asked} "
-            f"({instances} x {instance_type.name} with {instance_type.cores} cores).",
+            f"the quota is {cores(limit)}, {used} in use, and this asks for {asked} "
+            f"({instances} x {instance_type.name} with {cores(instance_type.cores)}).",
             field="instance_count",
         )
 
@@ -128,15 +132,15 @@ def check_capacity(instance_type: InstanceType, instances: int, exclude: Deploym
     biggest = max(nodes, key=lambda n: n.cores)
     if instance_type.cores > biggest.cores or instance_type.memory_gb > max(n.memory_gb for n in nodes):
         raise QuotaExceeded(
-            f"No node can hold one {instance_type.name} instance ({instance_type.cores} cores, "
-            f"{instance_type.memory_gb} GB): the largest node has {biggest.cores} cores and {biggest.memory_gb} GB.",
+            f"No node can hold one {instance_type.name} instance ({cores(instance_type.cores)}, "
+            f"{instance_type.memory_gb} GB): the largest node has {cores(biggest.cores)} and {biggest.memory_gb} GB.",
             field="instance_type",
         )
     if used_cores + asked_cores > total_cores or used_memory + asked_memory > total_memory:
         raise QuotaExceeded(
-            f"Not enough capacity on the nodes: {instances} x {instance_type.name} asks for {asked_cores} cores "
-            f"and {asked_memory} GB; the nodes have {total_cores} cores and {total_memory} GB, "
-            f"of which deployments use {used_cores} cores and {used_memory} GB.",
+            f"Not enough capacity on the nodes: {instances} x {instance_type.name} asks for {cores(asked_cores)} "
+            f"and {asked_memory} GB; the nodes have {cores(total_cores)} and {total_memory} GB, "
+            f"of which deployments use {cores(used_cores)} and {used_memory} GB.",
             field="instance_count",
         )
 

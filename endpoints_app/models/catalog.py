@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from endpoints_app.models.workspaces import Workspace
@@ -17,6 +18,18 @@ class InstanceType(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """The rules every writer (admin, API, services) runs, through full_clean()."""
+        errors = {}
+        if self.price_per_hour is not None and self.price_per_hour < 0:
+            errors["price_per_hour"] = "The price per hour cannot be negative."
+        if self.cores is not None and self.cores < 1:
+            errors["cores"] = "An instance type has at least one core."
+        if self.memory_gb is not None and self.memory_gb <= 0:
+            errors["memory_gb"] = "An instance type has some memory."
+        if errors:
+            raise ValidationError(errors)
 
 
 class CatalogModel(models.Model):
@@ -80,9 +93,33 @@ class CatalogModel(models.Model):
     def __str__(self) -> str:
         return f"{self.name}:{self.version}"
 
+    def clean(self) -> None:
+        errors = {}
+        for field in ("price_input_per_1k", "price_output_per_1k"):
+            value = getattr(self, field)
+            if value is not None and value < 0:
+                errors[field] = "A price per 1K tokens cannot be negative."
+        if errors:
+            raise ValidationError(errors)
+
     @property
     def asset_id(self) -> str:
         return f"studio://registries/{self.registry}/models/{self.name}/versions/{self.version}"
+
+    @property
+    def measured(self) -> list[tuple[str, str]]:
+        """Quality measured when the model was made (seed time: tags["metrics"]), as (label, value) to show."""
+        metrics = (self.tags or {}).get("metrics") or {}
+        shown = []
+        if isinstance(metrics.get("accuracy"), (int, float)):
+            shown.append(("Accuracy", f"{100 * metrics['accuracy']:.1f}%"))
+        if isinstance(metrics.get("r2"), (int, float)):
+            shown.append(("R²", f"{metrics['r2']:.3f}"))
+        if isinstance(metrics.get("mae"), (int, float)):
+            shown.append(("Mean absolute error", f"{metrics['mae']:g}"))
+        if shown and isinstance(metrics.get("test_rows"), int):
+            shown.append(("Held-out rows", str(metrics["test_rows"])))
+        return shown
 
     @property
     def is_foundation(self) -> bool:

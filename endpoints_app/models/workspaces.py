@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -106,7 +107,16 @@ class QuotaLimit(models.Model):
         ordering = ["workspace__name", "family"]
 
     def __str__(self) -> str:
-        return f"{self.workspace}: {self.family} ≤ {self.max_cores} cores"
+        return f"{self.workspace}: {self.family} ≤ {self.max_cores} core{'' if self.max_cores == 1 else 's'}"
+
+    def clean(self) -> None:
+        from endpoints_app.models.catalog import InstanceType
+
+        families = sorted(set(InstanceType.objects.values_list("family", flat=True)))
+        if self.family not in families:
+            raise ValidationError(
+                {"family": f"No instance type is in family {self.family!r}: choose one of {', '.join(families)}."}
+            )
 
 
 class AuditLog(models.Model):

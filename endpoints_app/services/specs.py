@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import F
 
 from endpoints_app.errors import Conflict, InvalidInput
@@ -56,6 +57,16 @@ IGNORED_FIELDS = {"$schema", "endpoint_name", "type", "description", "tags", "ap
 UPDATABLE_FIELDS = DEPLOYMENT_FIELDS - {"name"}
 # Changes that need new processes: the controller replaces instances with a surge.
 NEW_PROCESS_FIELDS = ("model", "code_configuration", "environment_variables", "instance_type")
+def clean_or_refuse(obj) -> None:
+    """Run the model's own rules (Model.clean(), which the admin's forms run too) and refuse what
+    they refuse with InvalidInput naming the first field."""
+    try:
+        obj.clean()
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise InvalidInput(" ".join(messages), field=None if field == NON_FIELD_ERRORS else field) from None
+
+
 def parse_int(value: Any, field: str, low: int, high: int) -> int:
     if isinstance(value, bool):
         raise InvalidInput(f"{field} must be a whole number, not {value!r}.", field=field)

@@ -13,6 +13,7 @@ from endpoints_app.metering import costs
 from endpoints_app.models import AuditLog, CatalogModel, Endpoint, InstanceType, Role, Workspace
 from endpoints_app.permissions import can
 from endpoints_app.services.audit import SYSTEM, Actor, record
+from endpoints_app.services.specs import clean_or_refuse
 
 THRESHOLDS = (80, 100)
 
@@ -113,9 +114,10 @@ def do_change_instance_price(actor: Actor, instance_type: InstanceType, new_pric
     """IT changes an instance type's price; it applies from this minute on."""
     current = InstanceType.objects.select_for_update().get(pk=instance_type.pk)
     old = current.price_per_hour
+    instance_type.price_per_hour = new_price
+    clean_or_refuse(instance_type)  # the same rules as the admin's form: no negative price
     now = timezone.now()
     costs.record_instance_price(current, old, new_price, now)
-    instance_type.price_per_hour = new_price
     instance_type.save()
     if old != new_price:
         record(actor, "price.change", instance_type, None, old=str(old), new=str(new_price),
@@ -129,6 +131,8 @@ def do_change_token_price(actor: Actor, model: CatalogModel, price_in, price_out
     current = CatalogModel.objects.select_for_update().get(pk=model.pk)
     old = (current.price_input_per_1k, current.price_output_per_1k)
     new = (price_in, price_out)
+    model.price_input_per_1k, model.price_output_per_1k = new
+    clean_or_refuse(model)
     now = timezone.now()
     if old != new:
         # A model that had no price cost nothing until now.

@@ -53,7 +53,8 @@ def _active_filters(form) -> list[dict]:
 def catalog(request):
     workspace = require_workspace(request)
     form, models = filter_catalog(workspace, request.GET)
-    page = Paginator(models, PAGE_SIZE).get_page(request.GET.get("page"))
+    # created_by: a workspace's own models show who uploaded them.
+    page = Paginator(models.select_related("created_by"), PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "form": form,
         "page": page,

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from endpoints_app.errors import StudioError
 from endpoints_app.metering import costs
-from endpoints_app.metering.charts import bar, new_figure
+from endpoints_app.metering.charts import PALETTE, bar, new_figure
 from endpoints_app.metering.query import DAY
 from endpoints_app.models import Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
@@ -67,8 +67,9 @@ def usage_page(request):
         day_endpoint[(datetime.fromtimestamp(line.bucket, UTC).date(), line.endpoint)] += line.cost
     days = [start.date() + timedelta(days=i) for i in range((end - start).days)]
     x = [d.isoformat() for d in days]
-    for name in sorted({e for (_, e) in day_endpoint}):
-        fig.add_trace(bar(x=x, y=[float(day_endpoint.get((d, name), 0)) for d in days], name=name))
+    for i, name in enumerate(sorted({e for (_, e) in day_endpoint})):
+        fig.add_trace(bar(x=x, y=[float(day_endpoint.get((d, name), 0)) for d in days], name=name,
+                          marker={"color": PALETTE[i % len(PALETTE)]}))
 
     this_month = month_start(now)
     status = None

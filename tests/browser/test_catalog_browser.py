@@ -77,6 +77,9 @@ def test_filter_works_with_javascript_off(page_without_js, live_server, catalog,
 
 
 def test_deploy_wizard_steps_work_with_javascript_off(page_without_js, live_server, catalog, shoot):
+    from tests.live import register_test_node
+
+    register_test_node()  # the deployment step checks capacity: a live node must have room
     page = page_without_js
     page.goto(f"{live_server.url}/endpoints/")
     page.click("a.button.primary >> text=Create")

@@ -36,4 +36,21 @@ def test_usage_page_chart_budget_and_warning(page, live_server, spending, shoot)
     page.wait_for_selector("[data-budget-level='80']")
     assert "83% of its budget" in page.locator("[role=alert]").inner_text()
     assert AuditLog.objects.filter(action="budget.warning", details__threshold=80).count() == 1
+    assert "tile-warn" in page.get_attribute("[data-testid=budget-tile]", "class")
     shoot(page, "usage-page")
+    # Over budget: the tile turns to the studio's warning colours.
+    page.fill("#monthly_budget", "1")
+    page.click("form.inline-form button[type=submit]")
+    page.wait_for_selector("[data-testid=budget-tile].tile-over")
+    color = page.eval_on_selector("[data-testid=budget-tile] .big", "el => getComputedStyle(el).color")
+    assert color == "rgb(185, 28, 28)"  # --bad
+    # The chart uses the studio's palette, not plotly's defaults.
+    page.wait_for_selector("#usage-chart svg.main-svg g.trace")
+    fills = page.eval_on_selector_all("#usage-chart g.trace path.point",
+                                      "els => els.map(e => getComputedStyle(e).fill)")
+    assert set(fills) <= {"rgb(37, 99, 235)", "rgb(22, 163, 74)"}
+    for width in (1400, 1024):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(500)  # plotly redraws for the new width
+        page.wait_for_selector("#usage-chart svg.main-svg g.trace")
+        shoot(page, f"usage-over-budget-{width}")

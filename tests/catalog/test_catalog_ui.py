@@ -55,7 +55,7 @@ def test_catalog_shows_a_card_per_model_with_the_full_page(owner_client, catalog
         "diabetes-regressor", "iris-classifier", "iris-onnx", "minilm-embeddings", "team-model"
     ]
     assert "secret-model" not in html
-    assert "registered in team" in html
+    assert "workspace team · v1" in html  # a workspace's own model names the workspace, not a publisher
 
 
 def test_filter_without_js_is_a_plain_get_with_the_form_kept(owner_client, catalog):
@@ -139,7 +139,7 @@ def test_model_page_shows_an_older_version(owner_client, catalog):
 
 
 def test_model_page_of_own_model_and_foundation_pricing(owner_client, catalog):
-    assert "registered in team" in owner_client.get("/catalog/team-model/").content.decode()
+    assert "Registered in workspace team" in owner_client.get("/catalog/team-model/").content.decode()
     html = owner_client.get("/catalog/minilm-embeddings/").content.decode()
     assert "per 1K input tokens" in html
 

@@ -113,7 +113,7 @@ def test_quota_refusal_names_the_quota_the_use_and_the_ask(owner_api, endpoint_f
     error = response.json()["error"]
     assert error["code"] == "QuotaExceeded"
     assert "DSv2" in error["message"] and "quota is 4 cores" in error["message"]
-    assert "2 are in use" in error["message"] and "asks for 4" in error["message"]
+    assert "2 in use" in error["message"] and "asks for 4" in error["message"]
 
 
 def test_scaling_past_the_quota_is_refused_and_changes_nothing(owner_api, endpoint_factory, catalog_model, workspace):

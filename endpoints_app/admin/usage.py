@@ -1,5 +1,4 @@
-"""Admin console additions for costs: price edits that keep their history (a change
-applies from its minute on), the price history itself, and cost across all workspaces."""
+"""Usage rows, mirror comparisons, price history, and cost across all workspaces."""
 
 from collections import defaultdict
 from datetime import timedelta
@@ -9,50 +8,56 @@ from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from endpoints_app.admin import CatalogModelAdmin, InstanceTypeAdmin, ReadOnlyAdmin
+from endpoints_app.admin.common import ReadOnlyAdmin
 from endpoints_app.metering import costs
 from endpoints_app.metering.query import DAY
-from endpoints_app.models import CatalogModel, Endpoint, InstanceType, PriceChange, WorkspaceCost
-from endpoints_app.services.audit import Actor
-from endpoints_app.services.usage import do_change_instance_price, do_change_token_price, parse_month
-
-admin.site.unregister(InstanceType)
-admin.site.unregister(CatalogModel)
+from endpoints_app.models import Endpoint, MirrorComparison, PriceChange, UsageMinute, WorkspaceCost
+from endpoints_app.services.usage import parse_month
 
 
-@admin.register(InstanceType)
-class PricedInstanceTypeAdmin(InstanceTypeAdmin):
-    def save_model(self, request, obj, form, change):
-        if change and "price_per_hour" in form.changed_data:
-            new_price = obj.price_per_hour
-            obj.price_per_hour = InstanceType.objects.get(pk=obj.pk).price_per_hour
-            super().save_model(request, obj, form, change)  # the other fields
-            do_change_instance_price(Actor.from_request(request), obj, new_price)
-            return
-        super().save_model(request, obj, form, change)
+@admin.register(UsageMinute)
+class UsageMinuteAdmin(ReadOnlyAdmin):
+    list_display = [
+        "minute", "endpoint", "deployment", "requests", "status_2xx", "status_4xx", "status_5xx",
+        "tokens_in", "tokens_out", "mean_latency_ms",
+    ]
+    list_filter = ["endpoint__workspace", "endpoint__kind"]
+    list_select_related = ["endpoint"]
+    search_fields = ["endpoint__name", "deployment"]
+    date_hierarchy = "minute"
+    ordering = ["-minute"]
+
+    @admin.display(description="Mean latency (ms)")
+    def mean_latency_ms(self, obj):
+        return f"{obj.latency_ms_sum / obj.requests:.1f}" if obj.requests else "—"
 
 
-@admin.register(CatalogModel)
-class PricedCatalogModelAdmin(CatalogModelAdmin):
-    def save_model(self, request, obj, form, change):
-        fields = {"price_input_per_1k", "price_output_per_1k"}
-        if change and fields & set(form.changed_data):
-            new = (obj.price_input_per_1k, obj.price_output_per_1k)
-            stored = CatalogModel.objects.get(pk=obj.pk)
-            obj.price_input_per_1k, obj.price_output_per_1k = stored.price_input_per_1k, stored.price_output_per_1k
-            super().save_model(request, obj, form, change)
-            do_change_token_price(Actor.from_request(request), obj, *new)
-            return
-        super().save_model(request, obj, form, change)
+@admin.register(MirrorComparison)
+class MirrorComparisonAdmin(ReadOnlyAdmin):
+    list_display = [
+        "time", "endpoint", "live_deployment", "shadow_deployment", "live_status", "shadow_status",
+        "live_latency_ms", "shadow_latency_ms", "agreed",
+    ]
+    list_filter = ["agreed", "endpoint__workspace"]
+    list_select_related = ["endpoint"]
+    search_fields = ["endpoint__name", "live_deployment", "shadow_deployment"]
+    date_hierarchy = "time"
 
 
 @admin.register(PriceChange)
 class PriceChangeAdmin(ReadOnlyAdmin):
-    list_display = ["effective_from", "instance_type", "catalog_model", "price_per_hour", "price_input_per_1k",
+    list_display = ["effective", "instance_type", "catalog_model", "price_per_hour", "price_input_per_1k",
                     "price_output_per_1k", "created_at"]
     list_filter = ["instance_type"]
     list_select_related = ["instance_type", "catalog_model"]
     ordering = ["-effective_from"]
+
+    @admin.display(description="Effective from", ordering="effective_from")
+    def effective(self, obj):
+        # The first row keeps the price that applied before any change: it has no start date.
+        if obj.effective_from == costs.EPOCH:
+            return "the start (price before the first change)"
+        return timezone.localtime(obj.effective_from).strftime("%Y-%m-%d %H:%M")
 
 
 @admin.register(WorkspaceCost)
