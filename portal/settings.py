@@ -150,6 +150,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # starts within 0.1 s of the create call; a directory listing 10 times a second is cheap.
         "polling_interval": 0.1,
     }
+    # kombu's filesystem transport with an atomic put (portal/broker.py says why).
+    CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_TASK_IGNORE_RESULT = True
