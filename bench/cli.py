@@ -104,6 +104,8 @@ print(Token.objects.create(user=user).key)
         studio = [py, "-m", "studio_client"]
         timed([*studio, "online-endpoint", "list"], cli_env, 2)  # warm the page cache
         bare = timed([py, "-c", "pass"], cli_env, args.runs)
+        # The floor of any stdlib HTTP client: the modules the CLI cannot do without.
+        stdlib = timed([py, "-c", "import argparse, json, http.client, urllib.parse, pathlib"], cli_env, args.runs)
         get = timed([py, "-c", f"import requests; requests.get({list_url!r}, "
                                f"headers={{'Authorization': 'Token {token}'}}).raise_for_status()"], cli_env, args.runs)
         cli = timed([*studio, "online-endpoint", "list"], cli_env, args.runs)
@@ -120,6 +122,7 @@ print(Token.objects.create(user=user).key)
         reference = statistics.median(get)
         print(f"\nstart-up, {args.runs} runs each ({os.cpu_count()} cores, machine shared):")
         print(line("python -c pass", bare, reference))
+        print(line("import argparse, json, http.client ...", stdlib, reference))
         print(line("requests.get of the same URL", get, reference))
         print(line("studio online-endpoint list", cli, reference))
         print(line("studio online-endpoint list -o table", table, reference))
