@@ -66,10 +66,10 @@ if [ "$mode" = test ]; then
   fi
 fi
 
-# studio_client and its `studio` command (pyproject.toml), editable so the repo's code runs.
-# --no-build-isolation: setuptools is already in the venv; nothing is fetched to build it.
+# studio_client and its `studio` command (pyproject.toml), editable so the repo's code runs;
+# pip generates .venv/bin/studio from [project.scripts].
 rm -f "$VENV/bin/studio"  # the shell wrapper older installs wrote
-"${PIP[@]}" --no-deps --no-build-isolation -e .
+"${PIP[@]}" --no-deps -e .
 
 rm -f "$VENV"/.installed-"$mode"-*
 touch "$stamp"

@@ -18,11 +18,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import requests
-
 from studio_client import config as config_mod
-from studio_client._transport import Transport, raise_for_error, seg
-from studio_client.errors import ConfigurationError, StudioConnectionError
+from studio_client._transport import Response, Transport, seg
+from studio_client.errors import ConfigurationError
 from studio_client.poller import DonePoller, Poller
 
 ProgressCallback = Callable[[str, str, float], None]
@@ -39,9 +37,9 @@ class _Resource:
     def _ws(self, path: str = "") -> str:
         return f"/api/v1/workspaces/{seg(self._client.workspace)}/{path}".rstrip("/")
 
-    def _poller(self, what: str, path: str, response: requests.Response, *, state_field: str = "provisioning_state",
+    def _poller(self, what: str, path: str, response: Response, *, state_field: str = "provisioning_state",
                 describe: Callable[[dict], str] | None = None) -> Poller:
-        body = response.json() if response.content and "json" in response.headers.get("content-type", "") else None
+        body = response.json() if response.content and response.is_json() else None
         if response.status_code == 202 or (isinstance(body, dict) and body.get(state_field) in
                                            ("Creating", "Updating", "Deleting", "NotStarted", "Queued",
                                             "Preparing", "Running", "Starting")):
@@ -50,7 +48,7 @@ class _Resource:
                           describe=describe)
         return DonePoller(what, body, state_field=state_field)
 
-    def _delete_poller(self, what: str, path: str, response: requests.Response,
+    def _delete_poller(self, what: str, path: str, response: Response,
                        describe: Callable[[dict], str] | None = None) -> Poller:
         if response.status_code == 204 or not response.content:
             return DonePoller(what, None, until_gone=True)
@@ -212,12 +210,9 @@ class OnlineEndpoints(_Endpoints):
         if path != "score":
             url = url.rsplit("/", 1)[0] + "/" + path.lstrip("/")
         data = body if isinstance(body, (bytes, str)) else jsonlib.dumps(body)
-        try:
-            response = requests.post(url, data=data, headers=headers, timeout=self._client.transport.timeout * 5)
-        except requests.ConnectionError as exc:
-            raise StudioConnectionError(f"cannot reach the endpoint at {url}: {exc}") from None
-        raise_for_error(response)
-        if "json" in response.headers.get("content-type", ""):
+        # Through the gateway with the endpoint's key: the API token must not travel there.
+        response = self._t.request("POST", url, data=data, headers=headers, timeout=self._t.timeout * 5)
+        if response.is_json():
             return response.json()
         return response.text
 
@@ -429,8 +424,7 @@ class StudioClient:
 
     def __init__(self, url: str | None = None, token: str | None = None, workspace: str | None = None, *,
                  timeout: float = 60, retries: int = 3, poll_interval: float = 1.0,
-                 on_progress: ProgressCallback | None = None, session: requests.Session | None = None,
-                 user_agent: str | None = None) -> None:
+                 on_progress: ProgressCallback | None = None, user_agent: str | None = None) -> None:
         settings = config_mod.resolve(url, token, workspace)
         if not settings.token:
             raise ConfigurationError(
@@ -441,7 +435,7 @@ class StudioClient:
         self.workspace = settings.workspace
         self.poll_interval = poll_interval
         self.on_progress = on_progress
-        self.transport = Transport(self.url, settings.token, timeout=timeout, retries=retries, session=session,
+        self.transport = Transport(self.url, settings.token, timeout=timeout, retries=retries,
                                    **({"user_agent": user_agent} if user_agent else {}))
         self.workspaces = Workspaces(self)
         self.members = Members(self)

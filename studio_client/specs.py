@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 KINDS = (
     "online-endpoint", "online-deployment", "batch-endpoint", "batch-deployment", "serverless-endpoint",
@@ -78,13 +77,6 @@ class MarkedList(list):
     item_lines: list
 
 
-_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_Base):  # type: ignore[misc, valid-type]
-    pass
-
-
 def _construct_mapping(loader, node):
     result = MarkedDict()
     result.line = node.start_mark.line + 1
@@ -109,13 +101,25 @@ def _construct_sequence(loader, node):
     return result
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+@cache
+def _loader():
+    """A safe YAML loader (libyaml's when present) that keeps line numbers. Built on first use:
+    commands without a spec (list, show) never import yaml."""
+    import yaml
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        pass
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+    return Loader
 
 
 def load_yaml(text: str, file: str = "spec") -> Any:
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(text, Loader=_loader())  # noqa: S506  (a SafeLoader subclass)
     except SpecError as exc:
         exc.file = file
         raise
@@ -140,13 +144,15 @@ def load_file(path: str | Path) -> Any:
 
 def load_documents(path: str | Path) -> list[Any]:
     """Every YAML document of a file (`---` separated), each with its lines."""
+    import yaml
+
     p = Path(path)
     try:
         text = p.read_text()
     except FileNotFoundError:
         raise SpecError("no such file", file=str(path)) from None
     try:
-        return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]  # noqa: S506
+        return [doc for doc in yaml.load_all(text, Loader=_loader()) if doc is not None]  # noqa: S506
     except SpecError as exc:
         exc.file = str(path)
         raise
@@ -160,6 +166,8 @@ def load_documents(path: str | Path) -> list[Any]:
 
 def apply_overrides(spec: dict, pairs: Iterable[str] | None) -> dict:
     """`--set a.b=c`: the value is read as YAML (`--set instance_count=2` is a number)."""
+    import yaml
+
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():

@@ -149,3 +149,23 @@ def test_apply_refuses_a_folder_with_an_undeclared_kind_before_any_call(tmp_path
     (tmp_path / "specs" / "b.yml").write_text("kind: online-endpoint\nname: a\n")
     result = studio(tmp_path, "apply", "-f", "specs", "--dry-run")
     assert result.returncode == 2 and "also declared in" in result.stderr
+
+
+@pytest.mark.parametrize(("answer", "status", "words"), [("n\n", 2, "nothing deleted"), ("y\n", 1, "cannot reach")])
+def test_delete_without_yes_asks_on_a_terminal(tmp_path, answer, status, words):
+    """On a terminal delete asks first: "n" stops before any call (exit 2), "y" goes on to the
+    studio (here a closed port, so exit 1)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "STUDIO_URL": f"http://127.0.0.1:{free_port()}",
+           "STUDIO_TOKEN": "offline", "STUDIO_WORKSPACE": "team", "STUDIO_CONFIG": str(tmp_path / "none.json")}
+    proc = subprocess.Popen([sys.executable, "-m", "studio_client", "online-endpoint", "delete", "-n", "blue-ep"],
+                            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    os.close(follower)
+    os.write(leader, answer.encode())
+    _, err = proc.communicate(timeout=60)
+    os.close(leader)
+    assert "Delete online endpoint 'blue-ep'" in err
+    assert proc.returncode == status and words in err, err
