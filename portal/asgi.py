@@ -1,4 +1,4 @@
-"""The web process's ASGI entry point: /inference/ and /models/ go to the
+"""The web process's ASGI entry point: /inference/, /models/ and /openai/ go to the
 gateway (a plain ASGI app, off Django's request machinery), the rest to Django."""
 
 import os
@@ -12,7 +12,7 @@ django_app = get_asgi_application()
 from endpoints_app.gateway.app import GatewayApp  # noqa: E402
 
 gateway_app = GatewayApp()
-GATEWAY_PREFIXES = ("/inference/", "/models/")
+GATEWAY_PREFIXES = ("/inference/", "/models/", "/openai/")
 
 
 async def application(scope, receive, send):
