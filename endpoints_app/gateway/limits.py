@@ -1,9 +1,9 @@
 """Limits that hold across gateway workers and processes.
 
-- Serverless endpoints: requests and tokens per minute, as two token buckets per endpoint (capacity
-  the per-minute limit, refilled continuously), so a burst gets at most the limit plus what refills
-  while it lasts. A request is charged its estimated tokens (prompt characters / 4 plus max_tokens)
-  when admitted and settled with the real count when it ends, as the anchors count token limits.
+- Serverless endpoints: requests and tokens per minute over a sliding window of the last 60 seconds
+  (one-second buckets), so no 60 seconds ever see more than the limit, bursts included. A request
+  is charged its estimated tokens (prompt characters / 4 plus max_tokens) when admitted, and the
+  difference to its real count when it ends, as the anchors count token limits.
 - Online deployments: requests in flight (2 x max_concurrent_requests_per_instance x ready instances).
 
 With REDIS_URL set both are one atomic Lua script call in Redis per check (one round trip), shared
@@ -13,32 +13,49 @@ worker falls back to its own counts rather than failing requests."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 
 log = logging.getLogger("studio.gateway.limits")
 
-# Token buckets: {r: requests left, t: tokens left, ts: last refill in ms}.
-BUCKET_SCRIPT = """
+WINDOW_S = 60
+# One hash per endpoint: "r:<second>" requests and "t:<second>" tokens admitted in that second.
+WINDOW_SCRIPT = """
 local now = tonumber(ARGV[1])
 local rpm, tpm, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local s = redis.call('HMGET', KEYS[1], 'r', 't', 'ts')
-local r = tonumber(s[1]) or rpm
-local t = tonumber(s[2]) or tpm
-local ts = tonumber(s[3]) or now
-local minutes = math.max(0, now - ts) / 60000.0
-r = math.min(rpm, r + minutes * rpm)
-t = math.min(tpm, t + minutes * tpm)
+local oldest = now - 59
+local h = redis.call('HGETALL', KEYS[1])
+local r, t, first_r, first_t = 0, 0, now, now
+local stale = {}
+for i = 1, #h, 2 do
+  local sec = tonumber(string.sub(h[i], 3))
+  local v = tonumber(h[i + 1])
+  if sec < oldest then
+    stale[#stale + 1] = h[i]
+  elseif string.sub(h[i], 1, 1) == 'r' then
+    r = r + v
+    if v > 0 and sec < first_r then first_r = sec end
+  else
+    t = t + v
+    if v > 0 and sec < first_t then first_t = sec end
+  end
+end
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
 local ok = 1
-if r < 1 then ok = 0 elseif t < cost then ok = -1 end
-if ok == 1 then r = r - 1; t = t - cost end
-redis.call('HSET', KEYS[1], 'r', tostring(r), 't', tostring(t), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], 120000)
-return {ok, tostring(r), tostring(t)}
+if r + 1 > rpm then ok = 0 elseif t + cost > tpm then ok = -1 end
+if ok == 1 then
+  redis.call('HINCRBY', KEYS[1], 'r:' .. now, 1)
+  redis.call('HINCRBY', KEYS[1], 't:' .. now, cost)
+  r = r + 1
+  t = t + cost
+end
+redis.call('EXPIRE', KEYS[1], 120)
+local wait = 0
+if ok == 0 then wait = first_r + 60 - now elseif ok == -1 then wait = first_t + 60 - now end
+return {ok, r, t, wait}
 """
 SETTLE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBYFLOAT', KEYS[1], 't', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 't:' .. ARGV[2], ARGV[1]) end
 return 1
 """
 # In flight: a sorted set of request ids scored by start time; ids older than the horizon are
@@ -62,6 +79,7 @@ class Verdict:
     remaining_requests: int = 0
     remaining_tokens: int = 0
     which: str = ""  # "requests" or "tokens" when refused
+    second: int = 0  # the window bucket a settle goes to
 
 
 def estimate_tokens(payload: dict, route: str) -> int:
@@ -85,15 +103,9 @@ def estimate_tokens(payload: dict, route: str) -> int:
     return max(1, chars // 4) + (wanted if isinstance(wanted, int) else 0)
 
 
-def _verdict(ok: int, requests_left: float, tokens_left: float, rpm: int, tpm: int, cost: int) -> Verdict:
-    remaining_requests, remaining_tokens = max(0, int(requests_left)), max(0, int(tokens_left))
-    if ok == 1:
-        return Verdict(True, 0, remaining_requests, remaining_tokens)
-    if ok == 0:
-        wait = (1 - requests_left) / (rpm / 60.0)
-        return Verdict(False, max(1, math.ceil(wait)), remaining_requests, remaining_tokens, "requests")
-    wait = (cost - tokens_left) / (tpm / 60.0)
-    return Verdict(False, max(1, math.ceil(wait)), remaining_requests, remaining_tokens, "tokens")
+def _verdict(ok: int, requests: int, tokens: int, wait: int, rpm: int, tpm: int, second: int) -> Verdict:
+    return Verdict(ok == 1, max(1, int(wait)) if ok != 1 else 0, max(0, rpm - requests), max(0, tpm - tokens),
+                   "" if ok == 1 else "requests" if ok == 0 else "tokens", second)
 
 
 class Limiter:
@@ -103,10 +115,10 @@ class Limiter:
             import redis.asyncio as aioredis
 
             self.redis = aioredis.from_url(redis_url)
-            self._bucket = self.redis.register_script(BUCKET_SCRIPT)
+            self._window = self.redis.register_script(WINDOW_SCRIPT)
             self._settle = self.redis.register_script(SETTLE_SCRIPT)
             self._inflight = self.redis.register_script(INFLIGHT_SCRIPT)
-        self._buckets: dict[int, list[float]] = {}
+        self._windows: dict[int, dict[int, list[int]]] = {}
         self._warned = 0.0
 
     @property
@@ -122,37 +134,44 @@ class Limiter:
     # ------------------------------------------------------------------ rate limits
 
     async def admit(self, endpoint_id: int, rpm: int, tpm: int, cost: int) -> Verdict:
-        now_ms = int(time.time() * 1000)
+        now = int(time.time())
         if self.redis is not None:
             try:
-                ok, r, t = await self._bucket(keys=[f"{KEY_PREFIX}rate:{endpoint_id}"],
-                                              args=[now_ms, rpm, tpm, cost])
-                return _verdict(int(ok), float(r), float(t), rpm, tpm, cost)
+                ok, r, t, wait = await self._window(keys=[f"{KEY_PREFIX}rate:{endpoint_id}"],
+                                                    args=[now, rpm, tpm, cost])
+                return _verdict(int(ok), int(r), int(t), int(wait), rpm, tpm, now)
             except Exception as exc:  # noqa: BLE001 - fall back to this worker's own counts
                 self._redis_failed(exc)
-        bucket = self._buckets.get(endpoint_id)
-        if bucket is None:
-            bucket = self._buckets[endpoint_id] = [float(rpm), float(tpm), now_ms]
-        minutes = max(0, now_ms - bucket[2]) / 60000.0
-        r, t = min(rpm, bucket[0] + minutes * rpm), min(tpm, bucket[1] + minutes * tpm)
-        ok = 0 if r < 1 else -1 if t < cost else 1
+        window = self._windows.setdefault(endpoint_id, {})
+        for sec in [sec for sec in window if sec <= now - WINDOW_S]:
+            del window[sec]
+        r = sum(v[0] for v in window.values())
+        t = sum(v[1] for v in window.values())
+        ok = 0 if r + 1 > rpm else -1 if t + cost > tpm else 1
+        wait = 0
         if ok == 1:
-            r, t = r - 1, t - cost
-        bucket[:] = [r, t, now_ms]
-        return _verdict(ok, r, t, rpm, tpm, cost)
+            bucket = window.setdefault(now, [0, 0])
+            bucket[0] += 1
+            bucket[1] += cost
+            r, t = r + 1, t + cost
+        else:
+            index = 0 if ok == 0 else 1
+            wait = min((sec for sec, v in window.items() if v[index] > 0), default=now) + WINDOW_S - now
+        return _verdict(ok, r, t, wait, rpm, tpm, now)
 
-    async def settle(self, endpoint_id: int, charged: int, used: int) -> None:
-        """Give back (or charge) the difference between the estimate and the real token count."""
-        delta = charged - used
+    async def settle(self, endpoint_id: int, verdict: Verdict, charged: int, used: int) -> None:
+        """Charge (or give back) the difference between the estimate and the real token count, in the
+        second the request was admitted."""
+        delta = used - charged
         if not delta:
             return
         if self.redis is not None:
             try:
-                await self._settle(keys=[f"{KEY_PREFIX}rate:{endpoint_id}"], args=[delta])
+                await self._settle(keys=[f"{KEY_PREFIX}rate:{endpoint_id}"], args=[delta, verdict.second])
                 return
             except Exception as exc:  # noqa: BLE001
                 self._redis_failed(exc)
-        bucket = self._buckets.get(endpoint_id)
+        bucket = self._windows.get(endpoint_id, {}).get(verdict.second)
         if bucket is not None:
             bucket[1] += delta
 

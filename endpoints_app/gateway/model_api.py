@@ -164,6 +164,7 @@ class ModelInferenceAPI:
 
         rate_headers: tuple = ()
         charged = 0
+        verdict = None
         if serverless:
             charged = limits.estimate_tokens(payload, route)
             verdict = await self.limiter.admit(endpoint.id, endpoint.requests_per_minute,
@@ -185,8 +186,8 @@ class ModelInferenceAPI:
                 deployment = await self._wake_pool(endpoint, deployment)
         if not deployment.instances:
             done(503, dep_name, bytes_in, 0)
-            if charged:
-                await self.limiter.settle(endpoint.id, charged, 0)
+            if verdict is not None:
+                await self.limiter.settle(endpoint.id, verdict, charged, 0)
             what = f"The model '{endpoint.model_name}' is starting" if serverless else \
                 f"Deployment '{dep_name}' has no ready instance"
             await error(send, 503, "NoReadyInstance", f"{what}; retry shortly.", ((b"retry-after", b"5"),),
@@ -195,8 +196,8 @@ class ModelInferenceAPI:
         slot = await self._take_slot(deployment)
         if slot is None:
             done(429, dep_name, bytes_in, 0)
-            if charged:
-                await self.limiter.settle(endpoint.id, charged, 0)
+            if verdict is not None:
+                await self.limiter.settle(endpoint.id, verdict, charged, 0)
             await error(
                 send, 429, "TooManyRequests",
                 f"{'The model' if serverless else 'Deployment ' + repr(dep_name)} has {deployment.capacity} "
@@ -210,8 +211,8 @@ class ModelInferenceAPI:
                                        receive, send, bytes_in, done, started)
         finally:
             await self._give_slot(deployment, slot)
-        if charged:
-            await self.limiter.settle(endpoint.id, charged, tokens[0] + tokens[1])
+        if verdict is not None:
+            await self.limiter.settle(endpoint.id, verdict, charged, tokens[0] + tokens[1])
 
     async def _relay(self, endpoint: EndpointRoute, deployment: DeploymentRoute, route: str, body: bytes,
                      payload: dict, pinned: str | None, shown: str | None, rate_headers: tuple, receive, send,
