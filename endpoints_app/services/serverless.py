@@ -41,6 +41,7 @@ SERVERLESS_FIELDS = {"name", "model_id", "description", "tags", "auth_mode", "ki
 # A pool instance takes several requests at once (llama.cpp queues them; the gateway's
 # in-flight limit is twice this per instance).
 POOL_CONCURRENCY = 4
+POOL_LIVENESS = {"period": 10, "timeout": 10, "failure_threshold": 12}
 
 
 class SubscriptionRequired(Conflict):
@@ -96,7 +97,9 @@ def ensure_pool(model: CatalogModel) -> Deployment:
         request_settings=parse_request_settings(
             {"max_concurrent_requests_per_instance": POOL_CONCURRENCY}, model=model
         ),
-        liveness_probe=parse_probe(None, "liveness_probe"),
+        # A llama.cpp server answers no probe while it generates on a busy CPU: give it as long as
+        # a request may take (GGUF request timeout, 120 s) before it counts as dead.
+        liveness_probe=parse_probe(POOL_LIVENESS, "liveness_probe"),
         readiness_probe=parse_probe(None, "readiness_probe"),
         provisioning_state=ProvisioningState.SUCCEEDED,
     )

@@ -36,7 +36,8 @@ def test_the_wizard_shows_terms_and_prices_and_needs_the_terms_accepted(owner_cl
     page = wizard(owner_client)
     html = page.content.decode()
     assert page.status_code == 200
-    assert "Use it kindly." in html and "$0.0002" in html and "$0.0006" in html
+    assert "Use it kindly." in html and "$0.0002<" in html and "$0.0006<" in html
+    assert ">1,000</span> requests and <strong>200,000</strong> tokens per minute" in html
     assert 'id="subscribe"' in html and "Continue to deploy" not in html
     refused = owner_client.post(WIZARD, {"model": CHAT, "action": "subscribe"})
     assert refused.status_code == 400 and "Accept the offer" in refused.content.decode()
