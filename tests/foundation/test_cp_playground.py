@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -100,3 +102,34 @@ def test_the_embeddings_playground_shows_dimensions_and_similarity(web, owner, f
 
     assert similarity(same.text) == pytest.approx(1.0, abs=1e-3)
     assert similarity(other.text) < 0.5
+
+
+@needs_llama
+def test_leaving_the_playground_mid_answer_stops_the_generation(web, owner, foundation_endpoint, seeded_server):
+    endpoint, _key = foundation_endpoint("chatty", {"blue": (CHAT, 100)})
+    server = seeded_server(CHAT)
+    session = session_for(web, owner.username)
+    page = f"/endpoints/{endpoint.name}/test/"
+    token = csrf(session, web, page)
+    log_before = len(server.log())
+    host, port = web.removeprefix("http://").split(":")
+    form = urlencode({"message": "Write a very long story about a dragon.", "max_tokens": "2048",
+                      "temperature": "0.7", "history": "[]"})
+    cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+    request = (f"POST /endpoints/{endpoint.name}/playground/chat/ HTTP/1.1\r\nHost: {host}:{port}\r\n"
+               f"Cookie: {cookies}\r\nX-CSRFToken: {token}\r\nReferer: {web}{page}\r\n"
+               f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\n\r\n{form}")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request.encode())
+        received = b""
+        while received.count(b"data: ") < 3:
+            part = sock.recv(65536)
+            assert part, received
+            received += part
+    assert b"200 OK" in received.split(b"\r\n", 1)[0]
+    # The relay closed its upstream request, the gateway its own: the model server saw the client leave
+    # (2,048 tokens would take far longer than this).
+    deadline = time.monotonic() + 20
+    while "Disconnected from client" not in server.log()[log_before:] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Disconnected from client" in server.log()[log_before:]
