@@ -53,14 +53,13 @@ class SubscriptionRequired(Conflict):
 def pool_endpoint() -> Endpoint:
     """The platform workspace's one endpoint that holds every pool, made on first use."""
     platform = Workspace.platform()
-    endpoint = Endpoint.objects.filter(workspace=platform, name=POOL_ENDPOINT_NAME).first()
-    if endpoint is None:
+    # get_or_create: two first-ever serverless creates race here; the unique live name settles it.
+    endpoint, _ = Endpoint.objects.get_or_create(
+        workspace=platform, name=POOL_ENDPOINT_NAME,
         # No keys: nothing can call the pools' endpoint directly, only through serverless endpoints.
-        endpoint = Endpoint.objects.create(
-            workspace=platform, name=POOL_ENDPOINT_NAME, kind=Endpoint.Kind.ONLINE,
-            provisioning_state=ProvisioningState.SUCCEEDED,
-            description="Platform-managed model servers behind serverless endpoints.",
-        )
+        defaults={"kind": Endpoint.Kind.ONLINE, "provisioning_state": ProvisioningState.SUCCEEDED,
+                  "description": "Platform-managed model servers behind serverless endpoints."},
+    )
     return endpoint
 
 
