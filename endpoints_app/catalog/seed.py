@@ -223,6 +223,9 @@ def _save(name: str, artifact_path: str, extra_tags: dict | None = None, sample_
     fields["artifact_path"] = artifact_path
     if sample_response is not None:
         fields["sample_response"] = sample_response
+    if CatalogModel.objects.filter(registry=REGISTRY, name=name, version=VERSION).exists():
+        # IT edits an offer's terms in the admin console; seeding again keeps them.
+        fields.pop("offer_terms", None)
     model, _ = CatalogModel.objects.update_or_create(
         registry=REGISTRY, name=name, version=VERSION, defaults=fields
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import json
 import logging
 import os
@@ -28,22 +27,18 @@ import aiohttp
 from django.conf import settings
 from django.db import close_old_connections
 
-from endpoints_app import keys
 from endpoints_app.asgi_io import read_body
-from endpoints_app.gateway import inference, metering, mirror, proxy, swagger, validation
-from endpoints_app.gateway.routes import (
-    UPSTREAM_PATHS,
-    DeploymentRoute,
-    EndpointRoute,
-    RouteTable,
-    current_version,
-    load_route_table,
-)
+from endpoints_app.gateway import limits, metering, mirror, proxy, swagger
+from endpoints_app.gateway.common import JSON_TYPE, MAX_PAYLOAD_BYTES, METERING, client_request_id, request_id
+from endpoints_app.gateway.common import authorized as _authorized
+from endpoints_app.gateway.common import error as _error
+from endpoints_app.gateway.common import tokens_of as _tokens
+from endpoints_app.gateway.model_api import INFERENCE_ROUTES, UNIFIED_ROUTES, ModelInferenceAPI
+from endpoints_app.gateway.routes import DeploymentRoute, EndpointRoute, RouteTable, current_version, load_route_table
 
 log = logging.getLogger("studio.gateway")
 
 # Checked at start-up with every other setting (portal/settings.py).
-MAX_PAYLOAD_BYTES = settings.STUDIO_GATEWAY_MAX_PAYLOAD_BYTES
 POLL_SECONDS = settings.STUDIO_GATEWAY_POLL_SECONDS
 # Safety net: reload even without a version change, so staleness is bounded.
 MAX_TABLE_AGE_SECONDS = settings.STUDIO_GATEWAY_MAX_TABLE_AGE_SECONDS
@@ -51,21 +46,10 @@ FLUSH_SECONDS = settings.STUDIO_GATEWAY_FLUSH_SECONDS
 # Mirror copies in flight per worker; beyond this a copy is skipped rather than queued.
 MAX_MIRROR_INFLIGHT = settings.STUDIO_GATEWAY_MAX_MIRROR_INFLIGHT
 MAX_BUFFERED_COMPARISONS = 100_000
-# Off only to measure what metering costs (bench/gateway.py); usage and cost go unrecorded.
-METERING = settings.STUDIO_GATEWAY_METERING
-
-JSON_TYPE = b"application/json"
-# Request ids: a random per-process prefix and a counter (no entropy syscall per request).
-_REQUEST_PREFIX = os.urandom(6).hex().encode()
-MAX_REQUEST_ID_BYTES = 128
-_request_numbers = itertools.count(1)
 SCORE_PATH = "/score"
-INFERENCE_ROUTES = frozenset({"chat/completions", "completions", "embeddings", "info"})
-SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no"))
 
 
-class GatewayApp:
+class GatewayApp(ModelInferenceAPI):
     def __init__(self) -> None:
         self.table = RouteTable()
         self.usage = metering.UsageCounters()
@@ -79,6 +63,9 @@ class GatewayApp:
         self._mirror_tasks: set[asyncio.Task] = set()
         # Streams are relayed with aiohttp (the http1 client reads whole responses).
         self._streams: aiohttp.ClientSession | None = None
+        self.limiter: limits.Limiter | None = None
+        self._woken: dict[int, float] = {}
+        self._background_calls: set = set()
         # Names this worker's heartbeat row (several workers per host, several hosts).
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._beat_at = 0.0
@@ -97,6 +84,7 @@ class GatewayApp:
             if self._started:
                 return
             self.client = proxy.new_client()
+            self.limiter = limits.Limiter(settings.REDIS_URL)
             try:
                 await self._reload()
                 await self._heartbeat(force=True)
@@ -123,6 +111,8 @@ class GatewayApp:
             await self.client.close()
         if self._streams is not None:
             await self._streams.close()
+        if self.limiter is not None:
+            await self.limiter.close()
         self._started = False
         try:
             await self._in_db_thread(_forget_worker, self.worker_id)
@@ -219,7 +209,7 @@ class GatewayApp:
             if endpoint is None:
                 await _error(send, 404, "EndpointNotFound", f"No endpoint named '{name}'.")
                 return
-            if sub == "score":
+            if sub == "score" and endpoint.kind != "serverless":
                 if scope["method"] != "POST":
                     await _error(send, 405, "MethodNotAllowed", "Use POST.", ((b"allow", b"POST"),))
                     return
@@ -231,17 +221,31 @@ class GatewayApp:
             if sub in INFERENCE_ROUTES:
                 await self.inference(endpoint, sub, scope, receive, send)
                 return
+            if sub == "score":
+                await _error(send, 404, "RouteNotServed", "Serverless endpoints serve the model inference API "
+                             "(POST /chat/completions, /completions, /embeddings, GET /info), not /score.")
+                return
+        elif path.startswith("/models/"):
+            route = path[len("/models/"):]
+            if route in UNIFIED_ROUTES:
+                await self.unified(route, None, scope, receive, send)
+                return
+        elif path.startswith("/openai/deployments/"):
+            name, _, route = path[len("/openai/deployments/"):].partition("/")
+            if route in UNIFIED_ROUTES and name:
+                await self.unified(route, name, scope, receive, send)
+                return
         await _error(send, 404, "NotFound", "No such route.")
 
     async def score(self, endpoint: EndpointRoute, scope, receive, send) -> None:
         started = time.perf_counter()
-        auth, api_key, pinned, content_length, _, request_id = _request_headers(scope)
+        auth, api_key, pinned, content_length, _, rid = _request_headers(scope)
         # The client's id when it sent a usable one, else ours; it goes upstream and back to the client.
-        if request_id is None:
-            request_id = b"%s-%d" % (_REQUEST_PREFIX, next(_request_numbers))
+        if rid is None:
+            rid = request_id().encode()
 
         async def fail(status: int, code: str, message: str, headers=(), deployment_name: str | None = None) -> None:
-            await _error(send, status, code, message, (*headers, (b"x-request-id", request_id)), deployment_name)
+            await _error(send, status, code, message, (*headers, (b"x-request-id", rid)), deployment_name)
 
         def done(status: int, deployment: str, bytes_in: int, bytes_out: int, tokens=(0, 0)) -> None:
             if METERING:
@@ -271,7 +275,7 @@ class GatewayApp:
             return
         except RecursionError:
             done(400, "", bytes_in, 0)
-            await _error(send, 400, "BadRequest", "The request body is JSON nested too deeply.")
+            await fail(400, "BadRequest", "The request body is JSON nested too deeply.")
             return
 
         if pinned:
@@ -294,9 +298,10 @@ class GatewayApp:
             await fail(503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
                          deployment_name=dep_name)
             return
-        # In-flight requests are counted per gateway worker (no shared state on the hot path), so with
-        # N workers a deployment may hold up to N x this limit; each worker still sheds its own excess.
-        if deployment.inflight >= deployment.capacity:
+        # In-flight requests: across every worker through Redis when REDIS_URL is set (one round trip
+        # each way), else per gateway worker (then N workers may hold N x the limit between them).
+        slot = await self._take_slot(deployment)
+        if slot is None:
             done(429, dep_name, bytes_in, 0)
             await fail(
                 429, "TooManyRequests",
@@ -307,8 +312,9 @@ class GatewayApp:
             return
 
         try:
-            status, data, ctype, _instance = await proxy.forward(self.client, deployment, SCORE_PATH, body, request_id)
+            status, data, ctype, _instance = await proxy.forward(self.client, deployment, SCORE_PATH, body, rid)
         except proxy.UpstreamTimeout:
+            await self._give_slot(deployment, slot)
             done(504, dep_name, bytes_in, 0)
             await fail(504, "RequestTimeout",
                          f"Deployment '{dep_name}' did not answer within "
@@ -316,16 +322,20 @@ class GatewayApp:
                          deployment_name=dep_name)
             return
         except proxy.NoReadyInstance:
+            await self._give_slot(deployment, slot)
             done(503, dep_name, bytes_in, 0)
             await fail(503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
                          deployment_name=dep_name)
             return
         except proxy.UpstreamUnreachable:
+            await self._give_slot(deployment, slot)
             done(502, dep_name, bytes_in, 0)
             await fail(502, "BadGateway", f"No instance of deployment '{dep_name}' could be reached.",
                          deployment_name=dep_name)
             return
 
+        if slot is not True:
+            await self._give_slot(deployment, slot)
         done(status, dep_name, bytes_in, len(data), _tokens(data))
         latency_ms = (time.perf_counter() - started) * 1000.0
         await send({
@@ -335,7 +345,7 @@ class GatewayApp:
                 (b"content-type", ctype.encode("latin-1")),
                 (b"content-length", str(len(data)).encode()),
                 (b"azureml-model-deployment", dep_name.encode()),
-                (b"x-request-id", request_id),
+                (b"x-request-id", rid),
             ],
         })
         await send({"type": "http.response.body", "body": data})
@@ -350,7 +360,7 @@ class GatewayApp:
             shadow = endpoint.deployments.get(endpoint.mirror_deployment)
             if shadow is not None and shadow.instances:
                 task = asyncio.create_task(
-                    self._mirror(endpoint, dep_name, status, data, latency_ms, shadow, body, SCORE_PATH, request_id))
+                    self._mirror(endpoint, dep_name, status, data, latency_ms, shadow, body, SCORE_PATH, rid))
                 self._mirror_tasks.add(task)
                 task.add_done_callback(self._mirror_tasks.discard)
 
@@ -386,279 +396,6 @@ class GatewayApp:
                 shadow_latency_ms=shadow_latency_ms,
                 agreed=mirror.outputs_agree(live_status, live_body, status, data),
             ))
-
-    # ---------------------------------------------------------------- model inference API
-
-    async def inference(self, endpoint: EndpointRoute, route: str, scope, receive, send,
-                        model_field: str | None = None) -> None:
-        """chat/completions, completions, embeddings (POST) and info (GET) on an endpoint: the same
-        keys, traffic split, header targeting, in-flight limit, mirroring and metering as /score."""
-        started = time.perf_counter()
-        auth, api_key, pinned, content_length, extra = _inference_headers(scope)
-
-        def done(status: int, deployment: str, bytes_in: int, bytes_out: int, tokens=(0, 0)) -> None:
-            if METERING:
-                latency_ms = (time.perf_counter() - started) * 1000.0
-                self.usage.count(endpoint.id, deployment, status, latency_ms, bytes_in, bytes_out, *tokens)
-
-        if not _authorized(endpoint, auth, api_key):
-            done(401, "", 0, 0)
-            await _error(send, 401, "Unauthorized", "Missing or invalid key or token.",
-                         ((b"www-authenticate", b"Bearer"),))
-            return
-        method = scope["method"]
-        if route == "info":
-            if method != "GET":
-                await _error(send, 405, "MethodNotAllowed", "Use GET.", ((b"allow", b"GET"),))
-                return
-            await self._info(endpoint, pinned, send)
-            return
-        if method != "POST":
-            await _error(send, 405, "MethodNotAllowed", "Use POST.", ((b"allow", b"POST"),))
-            return
-        if content_length is not None and content_length.isdigit() and int(content_length) > MAX_PAYLOAD_BYTES:
-            done(413, "", 0, 0)
-            await _error(send, 413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
-            return
-        body = await read_body(receive, MAX_PAYLOAD_BYTES)
-        if body is None:
-            done(413, "", 0, 0)
-            await _error(send, 413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
-            return
-        bytes_in = len(body)
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            done(400, "", bytes_in, 0)
-            await _error(send, 400, "BadRequest", f"The request body is not valid JSON: {exc}")
-            return
-
-        deployment = await self._inference_deployment(endpoint, pinned, route, send, bytes_in, done)
-        if deployment is None:
-            return
-        dep_name = deployment.name
-        try:
-            if route == "chat/completions":
-                checked = validation.check_chat(payload, deployment.context_length, extra)
-            elif route == "completions":
-                checked = validation.check_completion(payload, deployment.context_length, extra)
-            else:
-                checked = validation.check_embeddings(payload, deployment.dimensions, extra)
-        except validation.InvalidRequest as exc:
-            done(exc.status, dep_name, bytes_in, 0)
-            await _error(send, exc.status, exc.code, exc.message, field=exc.field, deployment_name=dep_name)
-            return
-        if checked is not payload or model_field is not None:
-            if model_field is not None:
-                checked = {**checked, "model": model_field}
-            body = json.dumps(checked).encode()
-        payload = checked
-        if not deployment.instances:
-            done(503, dep_name, bytes_in, 0)
-            await _error(send, 503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
-                         ((b"retry-after", b"5"),), deployment_name=dep_name)
-            return
-        if deployment.inflight >= deployment.capacity:
-            done(429, dep_name, bytes_in, 0)
-            await _error(
-                send, 429, "TooManyRequests",
-                f"Deployment '{dep_name}' has {deployment.capacity} requests in flight, its limit "
-                f"(2 x max_concurrent_requests_per_instance x {len(deployment.instances)} ready instances).",
-                ((b"retry-after", b"1"),), deployment_name=dep_name,
-            )
-            return
-
-        path = UPSTREAM_PATHS[route]
-        if route != "embeddings" and payload.get("stream") is True:
-            await self._stream(deployment, route, path, body, payload, receive, send, bytes_in, done)
-            return
-        try:
-            status, data, ctype, _instance = await proxy.forward(self.client, deployment, path, body)
-        except proxy.UpstreamTimeout:
-            done(504, dep_name, bytes_in, 0)
-            await _error(send, 504, "RequestTimeout",
-                         f"Deployment '{dep_name}' did not answer within "
-                         f"{int(deployment.request_timeout_s * 1000)} ms (request_timeout_ms).",
-                         deployment_name=dep_name)
-            return
-        except proxy.NoReadyInstance:
-            done(503, dep_name, bytes_in, 0)
-            await _error(send, 503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
-                         ((b"retry-after", b"5"),), deployment_name=dep_name)
-            return
-        except proxy.UpstreamUnreachable:
-            done(502, dep_name, bytes_in, 0)
-            await _error(send, 502, "BadGateway", f"No instance of deployment '{dep_name}' could be reached.",
-                         deployment_name=dep_name)
-            return
-        if status >= 400:
-            data, ctype = inference.contract_error(status, data), "application/json"
-        done(status, dep_name, bytes_in, len(data), _tokens(data))
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", ctype.encode("latin-1")),
-                (b"content-length", str(len(data)).encode()),
-                (b"azureml-model-deployment", dep_name.encode()),
-                (b"x-request-id", f"{_REQUEST_PREFIX}-{next(_request_numbers)}".encode()),
-            ],
-        })
-        await send({"type": "http.response.body", "body": data})
-        if not pinned:
-            self._maybe_mirror(endpoint, dep_name, status, data, latency_ms, body, path)
-
-    async def _inference_deployment(self, endpoint: EndpointRoute, pinned: str | None, route: str, send,
-                                    bytes_in: int, done) -> DeploymentRoute | None:
-        """The pinned or traffic-chosen deployment, if it serves `route`; else the error is sent."""
-        if pinned:
-            deployment = endpoint.deployments.get(pinned)
-            if deployment is None:
-                done(404, "", bytes_in, 0)
-                await _error(send, 404, "DeploymentNotFound",
-                             f"Endpoint '{endpoint.name}' has no deployment named '{pinned}'.")
-                return None
-        else:
-            deployment = endpoint.choose()
-            if deployment is None:
-                done(503, "", bytes_in, 0)
-                await _error(send, 503, "NoTraffic",
-                             f"Endpoint '{endpoint.name}' sends no traffic to any deployment yet.")
-                return None
-        if route not in deployment.routes:
-            done(404, deployment.name, bytes_in, 0)
-            served = ", ".join(("GET /" if r == "info" else "POST /") + r for r in deployment.routes)
-            await _error(send, 404, "RouteNotServed",
-                         f"Deployment '{deployment.name}' (model {deployment.model_name or 'unknown'}) does not "
-                         f"serve /{route}; it serves {served}.", deployment_name=deployment.name)
-            return None
-        return deployment
-
-    async def _info(self, endpoint: EndpointRoute, pinned: str | None, send) -> None:
-        deployment = await self._inference_deployment(endpoint, pinned, "info", send, 0, lambda *a, **k: None)
-        if deployment is None:
-            return
-        body = json.dumps({"model_name": deployment.model_name, "model_type": deployment.model_type,
-                           "model_provider_name": deployment.model_provider}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode()),
-                                (b"azureml-model-deployment", deployment.name.encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _stream(self, deployment: DeploymentRoute, route: str, path: str, body: bytes, payload: dict,
-                      receive, send, bytes_in: int, done) -> None:
-        """Relay server-sent events as they arrive. A client that goes away closes the upstream
-        connection, which stops the generation; tokens are counted once the stream ends."""
-        dep_name = deployment.name
-        inst = deployment.pick()
-        if inst is None:
-            done(503, dep_name, bytes_in, 0)
-            await _error(send, 503, "NoReadyInstance", f"Deployment '{dep_name}' has no ready instance.",
-                         ((b"retry-after", b"5"),), deployment_name=dep_name)
-            return
-        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-        reader = inference.StreamReader(route, hold_done=include_usage)
-        state = {"status": 0, "bytes_out": 0, "started": False}
-        inst.inflight += 1
-        relay = asyncio.create_task(self._relay_stream(deployment, inst, path, body, send, reader, state))
-        gone = asyncio.create_task(_until_disconnect(receive))
-        try:
-            await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
-            if not relay.done():
-                relay.cancel()  # the client left: dropping the upstream connection stops the generation
-                await asyncio.gather(relay, return_exceptions=True)
-                status = 499
-            else:
-                status = relay.result()
-        finally:
-            gone.cancel()
-            inst.inflight -= 1
-        tokens = (0, 0)
-        if state["started"]:
-            if reader.usage:
-                tokens = (int(reader.usage.get("prompt_tokens") or 0), int(reader.usage.get("completion_tokens") or 0))
-            else:
-                tokens = await self._count_tokens(inst, route, payload, reader)
-            if status == 200:
-                tail = reader.rest()
-                if include_usage and not reader.usage:
-                    tail += reader.usage_event(*tokens)
-                if reader.done and reader.hold_done:
-                    tail += b"data: [DONE]\n\n"
-                try:
-                    await send({"type": "http.response.body", "body": tail, "more_body": False})
-                except Exception:  # noqa: BLE001 - the client may be gone by now; the count stands
-                    pass
-        done(status, dep_name, bytes_in, state["bytes_out"], tokens)
-
-    async def _relay_stream(self, deployment: DeploymentRoute, inst, path: str, body: bytes, send,
-                            reader: inference.StreamReader, state: dict) -> int:
-        """Returns the status; sends everything but the stream's last message (see _stream)."""
-        dep_name = deployment.name
-        session = self._stream_session()
-        try:
-            async with asyncio.timeout(deployment.request_timeout_s):
-                response = await session.post(inst.url(path), data=body, headers=inst.headers)
-        except TimeoutError:
-            await _error(send, 504, "RequestTimeout",
-                         f"Deployment '{dep_name}' did not answer within "
-                         f"{int(deployment.request_timeout_s * 1000)} ms (request_timeout_ms).",
-                         deployment_name=dep_name)
-            return 504
-        except (aiohttp.ClientError, OSError):
-            await _error(send, 502, "BadGateway", f"No instance of deployment '{dep_name}' could be reached.",
-                         deployment_name=dep_name)
-            return 502
-        async with response:
-            if response.status != 200 or response.content_type != "text/event-stream":
-                data = await response.read()
-                if response.status >= 400:
-                    data, ctype = inference.contract_error(response.status, data), "application/json"
-                else:
-                    ctype = response.headers.get("Content-Type", "application/json")
-                await send({"type": "http.response.start", "status": response.status,
-                            "headers": [(b"content-type", ctype.encode("latin-1")),
-                                        (b"content-length", str(len(data)).encode()),
-                                        (b"azureml-model-deployment", dep_name.encode())]})
-                await send({"type": "http.response.body", "body": data})
-                state["bytes_out"] = len(data)
-                return response.status
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                *SSE_HEADERS,
-                (b"azureml-model-deployment", dep_name.encode()),
-                (b"x-request-id", f"{_REQUEST_PREFIX}-{next(_request_numbers)}".encode()),
-            ]})
-            state["started"] = True
-            async for chunk in response.content.iter_any():
-                out = reader.feed(chunk)
-                if out:
-                    state["bytes_out"] += len(out)
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-        return 200
-
-    async def _count_tokens(self, inst, route: str, payload: dict,
-                            reader: inference.StreamReader) -> tuple[int, int]:
-        """Exact counts from the instance's tokenizer; the number of streamed pieces if it cannot say."""
-        try:
-            status, data, _ = await asyncio.wait_for(
-                self.client.post(inst, "/studio/usage", inference.usage_request(route, payload, reader.text)), 10)
-            if status == 200:
-                counts = json.loads(data)
-                return int(counts["prompt_tokens"]), int(counts["completion_tokens"])
-        except Exception:  # noqa: BLE001 - metering must not fail the request; fall back below
-            log.warning("token count for a stream failed on %s:%s", inst.host, inst.port)
-        return 0, reader.chunks
-
-    def _stream_session(self) -> aiohttp.ClientSession:
-        if self._streams is None or self._streams.closed:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-            self._streams = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
-        return self._streams
 
     def _maybe_mirror(self, endpoint: EndpointRoute, dep_name: str, status: int, data: bytes, latency_ms: float,
                       body: bytes, path: str) -> None:
@@ -709,80 +446,10 @@ def _request_headers(scope) -> tuple[bytes | None, bytes | None, str | None, byt
             content_length = value
         elif header == b"host":
             host = value
-        elif header == b"x-request-id" and 0 < len(value) <= MAX_REQUEST_ID_BYTES and _printable(value):
-            request_id = value
+        elif header == b"x-request-id":
+            request_id = client_request_id(value)
     return auth, api_key, pinned, content_length, host, request_id
 
-
-def _printable(value: bytes) -> bool:
-    return value.isascii() and value.decode("ascii").isprintable()
-
-
-def _inference_headers(scope) -> tuple[bytes | None, bytes | None, str | None, bytes | None, str | None]:
-    """(authorization, api-key, pinned deployment, content-length, extra-parameters)."""
-    auth = api_key = pinned = content_length = extra = None
-    for header, value in scope["headers"]:
-        if header == b"authorization":
-            auth = value
-        elif header == b"api-key":
-            api_key = value
-        elif header == b"azureml-model-deployment":
-            pinned = value.decode("latin-1").strip()
-        elif header == b"content-length":
-            content_length = value
-        elif header == b"extra-parameters":
-            extra = value.decode("latin-1").strip().lower()
-    return auth, api_key, pinned, content_length, extra
-
-
-async def _until_disconnect(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _authorized(endpoint: EndpointRoute, auth: bytes | None, api_key: bytes | None) -> bool:
-    """A key (primary or secondary, by digest, constant time) or, for aml_token endpoints, an unexpired token.
-    Either header may carry it; clients such as azure-ai-inference send both."""
-    presented: list[str] = []
-    if api_key:
-        presented.append(api_key.decode("latin-1").strip())
-    if auth and auth[:7].lower() == b"bearer ":
-        presented.append(auth[7:].decode("latin-1").strip())
-    for credential in presented:
-        if not credential:
-            continue
-        if endpoint.auth_mode == "aml_token":
-            if keys.verify_token(credential, endpoint.id, endpoint.token_generation):
-                return True
-        elif keys.matches(credential, endpoint.key_digests):
-            return True
-    return False
-
-
-
-
-def _tokens(data: bytes) -> tuple[int, int]:
-    """Token counts from an OpenAI-shaped response's usage (chat, embeddings); (0, 0) otherwise."""
-    if b'"usage"' not in data:
-        return 0, 0
-    try:
-        usage = json.loads(data).get("usage") or {}
-        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    except (ValueError, AttributeError, TypeError):
-        return 0, 0
-
-
-async def _error(send, status: int, code: str, message: str, headers=(), deployment_name: str | None = None,
-                 field: str | None = None) -> None:
-    error = {"code": code, "message": message}
-    if field:
-        error["field"] = field
-    body = json.dumps({"error": error}).encode()
-    response_headers = [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode()), *headers]
-    if deployment_name:
-        response_headers.append((b"azureml-model-deployment", deployment_name.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _polled_version() -> int:

@@ -106,6 +106,7 @@ class DeploymentRoute:
     model_type: str = ""
     model_provider: str = ""
     dimensions: int = 0
+    id: int = 0
     _rotor: int = 0
 
     @property
@@ -160,6 +161,13 @@ class EndpointRoute:
     mirror_deployment: str | None = None
     mirror_fraction: float = 0.0
     token_generation: int = 1
+    # Serverless endpoints: their pool is their one deployment; health and per-minute limits.
+    workspace_id: int = 0
+    model_name: str = ""
+    unhealthy_reason: str = ""
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    pool_id: int = 0
 
     def __post_init__(self) -> None:
         names, cumulative, total = [], [], 0
@@ -207,19 +215,23 @@ class RouteTable:
     version: int = -1
     endpoints: dict[str, EndpointRoute] = field(default_factory=dict)
     loaded_at: float = 0.0
+    # The unified inference endpoint: key digest -> workspace id, and each workspace's serverless
+    # endpoints by lower-case name (and by lower-case model name when no endpoint has that name).
+    unified_keys: dict[str, int] = field(default_factory=dict)
+    serverless: dict[int, dict[str, EndpointRoute]] = field(default_factory=dict)
 
     def adopt(self, old: RouteTable) -> None:
-        """Keep live counters of instances that are still the same process address."""
+        """Keep live counters of instances that are still the same process address (a serverless
+        pool's instances appear under every endpoint it serves: one object for all of them)."""
         previous: dict[tuple, InstanceRoute] = {}
         for ep in old.endpoints.values():
             for dep in ep.deployments.values():
                 for inst in dep.instances:
-                    previous[(ep.name, dep.name, inst.name, inst.host, inst.port)] = inst
+                    previous[(inst.name, inst.host, inst.port)] = inst
         for ep in self.endpoints.values():
             for dep in ep.deployments.values():
                 for index, inst in enumerate(dep.instances):
-                    kept = previous.get((ep.name, dep.name, inst.name, inst.host, inst.port))
-                    # (Same name and port: the same secret.)
+                    kept = previous.get((inst.name, inst.host, inst.port))
                     if kept is not None:
                         dep.instances[index] = kept
 
@@ -257,7 +269,15 @@ def _max_concurrent(settings: dict) -> int:
 def load_route_table() -> RouteTable:
     """Read everything the gateway routes on, in one consistent snapshot (blocking ORM; run off the loop)."""
     from endpoints_app.instance_auth import instance_secret
-    from endpoints_app.models import Deployment, Endpoint, Instance, InstanceState, ProvisioningState
+    from endpoints_app.models import (
+        Deployment,
+        Endpoint,
+        Instance,
+        InstanceState,
+        ProvisioningState,
+        ServerlessRateLimit,
+        Workspace,
+    )
 
     close_old_connections()  # a broken or too old connection (database restart) is replaced, not reused
     with transaction.atomic():
@@ -268,6 +288,8 @@ def load_route_table() -> RouteTable:
             .values(
                 "id", "name", "kind", "auth_mode", "traffic", "mirror_traffic",
                 "primary_key_nonce", "secondary_key_nonce", "token_generation",
+                "workspace_id", "pool_id", "model_id", "model__name", "unhealthy_reason",
+                "model__rate_limit_requests_per_minute", "model__rate_limit_tokens_per_minute",
             )
         )
         ids = [e["id"] for e in endpoints]
@@ -288,6 +310,14 @@ def load_route_table() -> RouteTable:
             .order_by("name")
             .values("deployment_id", "name", "port", "node__host")
         )
+        overrides = {
+            (o["workspace_id"], o["model_id"]): o
+            for o in ServerlessRateLimit.objects.values(
+                "workspace_id", "model_id", "requests_per_minute", "tokens_per_minute")
+        }
+        unified = list(
+            Workspace.all_objects.values("id", "inference_primary_key_digest", "inference_secondary_key_digest")
+        )
 
     by_deployment: dict[int, list[InstanceRoute]] = {}
     for inst in instances:
@@ -296,10 +326,12 @@ def load_route_table() -> RouteTable:
                           secret=instance_secret(inst["name"], int(inst["port"])))
         )
     by_endpoint: dict[int, dict[str, DeploymentRoute]] = {}
+    by_id: dict[int, DeploymentRoute] = {}
     for dep in deployments:
         settings = dep["request_settings"] or {}
         tags = dep["model__tags"] if isinstance(dep["model__tags"], dict) else {}
-        by_endpoint.setdefault(dep["endpoint_id"], {})[dep["name"]] = DeploymentRoute(
+        by_endpoint.setdefault(dep["endpoint_id"], {})[dep["name"]] = by_id[dep["id"]] = DeploymentRoute(
+            id=dep["id"],
             name=dep["name"],
             instances=by_deployment.get(dep["id"], []),
             request_timeout_s=_timeout_s(settings),
@@ -319,9 +351,13 @@ def load_route_table() -> RouteTable:
             dimensions=_int(tags.get("dimensions"), 0),
         )
     table = RouteTable(version=version, loaded_at=time.monotonic())
+    for ws in unified:
+        for digest in (ws["inference_primary_key_digest"], ws["inference_secondary_key_digest"]):
+            if digest:
+                table.unified_keys[digest] = ws["id"]
     for ep in endpoints:
         digests = keys.accepted_digests((ep["primary_key_nonce"], ep["secondary_key_nonce"]))
-        table.endpoints[ep["name"]] = EndpointRoute(
+        route = EndpointRoute(
             id=ep["id"],
             name=ep["name"],
             kind=ep["kind"],
@@ -331,5 +367,30 @@ def load_route_table() -> RouteTable:
             deployments=by_endpoint.get(ep["id"], {}),
             traffic={k: int(v) for k, v in (ep["traffic"] or {}).items() if isinstance(v, int | float)},
             mirror_traffic={k: int(v) for k, v in (ep["mirror_traffic"] or {}).items() if isinstance(v, int | float)},
+            workspace_id=ep["workspace_id"],
         )
+        if ep["kind"] == "serverless":
+            _serverless_route(route, ep, by_id.get(ep["pool_id"] or 0), overrides)
+            names = table.serverless.setdefault(ep["workspace_id"], {})
+            names[ep["name"].lower()] = route
+            if route.model_name:
+                names.setdefault(route.model_name.lower(), route)
+        table.endpoints[ep["name"]] = route
     return table
+
+
+def _serverless_route(route: EndpointRoute, ep: dict, pool: DeploymentRoute | None, overrides: dict) -> None:
+    """A serverless endpoint routes to its model's pool (shared by every workspace, so the same
+    DeploymentRoute object, and its in-flight counts, serve all of them)."""
+    route.model_name = ep["model__name"] or ""
+    route.unhealthy_reason = ep["unhealthy_reason"] or ""
+    route.pool_id = ep["pool_id"] or 0
+    override = overrides.get((ep["workspace_id"], ep["model_id"])) or {}
+    route.requests_per_minute = int(override.get("requests_per_minute") or ep["model__rate_limit_requests_per_minute"]
+                                    or 1000)
+    route.tokens_per_minute = int(override.get("tokens_per_minute") or ep["model__rate_limit_tokens_per_minute"]
+                                  or 200_000)
+    if pool is not None:
+        route.deployments = {pool.name: pool}
+        route.traffic = {pool.name: 100}
+        route.__post_init__()

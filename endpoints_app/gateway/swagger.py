@@ -115,13 +115,15 @@ def build_swagger(endpoint: EndpointRoute, deployment: DeploymentRoute | None, s
         "description": "Send the request to this deployment, whatever the traffic split.",
         "schema": {"type": "string", **({"enum": sorted(endpoint.deployments)} if endpoint.deployments else {})},
     }
+    # A serverless endpoint's one deployment is the platform's pool: nothing to target.
+    targets = [] if endpoint.kind == "serverless" else [target]
     paths: dict = {}
     for route in _served(endpoint, deployment):
         if route == "score":
             paths["/score"] = {"post": {
                 "operationId": "score",
                 "summary": "Score input with the endpoint's model.",
-                "parameters": [target],
+                "parameters": targets,
                 "requestBody": {"required": True, "content": {"application/json": request_content}},
                 "responses": responses,
             }}
@@ -129,7 +131,7 @@ def build_swagger(endpoint: EndpointRoute, deployment: DeploymentRoute | None, s
             paths["/info"] = {"get": {
                 "operationId": "info",
                 "summary": "The model behind the endpoint.",
-                "parameters": [target],
+                "parameters": targets,
                 "responses": {"200": {"description": "Model name, type and provider.",
                                       "content": {"application/json": {"schema": INFO_SCHEMA}}}},
             }}
@@ -150,7 +152,7 @@ def build_swagger(endpoint: EndpointRoute, deployment: DeploymentRoute | None, s
             paths["/" + route] = {"post": {
                 "operationId": route.replace("/", "_"),
                 "summary": summary,
-                "parameters": [target, {"name": "api-version", "in": "query", "required": False,
+                "parameters": [*targets, {"name": "api-version", "in": "query", "required": False,
                                         "description": "Accepted and ignored.", "schema": {"type": "string"}}],
                 "requestBody": {"required": True, "content": {"application/json": content}},
                 "responses": route_responses,

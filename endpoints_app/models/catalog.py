@@ -93,15 +93,6 @@ class CatalogModel(models.Model):
     def __str__(self) -> str:
         return f"{self.name}:{self.version}"
 
-    def clean(self) -> None:
-        errors = {}
-        for field in ("price_input_per_1k", "price_output_per_1k"):
-            value = getattr(self, field)
-            if value is not None and value < 0:
-                errors[field] = "A price per 1K tokens cannot be negative."
-        if errors:
-            raise ValidationError(errors)
-
     @property
     def asset_id(self) -> str:
         return f"studio://registries/{self.registry}/models/{self.name}/versions/{self.version}"
@@ -136,8 +127,7 @@ class CatalogModel(models.Model):
         return effective_rate_limits(self, workspace)
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
+        """The rules every writer (admin, API, services) runs, through full_clean()."""
         errors = {}
         for field in ("rate_limit_requests_per_minute", "rate_limit_tokens_per_minute"):
             if getattr(self, field) is not None and getattr(self, field) < 1:
@@ -145,7 +135,7 @@ class CatalogModel(models.Model):
         for field in ("price_input_per_1k", "price_output_per_1k"):
             value = getattr(self, field)
             if value is not None and value < 0:
-                errors[field] = "A price cannot be negative."
+                errors[field] = "A price per 1K tokens cannot be negative."
         if "serverless" in (self.deployment_kinds or []) and self.price_input_per_1k is None:
             errors["price_input_per_1k"] = "A model offered serverless needs prices per 1K tokens."
         if errors:

@@ -12,6 +12,7 @@ with two changes:
   so the gateway asks here once a stream ends. Unlike `/extras/tokenize` it does not wait for the
   model's lock (tokenizing only reads the vocabulary), so a count never queues behind another
   client's generation.
+- No `: ping` keep-alive comments in streams (azure-ai-inference's stream reader refuses them).
 - A streamed request whose prompt does not fit the context gets 400 `context_length_exceeded`,
   as a non-streamed one does; llama-cpp-python itself would answer 200 and an empty stream."""
 
@@ -110,7 +111,9 @@ def build_app(args: argparse.Namespace):
     from llama_cpp.server import app as llama_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    server_settings = ServerSettings(host=args.host, port=args.port, interrupt_requests=False)
+    # No ": ping" comment events: azure-ai-inference's stream reader fails on them.
+    server_settings = ServerSettings(host=args.host, port=args.port, interrupt_requests=False,
+                                     disable_ping_events=True)
     model_settings = ModelSettings(
         model=args.model, model_alias=args.model_alias, n_ctx=args.n_ctx, n_threads=args.n_threads,
         n_threads_batch=args.n_threads_batch, verbose=False,

@@ -41,6 +41,7 @@ SERVERLESS_FIELDS = {"name", "model_id", "description", "tags", "auth_mode", "ki
 # A pool instance takes several requests at once (llama.cpp queues them; the gateway's
 # in-flight limit is twice this per instance).
 POOL_CONCURRENCY = 4
+POOL_LIVENESS = {"period": 10, "timeout": 10, "failure_threshold": 12}
 
 
 class SubscriptionRequired(Conflict):
@@ -52,14 +53,13 @@ class SubscriptionRequired(Conflict):
 def pool_endpoint() -> Endpoint:
     """The platform workspace's one endpoint that holds every pool, made on first use."""
     platform = Workspace.platform()
-    endpoint = Endpoint.objects.filter(workspace=platform, name=POOL_ENDPOINT_NAME).first()
-    if endpoint is None:
+    # get_or_create: two first-ever serverless creates race here; the unique live name settles it.
+    endpoint, _ = Endpoint.objects.get_or_create(
+        workspace=platform, name=POOL_ENDPOINT_NAME,
         # No keys: nothing can call the pools' endpoint directly, only through serverless endpoints.
-        endpoint = Endpoint.objects.create(
-            workspace=platform, name=POOL_ENDPOINT_NAME, kind=Endpoint.Kind.ONLINE,
-            provisioning_state=ProvisioningState.SUCCEEDED,
-            description="Platform-managed model servers behind serverless endpoints.",
-        )
+        defaults={"kind": Endpoint.Kind.ONLINE, "provisioning_state": ProvisioningState.SUCCEEDED,
+                  "description": "Platform-managed model servers behind serverless endpoints."},
+    )
     return endpoint
 
 
@@ -96,7 +96,9 @@ def ensure_pool(model: CatalogModel) -> Deployment:
         request_settings=parse_request_settings(
             {"max_concurrent_requests_per_instance": POOL_CONCURRENCY}, model=model
         ),
-        liveness_probe=parse_probe(None, "liveness_probe"),
+        # A llama.cpp server answers no probe while it generates on a busy CPU: give it as long as
+        # a request may take (GGUF request timeout, 120 s) before it counts as dead.
+        liveness_probe=parse_probe(POOL_LIVENESS, "liveness_probe"),
         readiness_probe=parse_probe(None, "readiness_probe"),
         provisioning_state=ProvisioningState.SUCCEEDED,
     )

@@ -10,6 +10,7 @@ generation. Under WSGI (the test server) the same chunks go out through a plain 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import requests
@@ -60,14 +61,31 @@ def _upstream_error(response: requests.Response) -> HttpResponse:
     return relayed
 
 
+def _hang_up(response: requests.Response) -> None:
+    """Close the upstream connection now, even while another thread is blocked reading it
+    (shutdown wakes that read; a plain close would wait for the next chunk to arrive)."""
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
+
+
 def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """WSGI: the server closes this generator when the browser goes away (at a yield)."""
     try:
         yield from response.iter_content(chunk_size=None)
     finally:
         response.close()
 
 
-async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _async_chunks(response: requests.Response) -> AsyncIterator[bytes]:
+    """ASGI: Django cancels this when the browser goes away, while a worker thread may be
+    blocked reading the next chunk; hanging up the upstream connection stops the generation."""
+    chunks = response.iter_content(chunk_size=None)
     done = object()
     pull = sync_to_async(next, thread_sensitive=False)
     try:
@@ -77,8 +95,7 @@ async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
                 return
             yield chunk
     finally:
-        # The browser went away (or the stream ended): closing the upstream stops generation.
-        await sync_to_async(chunks.close, thread_sensitive=False)()
+        _hang_up(response)
 
 
 @login_required
@@ -103,8 +120,7 @@ def playground_chat(request, name: str):
             return _upstream_error(upstream)
         finally:
             upstream.close()
-    chunks = _chunks(upstream)
-    stream = _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
+    stream = _async_chunks(upstream) if isinstance(request, ASGIRequest) else _chunks(upstream)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

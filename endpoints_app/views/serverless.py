@@ -6,6 +6,7 @@ hands a serverless endpoint over to the functions here)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -38,6 +39,14 @@ DEFAULT_TERMS = (
 
 def offer_terms(model) -> str:
     return model.offer_terms or DEFAULT_TERMS.format(license=model.license)
+
+
+def prices(model) -> dict:
+    """Prices per 1K tokens as written by IT ("0.0002", not "0.000200")."""
+    def text(value) -> str:
+        return f"{(value or Decimal(0)).normalize():f}"
+
+    return {"price_in": text(model.price_input_per_1k), "price_out": text(model.price_output_per_1k)}
 
 
 # -- the wizard ----------------------------------------------------------------------------------------------------
@@ -92,8 +101,9 @@ def serverless_wizard(request):
         "available": available,
         "reason": reason,
         "can_write": can(request.user, workspace, Role.CONTRIBUTOR),
-        "requests_limit": requests_limit,
-        "tokens_limit": tokens_limit,
+        "requests_limit": f"{requests_limit:,}",
+        "tokens_limit": f"{tokens_limit:,}",
+        **prices(model),
     }
     return render(request, "serverless/wizard.html", context, status=status)
 
@@ -130,6 +140,7 @@ def _context(request, endpoint: Endpoint, tab: str) -> dict:
         "studio_url": base,
         "model": endpoint.model,
         "playground": playground.playground_kind(endpoint),
+        **prices(endpoint.model),
     }
 
 
@@ -140,8 +151,8 @@ def detail(request, name: str):
     requests_limit, tokens_limit = endpoint.model.effective_rate_limits(endpoint.workspace)
     context.update({
         "subscription": market_svc.live_subscription(endpoint.workspace, endpoint.model),
-        "requests_limit": requests_limit,
-        "tokens_limit": tokens_limit,
+        "requests_limit": f"{requests_limit:,}",
+        "tokens_limit": f"{tokens_limit:,}",
         "wizard_url": f"{reverse('serverless-wizard')}?{urlencode({'model': endpoint.model.asset_id})}",
     })
     return render(request, "serverless/detail.html", context)

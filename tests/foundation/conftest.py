@@ -61,3 +61,38 @@ def foundation_endpoint(workspace, node, seeded_artifacts, seeded_server):  # no
         return endpoint, key
 
     return make
+
+
+WS = "/api/v1/workspaces/team"
+
+
+def attach_server(pool: Deployment, server, node) -> None:  # noqa: F811
+    """Give a pool a ready instance: the session's real server for its model (what the controller
+    leaves after starting the pool)."""
+    Instance.objects.get_or_create(
+        deployment=pool, name=f"pool-{pool.name}-0",
+        defaults={"node": node, "port": int(server.base.rsplit(":", 1)[1]), "state": InstanceState.READY},
+    )
+    RouteVersion.bump()
+
+
+@pytest.fixture
+def serverless_endpoint(owner_api, node, seeded_artifacts, seeded_server):  # noqa: F811
+    """serverless_endpoint("name", model name) -> (endpoint, endpoint key, the workspace's inference key),
+    made through the REST API as a user would (subscribe, create); its pool gets the session's server."""
+
+    def make(name: str, model_name: str, with_instance: bool = True) -> tuple[Endpoint, str, str]:
+        model = catalog_row(model_name, seeded_artifacts)
+        subscribed = owner_api.post(f"{WS}/marketplace-subscriptions", {"model_id": model.asset_id}, format="json")
+        assert subscribed.status_code in (200, 201), subscribed.content
+        created = owner_api.post(f"{WS}/serverless-endpoints", {"name": name, "model_id": model.asset_id},
+                                 format="json")
+        assert created.status_code in (200, 201, 202), created.content
+        endpoint = Endpoint.objects.get(name=name)
+        if with_instance:
+            attach_server(endpoint.pool, seeded_server(model_name), node)
+        key = owner_api.post(f"{WS}/serverless-endpoints/{name}/list-keys").json()["primary_key"]
+        inference_key = owner_api.post(f"{WS}/list-inference-keys").json()["primary_key"]
+        return endpoint, key, inference_key
+
+    return make

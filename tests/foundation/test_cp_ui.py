@@ -36,7 +36,8 @@ def test_the_wizard_shows_terms_and_prices_and_needs_the_terms_accepted(owner_cl
     page = wizard(owner_client)
     html = page.content.decode()
     assert page.status_code == 200
-    assert "Use it kindly." in html and "$0.0002" in html and "$0.0006" in html
+    assert "Use it kindly." in html and "$0.0002<" in html and "$0.0006<" in html
+    assert ">1,000</span> requests and <strong>200,000</strong> tokens per minute" in html
     assert 'id="subscribe"' in html and "Continue to deploy" not in html
     refused = owner_client.post(WIZARD, {"model": CHAT, "action": "subscribe"})
     assert refused.status_code == 400 and "Accept the offer" in refused.content.decode()
@@ -163,3 +164,20 @@ def test_an_embeddings_endpoint_gets_the_similarity_playground(owner_client, own
     assert "Type two texts to compare." in empty
     consume = owner_client.get("/endpoints/embed/consume/").content.decode()
     assert "client.embeddings.create(" in consume and "/embeddings" in consume
+
+
+def test_the_monitoring_tab_charts_a_serverless_endpoints_tokens_and_cost(owner_client, owner_api, chat):
+    from django.utils import timezone
+
+    from endpoints_app.models import UsageMinute
+
+    subscribe(owner_api)
+    create(owner_api)
+    minute = timezone.now().replace(second=0, microsecond=0)
+    UsageMinute.objects.create(endpoint=Endpoint.objects.get(name="chat"), deployment="", minute=minute, requests=3,
+                               status_2xx=3, tokens_in=300_000, tokens_out=900_000, latency_ms_sum=30,
+                               status_codes={"200": 3})
+    html = owner_client.get("/endpoints/chat/monitoring/").content.decode()
+    # 300 x 0.0002 + 900 x 0.0006 = 0.60
+    assert 'data-stat="requests">3<' in html and "$0.60" in html
+    assert ">Logs<" not in html

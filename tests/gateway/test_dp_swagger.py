@@ -1,5 +1,7 @@
 """swagger.json documents the routes the endpoint's models really serve."""
 
+import json
+
 from drf_spectacular.validation import validate_schema
 
 from endpoints_app.catalog.cards import card
@@ -43,3 +45,14 @@ def test_it_documents_what_each_deployment_serves():
     validate_schema(spec)
     assert set(spec["paths"]) == {"/completions", "/info", "/score", "/embeddings"}
     assert "chat/completions" not in served_routes("gguf", "text-generation")
+
+
+def test_a_serverless_endpoint_does_not_show_its_pool():
+    pool = _deployment("smollm2-135m-instruct-v1", "smollm2-135m-instruct")
+    endpoint = EndpointRoute(id=2, name="chat", kind="serverless", auth_mode="key", key_digests=(),
+                             deployments={pool.name: pool}, traffic={pool.name: 100}, mirror_traffic={})
+
+    spec = build_swagger(endpoint, pool, "http://studio/inference/chat")
+
+    validate_schema(spec)
+    assert pool.name not in json.dumps(spec["paths"])
