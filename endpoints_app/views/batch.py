@@ -116,6 +116,10 @@ def _job_view(job: BatchJob) -> BatchJob:
     """Adds what the progress display shows: percent (the API's own figure), elapsed seconds,
     rows per second and an estimate of the time left from the pace so far."""
     job.percent = BatchJobSerializer().get_progress(job)
+    # The bar shows done and failed mini-batches apart.
+    total = job.mini_batches_total or 1
+    job.done_percent = 100.0 * job.mini_batches_done / total if job.mini_batches_total else job.percent
+    job.failed_percent = 100.0 * job.mini_batches_failed / total if job.mini_batches_total else 0.0
     job.elapsed = None
     job.rate = None
     job.eta = None
