@@ -51,8 +51,9 @@ from endpoints_app.models import (
 log = logging.getLogger("studio.batch")
 
 ACTIVE = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY)
-# A dispatched mini-batch's task must start within this long (plus its timeout), or it is taken back.
-QUEUE_GRACE = timedelta(seconds=60)
+# A dispatched mini-batch's task must start within this long (plus its timeout), or it is taken back
+# (its message died with a worker); a late task then finds its attempt superseded and does nothing.
+QUEUE_GRACE = timedelta(seconds=10)
 # Once its task runs, the mini-batch is taken back this long after its timeout.
 RUN_GRACE = timedelta(seconds=5)
 
@@ -63,9 +64,16 @@ def max_running_jobs() -> int:
 
 # -- admission ---------------------------------------------------------------------------------------
 
-def _free_cores() -> int:
-    loads = placement.node_loads(placement.live_nodes())
-    return sum(load.free_cores for load in loads)
+def _free_cores(running: list[BatchJob]) -> int:
+    """Cores the live nodes have left once running jobs hold their full instance count (their
+    servers may not exist yet) and other instances hold theirs."""
+    nodes = placement.live_nodes()
+    total = sum(n.cores for n in nodes)
+    others = Instance.objects.filter(node__in=nodes, state__in=placement.RUNNING_STATES).exclude(
+        batch_job__in=running
+    ).values_list("deployment__instance_type__cores", flat=True)
+    reserved = sum(int(j.settings.get("instance_count", 1)) * j.deployment.instance_type.cores for j in running)
+    return total - sum(others) - reserved
 
 
 def admit() -> list[int]:
@@ -73,7 +81,8 @@ def admit() -> list[int]:
     started: list[int] = []
     with transaction.atomic():
         jobs = list(
-            BatchJob.objects.select_for_update()
+            BatchJob.objects.select_for_update(of=("self",))
+            .select_related("deployment__instance_type")
             .filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
             .order_by("created_at", "pk")
         )
@@ -82,7 +91,7 @@ def admit() -> list[int]:
         if not queued:
             return started
         slots = max_running_jobs() - len(running)
-        free = _free_cores()
+        free = _free_cores(running)
         types = {j.pk: j.deployment.instance_type for j in queued}
         now = timezone.now()
         for job in queued:
@@ -386,7 +395,12 @@ def _failure_summary(job: BatchJob, limit: int = 20) -> str:
 # -- one mini-batch ---------------------------------------------------------------------------------
 
 class ScoringError(Exception):
-    pass
+    """A mini-batch attempt failed; `unreachable` when no model server answered at all (a server
+    that died or restarts), which costs the mini-batch none of its retries."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def _post(url: str, body: bytes, timeout: float) -> dict:
@@ -406,7 +420,7 @@ def _post(url: str, body: bytes, timeout: float) -> dict:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             raise ScoringError(f"timed out after {timeout:g} s (retry_settings.timeout)") from None
-        raise ScoringError(f"model server unreachable: {reason}") from None
+        raise ScoringError(f"model server unreachable: {reason}", unreachable=True) from None
 
 
 def _write_part(job: BatchJob, mb: MiniBatch, text: str) -> None:
@@ -444,7 +458,7 @@ def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
     began = time.monotonic()
     try:
         if instance is None:
-            raise ScoringError("no model server of the job is ready")
+            raise ScoringError("no model server of the job is ready", unreachable=True)
         result = _post(f"http://{instance.node.host}:{instance.port}/batch", body, timeout)
         text = result.get("csv") or ""
         if job.settings.get("output_action", "append_row") == "append_row":
@@ -459,13 +473,24 @@ def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
         log.info("batch job %s mini-batch %s: %s rows in %.2fs on %s", job.name, mb.index, rows_out,
                  time.monotonic() - began, instance.name)
     except ScoringError as exc:
-        retry = attempt < _max_attempts(job)
-        status = MiniBatchStatus.PENDING if retry else MiniBatchStatus.FAILED
-        MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
-            status=status, error=f"attempt {attempt}: {exc}", lease_until=None,
-            finished_at=None if retry else timezone.now(), instance=instance.name if instance else mb.instance,
-        )
-        outcome = "retry" if retry else "failed"
+        if exc.unreachable:
+            # The server died under the request: let the node's converge notice it now (it restarts
+            # it), and give the attempt back; a late duplicate of this attempt rewrites the same part.
+            if instance is not None:
+                converge([instance])
+            MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+                status=MiniBatchStatus.PENDING, attempts=attempt - 1, lease_until=None,
+                error=f"attempt {attempt}: {exc} (not counted)",
+            )
+            outcome = "requeued"
+        else:
+            retry = attempt < _max_attempts(job)
+            status = MiniBatchStatus.PENDING if retry else MiniBatchStatus.FAILED
+            MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+                status=status, error=f"attempt {attempt}: {exc}", lease_until=None,
+                finished_at=None if retry else timezone.now(), instance=instance.name if instance else mb.instance,
+            )
+            outcome = "retry" if retry else "failed"
         log.warning("batch job %s mini-batch %s attempt %s: %s", job.name, mb.index, attempt, exc)
     advance(job.pk)
     return outcome
