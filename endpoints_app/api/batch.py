@@ -20,6 +20,7 @@ from endpoints_app.models import BatchJob, Deployment, Endpoint, JobStatus, Role
 from endpoints_app.permissions import check_workspace
 from endpoints_app.services import batch as batch_svc
 from endpoints_app.services import deployments as deployment_svc
+from endpoints_app.services import keys as key_svc
 from endpoints_app.services.audit import Actor
 
 JOB_LIST_LIMIT = 500
@@ -279,6 +280,22 @@ def batch_endpoint(request, ws: str, name: str):
     endpoint = batch_svc.do_update_batch_endpoint(actor, endpoint, defaults=body.get("defaults"),
                                                   description=body.get("description"), tags=body.get("tags"))
     return _endpoint_out(request, endpoint)
+
+
+@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def list_keys(request, ws: str, name: str):
+    """The endpoint's keys: `Authorization: Bearer <key>` on its scoring_uri creates jobs."""
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    return Response(key_svc.get_keys(_endpoint(workspace, name)))
+
+
+@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def token(request, ws: str, name: str):
+    """A one-hour token for an aml_token batch endpoint."""
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    return Response(key_svc.issue_endpoint_token(Actor.from_request(request), _endpoint(workspace, name)))
 
 
 # -- deployments -------------------------------------------------------------------------------------

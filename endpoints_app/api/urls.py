@@ -61,6 +61,9 @@ urlpatterns = [
     # Batch endpoints, deployments and jobs (endpoints_app/api/batch.py).
     path("workspaces/<str:ws>/batch-endpoints", batch_api.batch_endpoints, name="api-batch-endpoints"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>", batch_api.batch_endpoint, name="api-batch-endpoint"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/list-keys", batch_api.list_keys,
+         name="api-batch-list-keys"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/token", batch_api.token, name="api-batch-token"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments", batch_api.batch_deployments,
          name="api-batch-deployments"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments/<str:deployment_name>",
