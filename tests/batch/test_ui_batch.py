@@ -172,3 +172,18 @@ def test_it_refuses_an_upload_without_files_naming_the_problem(owner_client, wor
     response = owner_client.post("/data/upload/", {"name": "rows"})
     assert response.status_code == 400 and "at least one file" in response.content.decode()
     assert not DataAsset.objects.exists()
+
+
+def test_it_shows_keys_for_the_scoring_uri_to_contributors_only(owner_client, client, reader, scorer):
+    from endpoints_app.services import keys as key_svc
+
+    page = owner_client.get("/endpoints/scorer/").content.decode()
+    assert "/inference/scorer/jobs" in page and 'id="reveal-credentials"' in page
+    assert key_svc.get_keys(scorer)["primary_key"] not in page
+
+    partial = owner_client.post("/endpoints/scorer/batch/credentials/", **HX).content.decode()
+
+    assert partial.lstrip().startswith('<section class="card" id="consume"')
+    assert key_svc.get_keys(scorer)["primary_key"] in partial
+    client.force_login(reader)
+    assert client.post("/endpoints/scorer/batch/credentials/").status_code == 403
