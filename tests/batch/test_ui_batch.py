@@ -187,3 +187,21 @@ def test_it_shows_keys_for_the_scoring_uri_to_contributors_only(owner_client, cl
     assert key_svc.get_keys(scorer)["primary_key"] in partial
     client.force_login(reader)
     assert client.post("/endpoints/scorer/batch/credentials/").status_code == 403
+
+
+def test_the_jobs_page_query_count_does_not_grow_with_jobs(owner_client, scorer, make_asset):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+
+    def queries() -> int:
+        owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+        with CaptureQueriesContext(connection) as captured:
+            assert owner_client.get("/jobs/").status_code == 200
+        return len(captured)
+
+    first = queries()
+    for _ in range(3):
+        queries()
+    assert queries() == first
