@@ -56,6 +56,8 @@ ACTIVE = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY)
 QUEUE_GRACE = timedelta(seconds=10)
 # Once its task runs, the mini-batch is taken back this long after its timeout.
 RUN_GRACE = timedelta(seconds=5)
+# A mini-batch task goes on with the job's next mini-batches for this long, then hands back its slot.
+CHAIN_SECONDS = 2.0
 
 
 def max_running_jobs() -> int:
@@ -381,7 +383,8 @@ def advance(job_id: int) -> str:
         instances = list(Instance.objects.filter(batch_job=job, state__in=ACTIVE))
     ready = [i for i in instances if i.state == InstanceState.READY]
     dispatch(job, ready)
-    return "running" if ready else "starting"
+    # While any server still starts, the job is looked at again soon, so it gets work once ready.
+    return "starting" if any(i.state == InstanceState.STARTING for i in instances) else "running"
 
 
 def _failure_summary(job: BatchJob, limit: int = 20) -> str:
@@ -435,12 +438,42 @@ def _write_part(job: BatchJob, mb: MiniBatch, text: str) -> None:
 
 
 def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
+    """Score one mini-batch; then, while this task is young (CHAIN_SECONDS), claim and score the
+    job's next pending mini-batch on the same instance, sparing each one a trip through the broker."""
+    began = time.monotonic()
+    outcome, job_id, instance = _run_one(mini_batch_id, attempt)
+    while outcome == "completed" and time.monotonic() - began < CHAIN_SECONDS:
+        claimed = _claim_next(job_id, instance)
+        if claimed is None:
+            break
+        outcome, _, instance = _run_one(*claimed)
+    if job_id is not None:
+        advance(job_id)
+    return outcome
+
+
+def _claim_next(job_id: int, instance: str) -> tuple[int, int] | None:
+    job = BatchJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).first()
+    if job is None:
+        return None
+    lease = timezone.now() + timedelta(seconds=_timeout(job)) + RUN_GRACE
+    for mb in job.mini_batches.filter(status=MiniBatchStatus.PENDING).order_by("index")[:3]:
+        if MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.PENDING, attempts=mb.attempts).update(
+            status=MiniBatchStatus.RUNNING, attempts=mb.attempts + 1, instance=instance, lease_until=lease,
+            started_at=timezone.now(),
+        ):
+            return mb.pk, mb.attempts + 1
+    return None
+
+
+def _run_one(mini_batch_id: int, attempt: int) -> tuple[str, int | None, str]:
+    """(outcome, job id, instance name) of one attempt of one mini-batch."""
     mb = MiniBatch.objects.select_related("job", "job__deployment").filter(pk=mini_batch_id).first()
     if mb is None or mb.status != MiniBatchStatus.RUNNING or mb.attempts != attempt:
-        return "stale"
+        return "stale", None, ""
     job = mb.job
     if job.status != JobStatus.RUNNING:
-        return "job not running"
+        return "job not running", None, ""
     timeout = _timeout(job)
     now = timezone.now()
     MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
@@ -492,8 +525,7 @@ def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
             )
             outcome = "retry" if retry else "failed"
         log.warning("batch job %s mini-batch %s attempt %s: %s", job.name, mb.index, attempt, exc)
-    advance(job.pk)
-    return outcome
+    return outcome, job.pk, instance.name if instance else ""
 
 
 def remove_outputs(job: BatchJob) -> None:
