@@ -205,3 +205,10 @@ def test_the_jobs_page_query_count_does_not_grow_with_jobs(owner_client, scorer,
     for _ in range(3):
         queries()
     assert queries() == first
+
+
+def test_the_sidebar_leads_to_jobs_and_data(owner_client, workspace):
+    html = owner_client.get("/").content.decode()
+    nav = re.search(r'<nav class="sidenav".*?</nav>', html, re.S).group(0)
+    assert 'href="/jobs/"' in nav and 'href="/data/"' in nav
+    assert owner_client.get("/jobs/").status_code == 200 and owner_client.get("/data/").status_code == 200
