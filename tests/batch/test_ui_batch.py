@@ -212,3 +212,14 @@ def test_the_sidebar_leads_to_jobs_and_data(owner_client, workspace):
     nav = re.search(r'<nav class="sidenav".*?</nav>', html, re.S).group(0)
     assert 'href="/jobs/"' in nav and 'href="/data/"' in nav
     assert owner_client.get("/jobs/").status_code == 200 and owner_client.get("/data/").status_code == 200
+
+
+def test_the_usage_page_lists_the_months_jobs_with_their_cost(owner_client, scorer, make_asset):
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+    owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+    job = BatchJob.objects.get()
+
+    html = owner_client.get("/usage/").content.decode()
+
+    row = re.search(rf'<tr data-job="{job.name}">.*?</tr>', html, re.S).group(0)
+    assert f'href="/jobs/{job.name}/"' in row and "scorer" in row and "$0.0000" in row

@@ -114,7 +114,8 @@ def test_upload_invoke_watch_progress_and_download_predictions(page, live_server
     assert job.status == "Completed" and job.rows_done == total
     for path, name in (("/jobs/?endpoint=iris-batch", "jobs"), ("/data/", "data"),
                        ("/data/iris-rows/versions/1/", "asset"), ("/endpoints/?kind=batch", "batch-tab"),
-                       (f"/jobs/{job_name}/logs/", "job-log"), ("/endpoints/new/batch/", "create")):
+                       (f"/jobs/{job_name}/logs/", "job-log"), ("/endpoints/new/batch/", "create"),
+                       ("/usage/", "usage")):
         page.goto(base + path)
         shoot_widths(page, shoot, name)
 
