@@ -74,4 +74,10 @@ urlpatterns = [
          name="api-batch-job-cancel"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>/outputs/<path:file>",
          batch_api.job_output, name="api-batch-job-output"),
+    # Jobs by name alone (names are unique), for `studio job show|cancel|download -n <id>`.
+    path("workspaces/<str:ws>/jobs", batch_api.workspace_jobs, name="api-jobs"),
+    path("workspaces/<str:ws>/jobs/<str:job_name>", batch_api.workspace_job, name="api-job"),
+    path("workspaces/<str:ws>/jobs/<str:job_name>/cancel", batch_api.workspace_job_cancel, name="api-job-cancel"),
+    path("workspaces/<str:ws>/jobs/<str:job_name>/outputs/<path:file>", batch_api.workspace_job_output,
+         name="api-job-output"),
 ]

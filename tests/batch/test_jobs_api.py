@@ -162,3 +162,25 @@ def test_it_cancels_a_queued_job_once(owner_api, batch_endpoint, make_asset):
     assert set(MiniBatch.objects.values_list("status", flat=True)) == {"Canceled"}
     again = owner_api.post(f"{EP}/scorer/jobs/{job['name']}/cancel")
     assert again.status_code == 409
+
+
+def test_it_finds_jobs_by_name_alone(owner_api, outsider_api, batch_endpoint, make_asset):
+    batch_endpoint()
+    make_asset("rows", {"a.csv": iris_csv(3)})
+    job = owner_api.post(f"{EP}/scorer/jobs", job_body("studio:data/rows/versions/1"), format="json").json()
+    assert [j["name"] for j in owner_api.get(f"{WS}/jobs?status=Queued&endpoint=scorer").json()] == [job["name"]]
+    assert owner_api.get(f"{WS}/jobs?status=Completed").json() == []
+    assert owner_api.get(f"{WS}/jobs?status=Done").json()["error"]["field"] == "status"
+    assert owner_api.get(f"{WS}/jobs/{job['name']}").json()["endpoint_name"] == "scorer"
+    assert outsider_api.get(f"{WS}/jobs/{job['name']}").status_code == 404
+    assert owner_api.get(f"{WS}/jobs/{job['name']}/outputs/predictions.csv").status_code == 404
+    assert owner_api.post(f"{WS}/jobs/{job['name']}/cancel").json()["status"] == "Canceled"
+
+
+def test_deleting_a_batch_endpoint_cancels_its_jobs(owner_api, batch_endpoint, make_asset):
+    batch_endpoint()
+    make_asset("rows", {"a.csv": iris_csv(3)})
+    job = owner_api.post(f"{EP}/scorer/jobs", job_body("studio:data/rows/versions/1"), format="json").json()
+    assert owner_api.delete(f"{EP}/scorer").status_code == 204
+    assert BatchJob.objects.get(name=job["name"]).status == "Canceled"
+    assert owner_api.get(f"{EP}/scorer").status_code == 404
