@@ -156,6 +156,19 @@ def converge(instances: list[Instance]) -> None:
                                                            expires=30)
 
 
+def any_answers_ready(job_id: int) -> bool:
+    """True when a starting server of the job already answers its readiness path (a cheap probe;
+    the converge pass then records it Ready)."""
+    from endpoints_app.controller import process
+
+    for host, port in Instance.objects.filter(
+        batch_job_id=job_id, state=InstanceState.STARTING, port__isnull=False, pid__isnull=False
+    ).values_list("node__host", "port"):
+        if process.probe(host, port, "/health/ready", 0.5):
+            return True
+    return False
+
+
 def stop_job_instances(job: BatchJob) -> int:
     now = timezone.now()
     return Instance.objects.filter(batch_job=job, state__in=ACTIVE).update(
