@@ -223,3 +223,8 @@ def test_the_usage_page_lists_the_months_jobs_with_their_cost(owner_client, scor
 
     row = re.search(rf'<tr data-job="{job.name}">.*?</tr>', html, re.S).group(0)
     assert f'href="/jobs/{job.name}/"' in row and "scorer" in row and "$0.0000" in row
+
+
+def test_the_online_wizard_sends_batch_deployments_to_the_batch_form(owner_client, node, iris):
+    html = owner_client.get("/endpoints/new/", {"kind": "batch", "model": iris.asset_id}).content.decode()
+    assert "coming" not in html and 'href="/endpoints/new/batch/?model=studio%3A//registries/' in html
