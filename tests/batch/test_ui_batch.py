@@ -228,3 +228,18 @@ def test_the_usage_page_lists_the_months_jobs_with_their_cost(owner_client, scor
 def test_the_online_wizard_sends_batch_deployments_to_the_batch_form(owner_client, node, iris):
     html = owner_client.get("/endpoints/new/", {"kind": "batch", "model": iris.asset_id}).content.decode()
     assert "coming" not in html and 'href="/endpoints/new/batch/?model=studio%3A//registries/' in html
+
+
+def test_jobs_of_a_deleted_endpoint_stay_listed_without_a_dead_link(owner_client, scorer, make_asset):
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+    owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+    job = BatchJob.objects.get()
+
+    assert owner_client.post("/endpoints/scorer/batch/delete/").status_code == 302
+
+    job.refresh_from_db()
+    assert job.status == "Canceled"
+    listing = owner_client.get("/jobs/").content.decode()
+    page = owner_client.get(f"/jobs/{job.name}/").content.decode()
+    assert f'data-job="{job.name}"' in listing and "scorer <span" in listing
+    assert 'href="/endpoints/scorer/"' not in listing and 'href="/endpoints/scorer/"' not in page
