@@ -243,3 +243,16 @@ def test_jobs_of_a_deleted_endpoint_stay_listed_without_a_dead_link(owner_client
     page = owner_client.get(f"/jobs/{job.name}/").content.decode()
     assert f'data-job="{job.name}"' in listing and "scorer <span" in listing
     assert 'href="/endpoints/scorer/"' not in listing and 'href="/endpoints/scorer/"' not in page
+
+
+def test_the_endpoint_pages_jobs_poll_while_a_job_runs(owner_client, scorer, make_asset):
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+    assert 'hx-trigger="every 2s"' not in owner_client.get("/endpoints/scorer/").content.decode()
+    owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+    job = BatchJob.objects.get()
+
+    page = owner_client.get("/endpoints/scorer/").content.decode()
+    partial = owner_client.get("/endpoints/scorer/", **HX).content.decode()
+
+    assert 'id="endpoint-jobs" hx-get="/endpoints/scorer/" hx-trigger="every 2s"' in page
+    assert partial.lstrip().startswith('<section id="endpoint-jobs"') and f'data-job="{job.name}"' in partial
