@@ -419,11 +419,13 @@ class ScoringError(Exception):
         self.unreachable = unreachable
 
 
-def _post(url: str, body: bytes, timeout: float) -> dict:
+def _post(url: str, body: bytes, timeout: float) -> tuple[bytes, int, int]:
+    """(output CSV bytes, rows in, rows out) of one mini-batch from a model server."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            data = response.read()
+            return data, int(response.headers.get("x-rows-in") or 0), int(response.headers.get("x-rows-out") or 0)
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]["message"]
@@ -439,12 +441,12 @@ def _post(url: str, body: bytes, timeout: float) -> dict:
         raise ScoringError(f"model server unreachable: {reason}", unreachable=True) from None
 
 
-def _write_part(job: BatchJob, mb: MiniBatch, text: str) -> None:
+def _write_part(job: BatchJob, mb: MiniBatch, data: bytes) -> None:
     path = job.output_root / mb.output_part
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{mb.attempts}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -505,15 +507,13 @@ def _run_one(mini_batch_id: int, attempt: int) -> tuple[str, int | None, str]:
     try:
         if instance is None:
             raise ScoringError("no model server of the job is ready", unreachable=True)
-        result = _post(f"http://{instance.node.host}:{instance.port}/batch", body, timeout)
-        text = result.get("csv") or ""
+        data, rows_in, rows_out = _post(f"http://{instance.node.host}:{instance.port}/batch", body, timeout)
         if job.settings.get("output_action", "append_row") == "append_row":
-            _write_part(job, mb, text)
-        rows_out = int(result.get("rows_out") or 0)
+            _write_part(job, mb, data)
         done = MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
             status=MiniBatchStatus.COMPLETED, rows_out=rows_out, finished_at=timezone.now(), lease_until=None,
             error="", instance=instance.name,
-            rows=mb.rows or int(result.get("rows_in") or 0),
+            rows=mb.rows or rows_in,
         )
         outcome = "completed" if done else "stale"
         log.info("batch job %s mini-batch %s: %s rows in %.2fs on %s", job.name, mb.index, rows_out,

@@ -15,7 +15,16 @@ pytestmark = pytest.mark.slow
 
 
 def batch(server, items, action="append_row"):
-    return server.post("/batch", json={"items": items, "output_action": action})
+    response = server.post("/batch", json={"items": items, "output_action": action})
+    if response.status_code == 200:
+        assert response.headers["content-type"].startswith("text/csv")
+    return response
+
+
+def answer_of(response) -> dict:
+    assert response.status_code == 200, response.text
+    return {"rows_in": int(response.headers["x-rows-in"]), "rows_out": int(response.headers["x-rows-out"]),
+            "csv": response.text}
 
 
 def rows_of(answer: dict) -> list[dict]:
@@ -32,14 +41,13 @@ def test_it_scores_csv_row_ranges_with_the_iris_model(seeded_server, tmp_path):
                                                "sepal_length": 5.1}) for _ in range(3)) + "\n")
     response = batch(server, [{"path": str(path), "file": "a.csv", "start": 10, "stop": 20},
                               {"path": str(reordered), "file": "b.jsonl", "start": 0, "stop": None}])
-    assert response.status_code == 200, response.text
-    answer = response.json()
+    answer = answer_of(response)
     rows = rows_of(answer)
     assert answer["rows_in"] == answer["rows_out"] == 13
     assert [(r["file"], int(r["row"])) for r in rows] == [("a.csv", i) for i in range(10, 20)] + [
         ("b.jsonl", i) for i in range(3)]
     assert {r["prediction"] for r in rows[-3:]} == {"setosa"}
-    summary = batch(server, [{"path": str(path), "file": "a.csv"}], action="summary_only").json()
+    summary = answer_of(batch(server, [{"path": str(path), "file": "a.csv"}], action="summary_only"))
     assert summary == {"rows_in": 30, "rows_out": 0, "csv": ""}
 
 
@@ -65,7 +73,7 @@ def test_it_scores_with_the_onnx_model(seeded_server, tmp_path):
         writer = csv.writer(fh)
         writer.writerow(sample["columns"])
         writer.writerows(sample["data"])
-    answer = batch(server, [{"path": str(path), "file": "rows.csv"}]).json()
+    answer = answer_of(batch(server, [{"path": str(path), "file": "rows.csv"}]))
     assert answer["rows_out"] == len(sample["data"])
     assert all(r["prediction"] for r in rows_of(answer))
 
@@ -74,7 +82,7 @@ def test_it_embeds_text_lines_with_minilm(seeded_server, tmp_path):
     server = seeded_server("all-minilm-l6-v2")
     path = tmp_path / "texts.txt"
     path.write_text("a cat sat on the mat\n\nthe dog barked\nfinancial markets fell\n")
-    answer = batch(server, [{"path": str(path), "file": "texts.txt", "start": 1, "stop": 3}]).json()
+    answer = answer_of(batch(server, [{"path": str(path), "file": "texts.txt", "start": 1, "stop": 3}]))
     rows = rows_of(answer)
     assert [int(r["row"]) for r in rows] == [1, 2]
     assert all(len(json.loads(r["embedding"])) == 384 for r in rows)
@@ -104,7 +112,7 @@ def test_it_gives_a_score_py_the_mini_batch_file_paths(tmp_path):
         for name, lines in (("x.txt", 2), ("y.txt", 5)):
             (tmp_path / name).write_text("line\n" * lines)
             files.append({"path": str(tmp_path / name), "file": name})
-        rows = rows_of(batch(server, files).json())
+        rows = rows_of(answer_of(batch(server, files)))
         assert [(r["file"], r["name"], r["lines"]) for r in rows] == [("x.txt", "x.txt", "2"), ("y.txt", "y.txt", "5")]
     finally:
         server.stop()
