@@ -15,7 +15,8 @@ machine's cores). Each round, alternating the order:
   model.predict, write one output row per input row (file, row, prediction) to a CSV;
 - studio: invoke the endpoint (POST .../jobs), poll until Completed; check the output has every
   input row once. Rate = rows / (job finished - first mini-batch started); fixed overhead =
-  first mini-batch finished - invoke (model servers start from zero: none runs between jobs).
+  first mini-batch finished - invoke (model servers start from zero: none runs between jobs),
+  next to the same servers' cold start by hand (as many at once, time to the first ready).
 Prints the figures and writes bench/results/batch-<time>.json."""
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ def single_process(model_path: str, files: list[Path], out_dir: Path) -> tuple[f
     return time.perf_counter() - began, rows
 
 
-def cold_start(deployment) -> float:
-    """Seconds from Popen to ready for the same model server started by hand (what every job pays
-    first, since no batch server runs between jobs)."""
+def cold_start(deployment, count: int) -> float:
+    """Seconds from Popen to the first ready server, starting `count` of the same model server by
+    hand at once, as a job does (what every job pays first: no batch server runs between jobs)."""
     import http.client
 
     from endpoints_app.controller.placement import _bindable
@@ -99,17 +100,19 @@ def cold_start(deployment) -> float:
         finally:
             conn.close()
 
-    port = next(p for p in range(31000, 32000) if _bindable("127.0.0.1", p))
-    spec = launch_spec(deployment, port)
+    ports = [p for p in range(31000, 32000) if _bindable("127.0.0.1", p)][:count]
+    specs = [launch_spec(deployment, port) for port in ports]
     began = time.monotonic()
-    proc = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    procs = [subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True) for spec in specs]
     try:
-        wait(lambda: ready(port, spec.ready_path) or proc.poll() is not None, 300, 0.05, "ready by hand")
+        wait(lambda: any(ready(port, spec.ready_path) for port, spec in zip(ports, specs, strict=True))
+             or all(p.poll() is not None for p in procs), 300, 0.05, "ready by hand")
         return time.monotonic() - began
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
 
 
 def studio_job(api, asset: str, expected_rows: int, instances: int) -> dict:
@@ -219,7 +222,7 @@ def main() -> None:
             order = ("single", "studio") if run % 2 == 0 else ("studio", "single")
             for side in order:
                 if side == "single":
-                    starts.append(cold_start(Deployment.objects.get(name="blue")))
+                    starts.append(cold_start(Deployment.objects.get(name="blue"), args.instances))
                     seconds, rows = single_process(artifact, files, Path(data_dir) / "single")
                     singles.append(rows / seconds)
                     print(f"round {run + 1}: single process {rows / seconds:10,.0f} rows/s ({seconds:.2f} s)",
@@ -253,8 +256,9 @@ def main() -> None:
     start = statistics.median(starts)
     print(f"fixed overhead  {overhead:10.2f} s invoke -> first mini-batch scored   goal < 3 s   "
           f"{'OK' if overhead < 3 else 'MISSED'}")
-    print(f"  of which      {start:10.2f} s is the model server's own cold start (started by hand, same run); "
-          f"the studio adds {overhead - start:.2f} s; load average {os.getloadavg()[0]:.1f}")
+    print(f"  of which      {start:10.2f} s is the model servers' own cold start ({args.instances} started by "
+          f"hand at once, first ready, same run); the studio adds {overhead - start:.2f} s; "
+          f"load average {os.getloadavg()[0]:.1f}")
     out = ROOT / "bench" / "results" / f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
