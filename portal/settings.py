@@ -197,6 +197,8 @@ MEDIA_ROOT = DATA_DIR / "artifacts"
 STUDIO_MAX_UPLOAD_BYTES = env_int("STUDIO_MAX_UPLOAD_MB", 200, minimum=1) * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# A data asset upload may carry many files (services/data.py MAX_FILES).
+DATA_UPLOAD_MAX_NUMBER_FILES = 10_000
 
 # Celery: a broker that needs no server in the embedded default.
 REDIS_URL = env_str("REDIS_URL")

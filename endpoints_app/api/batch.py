@@ -20,7 +20,9 @@ from endpoints_app.models import BatchJob, Deployment, Endpoint, JobStatus, Role
 from endpoints_app.permissions import check_workspace
 from endpoints_app.services import batch as batch_svc
 from endpoints_app.services import deployments as deployment_svc
+from endpoints_app.services import keys as key_svc
 from endpoints_app.services.audit import Actor
+from endpoints_app.services.specs import parse_int
 
 JOB_LIST_LIMIT = 500
 
@@ -281,6 +283,22 @@ def batch_endpoint(request, ws: str, name: str):
     return _endpoint_out(request, endpoint)
 
 
+@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def list_keys(request, ws: str, name: str):
+    """The endpoint's keys: `Authorization: Bearer <key>` on its scoring_uri creates jobs."""
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    return Response(key_svc.get_keys(_endpoint(workspace, name)))
+
+
+@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def token(request, ws: str, name: str):
+    """A one-hour token for an aml_token batch endpoint."""
+    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
+    return Response(key_svc.issue_endpoint_token(Actor.from_request(request), _endpoint(workspace, name)))
+
+
 # -- deployments -------------------------------------------------------------------------------------
 
 def _deployment_out(request, deployment: Deployment, code: int = status.HTTP_200_OK) -> Response:
@@ -336,30 +354,36 @@ def batch_deployment(request, ws: str, name: str, deployment_name: str):
 
 # -- jobs --------------------------------------------------------------------------------------------
 
-@extend_schema(
-    methods=["GET"],
-    parameters=[OpenApiParameter("status", str, enum=JobStatus.values),
-                OpenApiParameter("deployment", str), OpenApiParameter("limit", int)],
-    responses=BatchJobSerializer(many=True),
-)
+def _job_list(request, workspace: Workspace, endpoint: Endpoint | None) -> Response:
+    rows = BatchJob.objects.filter(workspace=workspace).select_related(
+        "endpoint", "deployment", "deployment__instance_type", "workspace", "created_by"
+    )
+    if endpoint is not None:
+        rows = rows.filter(endpoint=endpoint)
+    elif request.query_params.get("endpoint"):
+        rows = rows.filter(endpoint__name=request.query_params["endpoint"])
+    state = request.query_params.get("status")
+    if state:
+        if state not in JobStatus.values:
+            raise InvalidInput(f"status must be one of {', '.join(JobStatus.values)}.", field="status")
+        rows = rows.filter(status=state)
+    if request.query_params.get("deployment"):
+        rows = rows.filter(deployment__name=request.query_params["deployment"])
+    limit = parse_int(request.query_params.get("limit", 100), "limit", 1, JOB_LIST_LIMIT)
+    return Response(BatchJobSerializer(rows[:limit], many=True, context={"request": request}).data)
+
+
+JOB_FILTERS = [OpenApiParameter("status", str, enum=JobStatus.values), OpenApiParameter("deployment", str),
+               OpenApiParameter("limit", int)]
+
+
+@extend_schema(methods=["GET"], parameters=JOB_FILTERS, responses=BatchJobSerializer(many=True))
 @extend_schema(methods=["POST"], request=JobCreateDoc, responses={202: BatchJobSerializer})
 @api_view(["GET", "POST"])
 def jobs(request, ws: str, name: str):
     if request.method == "GET":
         workspace = check_workspace(request.user, ws)
-        endpoint = _endpoint(workspace, name)
-        rows = BatchJob.objects.filter(endpoint=endpoint).select_related(
-            "endpoint", "deployment", "deployment__instance_type", "workspace", "created_by"
-        )
-        state = request.query_params.get("status")
-        if state:
-            if state not in JobStatus.values:
-                raise InvalidInput(f"status must be one of {', '.join(JobStatus.values)}.", field="status")
-            rows = rows.filter(status=state)
-        if request.query_params.get("deployment"):
-            rows = rows.filter(deployment__name=request.query_params["deployment"])
-        limit = batch_svc.parse_int(request.query_params.get("limit", 100), "limit", 1, JOB_LIST_LIMIT)
-        return Response(BatchJobSerializer(rows[:limit], many=True, context={"request": request}).data)
+        return _job_list(request, workspace, _endpoint(workspace, name))
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)
     job = batch_svc.do_create_job(Actor.from_request(request), endpoint, _body(request))
@@ -385,7 +409,45 @@ def cancel_job(request, ws: str, name: str, job_name: str):
 @api_view(["GET"])
 def job_output(request, ws: str, name: str, job_name: str, file: str):
     workspace = check_workspace(request.user, ws)
-    found = _job(workspace, _endpoint(workspace, name), job_name)
+    return _download(_job(workspace, _endpoint(workspace, name), job_name), file)
+
+
+# -- the same jobs by name alone (job names are unique in the studio), as `job show -n <id>` needs ----
+
+def _any_job(workspace: Workspace, job_name: str) -> BatchJob:
+    found = batch_svc.find_job(workspace, None, job_name)
+    if found is None:
+        raise Http404(f"No job '{job_name}' in workspace '{workspace.name}'.")
+    return found
+
+
+@extend_schema(operation_id="workspace_jobs_list", responses=BatchJobSerializer(many=True),
+               parameters=[*JOB_FILTERS, OpenApiParameter("endpoint", str)])
+@api_view(["GET"])
+def workspace_jobs(request, ws: str):
+    return _job_list(request, check_workspace(request.user, ws), None)
+
+
+@extend_schema(operation_id="workspace_job_get", responses=BatchJobSerializer)
+@api_view(["GET"])
+def workspace_job(request, ws: str, job_name: str):
+    return _job_out(request, _any_job(check_workspace(request.user, ws), job_name))
+
+
+@extend_schema(operation_id="workspace_job_cancel", request=None, responses=BatchJobSerializer)
+@api_view(["POST"])
+def workspace_job_cancel(request, ws: str, job_name: str):
+    found = _any_job(check_workspace(request.user, ws, Role.CONTRIBUTOR), job_name)
+    return _job_out(request, batch_svc.do_cancel_job(Actor.from_request(request), found))
+
+
+@extend_schema(operation_id="workspace_job_output", responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+@api_view(["GET"])
+def workspace_job_output(request, ws: str, job_name: str, file: str):
+    return _download(_any_job(check_workspace(request.user, ws), job_name), file)
+
+
+def _download(found: BatchJob, file: str):
     path = batch_svc.output_file(found, file)
     if path is None:
         raise Http404(f"Job {found.name} has no output {file!r} (yet: it is {found.status}).")

@@ -96,6 +96,9 @@ urlpatterns = [
     # Batch endpoints, deployments and jobs (endpoints_app/api/batch.py).
     path("workspaces/<str:ws>/batch-endpoints", batch_api.batch_endpoints, name="api-batch-endpoints"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>", batch_api.batch_endpoint, name="api-batch-endpoint"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/list-keys", batch_api.list_keys,
+         name="api-batch-list-keys"),
+    path("workspaces/<str:ws>/batch-endpoints/<str:name>/token", batch_api.token, name="api-batch-token"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments", batch_api.batch_deployments,
          name="api-batch-deployments"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments/<str:deployment_name>",
@@ -106,4 +109,10 @@ urlpatterns = [
          name="api-batch-job-cancel"),
     path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>/outputs/<path:file>",
          batch_api.job_output, name="api-batch-job-output"),
+    # Jobs by name alone (names are unique), for `studio job show|cancel|download -n <id>`.
+    path("workspaces/<str:ws>/jobs", batch_api.workspace_jobs, name="api-jobs"),
+    path("workspaces/<str:ws>/jobs/<str:job_name>", batch_api.workspace_job, name="api-job"),
+    path("workspaces/<str:ws>/jobs/<str:job_name>/cancel", batch_api.workspace_job_cancel, name="api-job-cancel"),
+    path("workspaces/<str:ws>/jobs/<str:job_name>/outputs/<path:file>", batch_api.workspace_job_output,
+         name="api-job-output"),
 ]

@@ -4,13 +4,17 @@ waits for its model servers re-queues itself instead of holding a worker slot.""
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 
 from endpoints_app.batch import controller
 
 # While a job's model servers start, look again this often (the first row waits on it).
 STARTING_POLL_SECONDS = 0.2
-QUEUED_POLL_SECONDS = 2.0
+# ...probing them in the task itself for this long first (a short step), every PROBE_SECONDS.
+STARTING_INLINE_SECONDS = 1.5
+PROBE_SECONDS = 0.05
 
 
 def _paused() -> bool:
@@ -24,6 +28,11 @@ def advance_job(job_id: int) -> str:
     if _paused():
         return "paused"
     state = controller.advance(job_id)
+    deadline = time.monotonic() + STARTING_INLINE_SECONDS
+    while state == "starting" and time.monotonic() < deadline:
+        time.sleep(PROBE_SECONDS)
+        if controller.any_answers_ready(job_id):
+            state = controller.advance(job_id)
     if state == "starting":
         advance_job.apply_async(args=[job_id], countdown=STARTING_POLL_SECONDS, expires=60)
     return state

@@ -2,6 +2,7 @@
 
     POST /inference/<endpoint>/score          relay to a deployment's ready instance
     GET  /inference/<endpoint>/swagger.json   OpenAPI 3 for the endpoint
+    POST /inference/<endpoint>/jobs           a batch endpoint's scoring_uri: create a job (gateway/batch.py)
 
 The hot path never touches the database. A background task polls the route
 version (one row) every half second and reloads the whole route table in a
@@ -206,6 +207,10 @@ class GatewayApp(ModelInferenceAPI):
         if path.startswith("/inference/"):
             name, _, sub = path[len("/inference/"):].partition("/")
             endpoint = self.table.endpoints.get(name)
+            if endpoint is None and sub == "jobs":
+                # Batch endpoints are not in the route table; this never runs for a scoring request.
+                await self.batch_invoke(name, scope, receive, send)
+                return
             if endpoint is None:
                 await _error(send, 404, "EndpointNotFound", f"No endpoint named '{name}'.")
                 return
@@ -236,6 +241,31 @@ class GatewayApp(ModelInferenceAPI):
                 await self.unified(route, name, scope, receive, send)
                 return
         await _error(send, 404, "NotFound", "No such route.")
+
+    async def batch_invoke(self, name: str, scope, receive, send) -> None:
+        from endpoints_app.gateway import batch
+
+        if scope["method"] != "POST":
+            await _error(send, 405, "MethodNotAllowed", "Use POST.", ((b"allow", b"POST"),))
+            return
+        auth, api_key, _, _, host = _request_headers(scope)
+        credential = ""
+        if auth and auth[:7].lower() == b"bearer ":
+            credential = auth[7:].decode("latin-1").strip()
+        elif api_key:
+            credential = api_key.decode("latin-1").strip()
+        body = await read_body(receive, MAX_PAYLOAD_BYTES)
+        if body is None:
+            await _error(send, 413, "PayloadTooLarge", f"Request bodies are limited to {MAX_PAYLOAD_BYTES} bytes.")
+            return
+        base = f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}"
+        status, answer = await asyncio.to_thread(batch.invoke, name, credential, body, base)
+        data = json.dumps(answer, default=str).encode()
+        headers = [(b"content-type", JSON_TYPE), (b"content-length", str(len(data)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
 
     async def score(self, endpoint: EndpointRoute, scope, receive, send) -> None:
         started = time.perf_counter()

@@ -2,9 +2,9 @@
 
 Request: {"items": [{"path": <absolute path>, "file": <name shown in the output>, "start": n,
 "stop": n | null}], "output_action": "append_row" | "summary_only"}.
-Answer: {"rows_in", "rows_out", "csv"}: the mini-batch's output rows as CSV text with a header
-(`file,row,<outputs>`; empty for summary_only). The worker writes it to the mini-batch's part
-file; this process never writes outputs.
+Answer: the mini-batch's output rows as CSV text with a header (`file,row,<outputs>`; empty for
+summary_only), with `x-rows-in` and `x-rows-out` headers. The worker writes it to the
+mini-batch's part file; this process never writes outputs.
 
 Built-in handlers: tabular models (scikit-learn, ONNX) read CSV and JSON-lines rows and answer a
 `prediction` per row; embeddings read text files, one text per line, and answer an `embedding`
@@ -149,7 +149,7 @@ def _custom(handler: CustomHandler, items: list[dict]) -> tuple[list[str], list]
     return ["file", "row", "prediction"], [[files[i] if files else "", i, _cell(r)] for i, r in enumerate(records)]
 
 
-def score_mini_batch(handler: Handler, body: bytes) -> dict:
+def score_mini_batch(handler: Handler, body: bytes) -> batchio.BatchAnswer:
     payload = handler.parse(body)
     items = _items(payload)
     action = payload.get("output_action") or "append_row"
@@ -164,4 +164,5 @@ def score_mini_batch(handler: Handler, body: bytes) -> dict:
     else:
         raise BadRequest(f"Batch scoring is not supported for format {handler.format!r}.")
     text = batchio.to_csv(header, rows) if action == "append_row" else ""
-    return {"rows_in": len(rows), "rows_out": len(rows) if action == "append_row" else 0, "csv": text}
+    return batchio.BatchAnswer(csv=text.encode(), rows_in=len(rows),
+                               rows_out=len(rows) if action == "append_row" else 0)

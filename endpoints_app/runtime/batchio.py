@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -146,3 +147,13 @@ def to_csv(header: list[str], rows) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
+
+
+@dataclass
+class BatchAnswer:
+    """A model server's answer to one mini-batch: its output rows as CSV bytes (with a header;
+    empty for summary_only) and how many rows it read and wrote."""
+
+    csv: bytes
+    rows_in: int
+    rows_out: int

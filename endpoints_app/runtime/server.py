@@ -34,6 +34,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from endpoints_app.asgi_io import read_body
+from endpoints_app.runtime.batchio import BatchAnswer
 from endpoints_app.runtime.handlers import BadRequest, EmbeddingsHandler, Handler, ModelInputError, make_handler
 
 log = logging.getLogger("studio.model_server")
@@ -137,8 +138,14 @@ class ModelServer:
             status, body = _error(404 if method in ("GET", "POST") else 405, "NotFound", f"No route {method} {path}")
         if status >= 400 and path != "/health/ready":
             _log_failure(method, path, status, body, scope)
+        content = _JSON_HEADERS
+        if isinstance(body, BatchAnswer):
+            # A mini-batch's output rows go back as CSV text, counts in headers: no JSON round trip.
+            content = [(b"content-type", b"text/csv; charset=utf-8"), (b"x-rows-in", str(body.rows_in).encode()),
+                       (b"x-rows-out", str(body.rows_out).encode())]
+            body = body.csv
         # An explicit length spares the client chunked decoding.
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        headers = [*content, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -159,7 +166,7 @@ class ModelServer:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _score(self, path: str, request_body: bytes, scope) -> tuple[int, bytes]:
+    async def _score(self, path: str, request_body: bytes, scope) -> tuple[int, bytes | BatchAnswer]:
         if not self.ready:
             return _error(503, "ServiceUnavailable", "The model is still loading.")
         if path == "/batch":
@@ -173,6 +180,8 @@ class ModelServer:
                 result = fn(request_body)
             else:
                 result = await asyncio.get_running_loop().run_in_executor(self.executor, fn, request_body)
+            if isinstance(result, BatchAnswer):
+                return 200, result
             try:
                 return 200, json.dumps(result, allow_nan=False, default=_numpy_default).encode()
             except ValueError:

@@ -38,6 +38,7 @@ from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services import batch as batch_svc
 from endpoints_app.services import data as data_svc
 from endpoints_app.services import deployments as deployment_svc
+from endpoints_app.services import keys as key_svc
 from endpoints_app.services.audit import Actor
 from endpoints_app.views.catalog import wants_partial
 from endpoints_app.views.home import require_workspace
@@ -116,6 +117,10 @@ def _job_view(job: BatchJob) -> BatchJob:
     """Adds what the progress display shows: percent (the API's own figure), elapsed seconds,
     rows per second and an estimate of the time left from the pace so far."""
     job.percent = BatchJobSerializer().get_progress(job)
+    # The bar shows done and failed mini-batches apart.
+    total = job.mini_batches_total or 1
+    job.done_percent = 100.0 * job.mini_batches_done / total if job.mini_batches_total else job.percent
+    job.failed_percent = 100.0 * job.mini_batches_failed / total if job.mini_batches_total else 0.0
     job.elapsed = None
     job.rate = None
     job.eta = None
@@ -152,6 +157,7 @@ def _endpoint_context(request, endpoint: Endpoint) -> dict:
         "scoring_uri": f"{inference_base_url(request)}/inference/{endpoint.name}/jobs",
         "busy": any(not j.is_terminal for j in jobs),
         "invoke_settings": INVOKE_SETTINGS,
+        "example_asset": assets[0].asset_id if assets else "studio:data/<name>/versions/1",
     }
 
 
@@ -206,6 +212,19 @@ def create_batch_endpoint(request):
     context = {"allowed": allowed, "endpoint_name": endpoint_name, "description": description, "error": error,
                "field": field, **_form_context(workspace, values)}
     return render(request, "batch/create.html", context, status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def reveal_credentials(request, name: str):
+    """The endpoint's keys (or a one-hour token for aml_token endpoints) for its scoring URI."""
+    endpoint = _batch_endpoint(request, name, Role.CONTRIBUTOR)
+    context = _endpoint_context(request, endpoint)
+    if endpoint.auth_mode == Endpoint.AuthMode.KEY:
+        context["keys"] = key_svc.get_keys(endpoint)
+    else:
+        context["token"] = key_svc.issue_endpoint_token(Actor.from_request(request), endpoint)
+    return render(request, "batch/endpoint.html#consume", context)
 
 
 @login_required

@@ -56,6 +56,7 @@ urlpatterns = [
          name="batch-deployment-delete"),
     path("endpoints/<str:name>/batch/default/", batch_views.set_default_deployment, name="batch-default"),
     path("endpoints/<str:name>/batch/invoke/", batch_views.invoke, name="batch-invoke"),
+    path("endpoints/<str:name>/batch/credentials/", batch_views.reveal_credentials, name="batch-credentials"),
     path("endpoints/<str:name>/batch/delete/", batch_views.delete_batch_endpoint, name="batch-endpoint-delete"),
     path("jobs/", batch_views.job_list, name="jobs"),
     path("jobs/<str:name>/", batch_views.job_detail, name="job-detail"),

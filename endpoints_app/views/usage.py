@@ -16,12 +16,14 @@ from endpoints_app.errors import StudioError
 from endpoints_app.metering import costs
 from endpoints_app.metering.charts import PALETTE, bar, new_figure
 from endpoints_app.metering.query import DAY
-from endpoints_app.models import Endpoint, Role
+from endpoints_app.models import BatchJob, Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services.audit import Actor
 from endpoints_app.services.usage import budget_status, check_budget, do_set_budget, month_start, parse_month
 from endpoints_app.views.home import require_workspace
 from endpoints_app.views.monitoring import script_safe
+
+JOBS_SHOWN = 50
 
 
 def _month(request, now: datetime) -> tuple[datetime, datetime]:
@@ -88,6 +90,9 @@ def usage_page(request):
         "chart_json": script_safe(fig.to_json()),
         "budget": status,
         "is_owner": can(request.user, workspace, Role.OWNER),
+        # Batch jobs of the month, costliest first (their instance time is in the endpoint rows too).
+        "jobs": list(BatchJob.objects.filter(workspace=workspace, created_at__gte=start, created_at__lt=end)
+                     .select_related("endpoint").order_by("-cost", "-created_at")[:JOBS_SHOWN]),
     }
     return render(request, "usage/index.html", context)
 

@@ -15,6 +15,9 @@ from endpoints_app.catalog.cards import IRIS_COLUMNS
 from endpoints_app.models import CatalogModel
 from tests.live import register_test_node
 
+# Real model servers started from the seed's artifacts (tests/runtime/conftest.py).
+from tests.runtime.conftest import log_dir, seeded_artifacts, seeded_server  # noqa: F401
+
 WS = "/api/v1/workspaces/team"
 
 

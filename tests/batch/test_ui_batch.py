@@ -172,3 +172,87 @@ def test_it_refuses_an_upload_without_files_naming_the_problem(owner_client, wor
     response = owner_client.post("/data/upload/", {"name": "rows"})
     assert response.status_code == 400 and "at least one file" in response.content.decode()
     assert not DataAsset.objects.exists()
+
+
+def test_it_shows_keys_for_the_scoring_uri_to_contributors_only(owner_client, client, reader, scorer):
+    from endpoints_app.services import keys as key_svc
+
+    page = owner_client.get("/endpoints/scorer/").content.decode()
+    assert "/inference/scorer/jobs" in page and 'id="reveal-credentials"' in page
+    assert key_svc.get_keys(scorer)["primary_key"] not in page
+
+    partial = owner_client.post("/endpoints/scorer/batch/credentials/", **HX).content.decode()
+
+    assert partial.lstrip().startswith('<section class="card" id="consume"')
+    assert key_svc.get_keys(scorer)["primary_key"] in partial
+    client.force_login(reader)
+    assert client.post("/endpoints/scorer/batch/credentials/").status_code == 403
+
+
+def test_the_jobs_page_query_count_does_not_grow_with_jobs(owner_client, scorer, make_asset):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+
+    def queries() -> int:
+        owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+        with CaptureQueriesContext(connection) as captured:
+            assert owner_client.get("/jobs/").status_code == 200
+        return len(captured)
+
+    first = queries()
+    for _ in range(3):
+        queries()
+    assert queries() == first
+
+
+def test_the_sidebar_leads_to_jobs_and_data(owner_client, workspace):
+    html = owner_client.get("/").content.decode()
+    nav = re.search(r'<nav class="sidenav".*?</nav>', html, re.S).group(0)
+    assert 'href="/jobs/"' in nav and 'href="/data/"' in nav
+    assert owner_client.get("/jobs/").status_code == 200 and owner_client.get("/data/").status_code == 200
+
+
+def test_the_usage_page_lists_the_months_jobs_with_their_cost(owner_client, scorer, make_asset):
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+    owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+    job = BatchJob.objects.get()
+
+    html = owner_client.get("/usage/").content.decode()
+
+    row = re.search(rf'<tr data-job="{job.name}">.*?</tr>', html, re.S).group(0)
+    assert f'href="/jobs/{job.name}/"' in row and "scorer" in row and "$0.0000" in row
+
+
+def test_the_online_wizard_sends_batch_deployments_to_the_batch_form(owner_client, node, iris):
+    html = owner_client.get("/endpoints/new/", {"kind": "batch", "model": iris.asset_id}).content.decode()
+    assert "coming" not in html and 'href="/endpoints/new/batch/?model=studio%3A//registries/' in html
+
+
+def test_jobs_of_a_deleted_endpoint_stay_listed_without_a_dead_link(owner_client, scorer, make_asset):
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+    owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+    job = BatchJob.objects.get()
+
+    assert owner_client.post("/endpoints/scorer/batch/delete/").status_code == 302
+
+    job.refresh_from_db()
+    assert job.status == "Canceled"
+    listing = owner_client.get("/jobs/").content.decode()
+    page = owner_client.get(f"/jobs/{job.name}/").content.decode()
+    assert f'data-job="{job.name}"' in listing and "scorer <span" in listing
+    assert 'href="/endpoints/scorer/"' not in listing and 'href="/endpoints/scorer/"' not in page
+
+
+def test_the_endpoint_pages_jobs_poll_while_a_job_runs(owner_client, scorer, make_asset):
+    asset = make_asset("rows", {"a.csv": iris_csv(4)})
+    assert 'hx-trigger="every 2s"' not in owner_client.get("/endpoints/scorer/").content.decode()
+    owner_client.post("/endpoints/scorer/batch/invoke/", {"source": "asset", "asset": asset["id"]})
+    job = BatchJob.objects.get()
+
+    page = owner_client.get("/endpoints/scorer/").content.decode()
+    partial = owner_client.get("/endpoints/scorer/", **HX).content.decode()
+
+    assert 'id="endpoint-jobs" hx-get="/endpoints/scorer/" hx-trigger="every 2s"' in page
+    assert partial.lstrip().startswith('<section id="endpoint-jobs"') and f'data-job="{job.name}"' in partial

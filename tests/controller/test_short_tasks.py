@@ -80,6 +80,72 @@ def test_it_heals_a_killed_instance_on_time_while_slow_rollouts_run(live_worker,
         assert wait_state(owner_api, f"slow-{n}", "blue", timeout=90)["provisioning_state"] == "Succeeded"
 
 
+# A batch scoring script that takes its time: every file of a mini-batch costs DELAY seconds.
+LONG_BATCH_SCORE_PY = '''
+import os
+import time
+
+def init():
+    global delay
+    delay = float(os.environ.get("DELAY", "1"))
+
+def run(mini_batch):
+    time.sleep(delay * len(mini_batch))
+    return [os.path.basename(path) for path in mini_batch]
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_it_heals_a_killed_instance_on_time_while_a_long_job_and_slow_rollouts_run(
+    live_worker, owner_api, workspace, tmp_path
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from endpoints_app.models import BatchJob
+
+    ws = "/api/v1/workspaces/team"
+    fast = make_custom_model(workspace, tmp_path / "fast")
+    create(owner_api, "doubler", "blue", fast, liveness_probe={"period": 2})
+    [instance] = wait_state(owner_api, "doubler", "blue")["instances"]
+    # The long job: two mini-batches at a time (two of the worker's three slots), 1.5 s each.
+    long_model = make_custom_model(workspace, tmp_path / "long", name="long-scorer", source=LONG_BATCH_SCORE_PY)
+    assert owner_api.post(f"{ws}/batch-endpoints", {"name": "long"}, format="json").status_code == 201
+    body = {"name": "blue", "model": f"{long_model.name}:1", "instance_type": "Standard_DS1_v2",
+            "mini_batch_size": 1, "max_concurrency_per_instance": 2, "environment_variables": {"DELAY": "1.5"},
+            "retry_settings": {"max_retries": 0, "timeout": 10}}
+    assert owner_api.post(f"{ws}/batch-endpoints/long/deployments", body, format="json").status_code == 201
+    files = [SimpleUploadedFile(f"f{i:02d}.txt", b"x\n") for i in range(40)]
+    assert owner_api.post(f"{ws}/data", {"name": "many", "files": files}, format="multipart").status_code == 201
+    job = owner_api.post(f"{ws}/batch-endpoints/long/jobs",
+                         {"inputs": {"input_data": {"type": "uri_folder", "path": "studio:data/many/versions/1"}}},
+                         format="json").json()
+    wait_for(lambda: BatchJob.objects.filter(name=job["name"], mini_batches_done__gte=2).exists(), timeout=90,
+             what="the long job scoring")
+    # Two slow rollouts: with the job's two mini-batches that is more work than the worker's three slots.
+    slow = make_custom_model(workspace, tmp_path / "slow", name="slow", source=SLOW_SCORE_PY)
+    for n in range(2):
+        create(owner_api, f"slow-{n}", "blue", slow)
+    wait_for(lambda: Instance.objects.filter(deployment__model=slow, pid__isnull=False).count() == 2, timeout=30,
+             what="the slow rollouts' model servers started")
+    killed_at = time.monotonic()
+
+    os.kill(instance["pid"], signal.SIGKILL)
+
+    def replaced():
+        [now] = deployment_json(owner_api, "doubler", "blue")["instances"]
+        return now["state"] == "Ready" and now["pid"] != instance["pid"] and now
+    wait_for(replaced, timeout=60, interval=0.1, what="a replacement instance")
+    elapsed = time.monotonic() - killed_at
+
+    # The job and the rollout were still running the whole time.
+    assert BatchJob.objects.get(name=job["name"]).status == "Running"
+    assert set(Deployment.objects.filter(model=slow).values_list("provisioning_state", flat=True)) == {"Creating"}
+    row = Instance.objects.get(name=instance["name"])
+    start_up = (row.ready_at - row.launched_at).total_seconds()
+    assert elapsed <= 2 + 1 + start_up + 1.5, (elapsed, start_up)
+
+
 def test_it_never_reads_a_half_written_broker_message(tmp_path):
     """Steps re-queue themselves often; the embedded broker must hand a worker only whole messages
     (kombu's stock filesystem writer let a poller take a file before its bytes were written)."""
