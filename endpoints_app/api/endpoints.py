@@ -304,10 +304,12 @@ def token(request, ws: str, name: str):
 
 
 def _provisioning_response(deployment: Deployment, created: bool = False) -> Response:
+    # 202 when the service started provisioning, decided from the state it wrote: the worker may
+    # finish a small change (a scale-in) before the fresh read below.
+    provisioning = deployment.provisioning_state in (ProvisioningState.CREATING, ProvisioningState.UPDATING)
     deployment = Deployment.objects.select_related("endpoint", "model", "instance_type").prefetch_related(
         "instances__node"
     ).get(pk=deployment.pk)
-    provisioning = deployment.provisioning_state in (ProvisioningState.CREATING, ProvisioningState.UPDATING)
     if provisioning:
         code = status.HTTP_202_ACCEPTED
     else:
