@@ -91,6 +91,8 @@ def collect(paths: list[str]) -> list[tuple[str, dict, str]]:
                 raise specs.SpecError("apply does not run batch jobs; use `studio batch-endpoint invoke -f`",
                                       "kind", doc.key_lines.get("kind", doc.line), file)
             specs.validate(doc, kind, file)
+            if kind == "marketplace-subscription" and not doc.get("name"):
+                doc["name"] = specs.subscription_name(doc["model_id"])
             if kind.endswith("-deployment") and not doc.get("endpoint_name"):
                 raise specs.SpecError("is required in a folder applied with `studio apply`", "endpoint_name",
                                       doc.line, file)

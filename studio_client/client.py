@@ -285,16 +285,18 @@ JOB_SETTINGS = ("mini_batch_size", "instance_count", "max_concurrency_per_instan
 
 
 class Jobs(_Resource):
-    """Batch jobs: one invocation of a batch endpoint."""
+    """Batch jobs: one invocation of a batch endpoint. Job names are unique in the workspace, so
+    every call but create also works without the endpoint (the workspace's `jobs` routes)."""
 
-    def _path(self, endpoint: str, job: str = "") -> str:
-        base = f"batch-endpoints/{seg(endpoint)}/jobs"
+    def _path(self, endpoint: str | None, job: str = "") -> str:
+        base = f"batch-endpoints/{seg(endpoint)}/jobs" if endpoint else "jobs"
         return self._ws(f"{base}/{seg(job)}" if job else base)
 
-    def list(self, endpoint: str) -> list[dict]:
-        return list(self._t.pages(self._path(endpoint)))
+    def list(self, endpoint: str | None = None, *, status: str | None = None, limit: int | None = None) -> list[dict]:
+        params = {k: v for k, v in {"status": status, "limit": limit}.items() if v is not None}
+        return list(self._t.pages(self._path(endpoint), params or None))
 
-    def get(self, endpoint: str, name: str) -> dict:
+    def get(self, endpoint: str | None, name: str) -> dict:
         return self._t.json("GET", self._path(endpoint, name))
 
     def begin_create(self, endpoint: str, *, input_path: str, input_type: str = "uri_folder",
@@ -304,23 +306,22 @@ class Jobs(_Resource):
             body["deployment_name"] = deployment_name
         if settings:
             body["settings"] = settings
-        response = self._t.request("POST", self._path(endpoint), json=body)
-        job = response.json()
+        job = self._t.json("POST", self._path(endpoint), json=body)
         name = str(job.get("name") or job.get("id"))
         return Poller(f"job {endpoint}/{name}", lambda: self.get(endpoint, name), job, state_field="status",
                       interval=self._client.poll_interval, on_progress=self._client.on_progress,
                       describe=_job_progress)
 
-    def poller(self, endpoint: str, name: str) -> Poller:
+    def poller(self, endpoint: str | None, name: str) -> Poller:
         """Follow a job that already runs."""
-        return Poller(f"job {endpoint}/{name}", lambda: self.get(endpoint, name), self.get(endpoint, name),
+        return Poller(f"job {name}", lambda: self.get(endpoint, name), self.get(endpoint, name),
                       state_field="status", interval=self._client.poll_interval,
                       on_progress=self._client.on_progress, describe=_job_progress)
 
-    def cancel(self, endpoint: str, name: str) -> dict:
+    def cancel(self, endpoint: str | None, name: str) -> dict:
         return self._t.json("POST", f"{self._path(endpoint, name)}/cancel")
 
-    def download(self, endpoint: str, name: str, file: str, destination: str | os.PathLike) -> Path:
+    def download(self, endpoint: str | None, name: str, file: str, destination: str | os.PathLike) -> Path:
         """Stream one output file of a job to `destination` (a folder or a file path)."""
         target = Path(destination)
         if target.is_dir():
@@ -335,9 +336,10 @@ class Jobs(_Resource):
 
 
 def _job_progress(job: dict) -> str:
-    done, total = job.get("mini_batches_completed"), job.get("mini_batches_total") or job.get("mini_batch_count")
+    done, total = job.get("mini_batches_done"), job.get("mini_batches_total")
     if done is not None and total:
-        return f"({done}/{total} mini-batches)"
+        failed = job.get("mini_batches_failed") or 0
+        return f"({done}/{total} mini-batches{f', {failed} failed' if failed else ''})"
     return ""
 
 

@@ -259,7 +259,8 @@ BATCH_DEPLOYMENT = Obj({
     "output_action": S("append_row", "summary_only"), "output_file_name": S(),
 }, required=("name", "model"))
 SERVERLESS_ENDPOINT = Obj({**COMMON, "name": S(), "model_id": S()}, required=("name", "model_id"))
-MARKETPLACE_SUBSCRIPTION = Obj({**COMMON, "name": S(), "model_id": S()}, required=("name", "model_id"))
+# A subscription is named after its model: `name` may be left out (the studio refuses any other name).
+MARKETPLACE_SUBSCRIPTION = Obj({**COMMON, "name": S(), "model_id": S()}, required=("model_id",))
 DATA = Obj({**COMMON, "name": S(), "path": S(), "type": S("uri_folder", "uri_file"), "description": S()},
            required=("name", "path"))
 JOB_SETTINGS = Obj({"mini_batch_size": INT, "instance_count": INT, "max_concurrency_per_instance": INT,
@@ -363,6 +364,14 @@ def validate(spec: Any, kind: str, file: str = "spec", *, for_create: bool = Tru
         shape = Obj(shape.fields, required=("name",) if "name" in shape.required else ())
     _check(spec, shape, "", getattr(spec, "line", 1), file, required=True)
     return spec
+
+
+def subscription_name(model_id: str) -> str:
+    """`studio://registries/r/models/NAME/versions/n` (or `NAME` alone) -> NAME."""
+    parts = model_id.strip().rstrip("/").split("/")
+    if "models" in parts and parts.index("models") + 1 < len(parts):
+        return parts[parts.index("models") + 1]
+    return parts[-1].split(":", 1)[0]
 
 
 def plain(value: Any) -> Any:

@@ -206,16 +206,17 @@ def deployment_cmd(client: StudioClient, args, kind: str) -> Any:
 # -- jobs and data -------------------------------------------------------------------------------------------
 
 def job_cmd(client: StudioClient, args) -> Any:
-    endpoint = args.endpoint_name
+    endpoint = args.endpoint_name  # optional: job names are unique in the workspace
     if args.action == "list":
-        return client.jobs.list(endpoint)
+        return client.jobs.list(endpoint, status=args.status)
     name = _need(args.name, "give the job's name with -n/--name")
     if args.action == "show":
         return client.jobs.get(endpoint, name)
     if args.action == "wait":
         return client.jobs.poller(endpoint, name).result()
     if args.action == "cancel":
-        _confirm(args, f"Cancel job '{name}' of batch endpoint '{endpoint}'?")
+        where = f" of batch endpoint '{endpoint}'" if endpoint else ""
+        _confirm(args, f"Cancel job '{name}'{where}?")
         return client.jobs.cancel(endpoint, name)
     if args.action == "download":
         folder = Path(args.download_path)
@@ -228,8 +229,11 @@ def job_cmd(client: StudioClient, args) -> Any:
 
 def _output_files(job: dict) -> list[str]:
     outputs = job.get("outputs") or []
-    if isinstance(outputs, dict):
-        outputs = list(outputs.values())
+    if isinstance(outputs, dict):  # {file name: download URL, or null until it exists}
+        missing = [name for name, url in outputs.items() if not url]
+        if missing:
+            raise UsageError(f"job {job.get('name')} is {job.get('status')}: no {', '.join(missing)} to download yet")
+        outputs = list(outputs)
     names = []
     for item in outputs:
         if isinstance(item, str):
@@ -293,7 +297,7 @@ def subscription_cmd(client: StudioClient, args) -> Any:
         if args.model_id:
             args.set = [*args.set, f"model_id={args.model_id}"]
         spec = _load(args, "marketplace-subscription", for_create=True)
-        return ops.create(spec["model_id"], spec["name"])
+        return ops.create(spec["model_id"], spec.get("name"))
     name = _need(args.name, "give the subscription's name with -n/--name")
     if args.action == "show":
         return ops.get(name)

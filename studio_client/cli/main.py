@@ -5,6 +5,7 @@ the field's path and line on stderr)."""
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 
 from studio_client import config as config_mod
@@ -98,7 +99,14 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("studio: interrupted; operations already sent go on in the studio", file=sys.stderr)
         return 130
-    if result is not None:
+    if result is not None and args.query:
+        try:
+            result = output.pick(result, args.query)
+        except KeyError:
+            print(f"studio: the result has no field {args.query}", file=sys.stderr)
+            return EXIT_USAGE
+        print(result if isinstance(result, str) else json.dumps(result))
+    elif result is not None:
         print(output.render(result, args.output, args.group))
     return EXIT_OK
 

@@ -26,6 +26,18 @@ COLUMNS = {
 }
 
 
+def pick(value: Any, path: str) -> Any:
+    """`--query a.b.0`: a field of the result by its dotted path (KeyError when absent)."""
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(path)
+    return value
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""

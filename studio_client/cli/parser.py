@@ -25,6 +25,8 @@ def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("-o", "--output", choices=["json", "table"], default="json", help="output format (default json)")
     p.add_argument("-w", "--workspace", help="workspace (else STUDIO_WORKSPACE or the login's)")
+    p.add_argument("--query", metavar="FIELD",
+                   help="print one field of the result (a dotted path, e.g. name): a string bare, else JSON")
     return p
 
 
@@ -82,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-file-name")
 
     p = group("job", "batch jobs")
-    p.add_argument("-e", "--endpoint-name", required=True)
+    p.add_argument("-e", "--endpoint-name", help="the batch endpoint (optional: job names are unique)")
     p.add_argument("-n", "--name", help="the job's name")
+    p.add_argument("--status", help="list: only jobs in this status (Queued, Running, Completed, Failed, Canceled)")
     p.add_argument("--file", dest="output_file", help="download: one output file (default: every output)")
-    p.add_argument("-p", "--download-path", default=".", help="download: folder to write into")
+    p.add_argument("-p", "--download-path", "--output-dir", dest="download_path", default=".",
+                   help="download: folder to write into (default: the current folder)")
     p.add_argument("--yes", "-y", action="store_true", help="cancel without asking")
 
     p = group("data", "data assets (inputs of batch jobs)")

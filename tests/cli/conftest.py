@@ -76,3 +76,17 @@ def seeded_catalog(db):
     from endpoints_app.catalog.seed import seed_catalog
 
     return {m.name: m for m in seed_catalog()}
+
+
+@pytest.fixture
+def owner_cli(live_web, owner, tmp_path):
+    """`studio ARGS` as the workspace's owner, with an API token of theirs."""
+    from endpoints_app.models import ApiToken
+
+    token = ApiToken.objects.create(user=owner)[1]
+
+    def cli(*args: str, cwd: Path = tmp_path):
+        return run_studio(live_web, token, *args, cwd=cwd)
+
+    cli.token, cli.url = token, live_web
+    return cli

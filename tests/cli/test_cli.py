@@ -49,17 +49,6 @@ def _tripler(cli, tmp_path: Path, name: str = "tripler", source: str = SCORE_PY)
     return ok(cli("model", "create", "-n", name, "--path", f"{name}.zip"))
 
 
-@pytest.fixture
-def owner_cli(live_web, owner, tmp_path):
-    token = ApiToken.objects.create(user=owner)[1]
-
-    def cli(*args: str, cwd: Path = tmp_path):
-        return run_studio(live_web, token, *args, cwd=cwd)
-
-    cli.token, cli.url = token, live_web
-    return cli
-
-
 def test_it_drives_an_endpoint_through_every_online_command(owner_cli, tmp_path):
     cli = owner_cli
     model = _tripler(cli, tmp_path)
