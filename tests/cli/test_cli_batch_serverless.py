@@ -120,9 +120,10 @@ def test_it_runs_the_batch_example_of_the_readme_and_every_batch_command(owner_c
     assert not_yet.returncode == 2 and "predictions.csv" in not_yet.stderr
 
     # delete
-    # The default deployment stays while it is the default: the API's message and field, exit 1.
-    kept = cli("batch-deployment", "delete", "-e", "iris-batch", "-n", "main", "--yes")
-    assert kept.returncode == 1 and "field: defaults.deployment_name" in kept.stderr
+    # Its servers were still stopping from the canceled job: delete waits until they are gone.
+    deleted = cli("batch-deployment", "delete", "-e", "iris-batch", "-n", "main", "--yes")
+    assert ok(deleted)["deleted"] is True and "Deleting" in deleted.stderr
+    assert ok(cli("batch-endpoint", "show", "-n", "iris-batch"))["defaults"] == {}
     assert ok(cli("batch-endpoint", "delete", "-n", "iris-batch", "--yes"))["deleted"] is True
     gone = cli("batch-endpoint", "show", "-n", "iris-batch")
     assert gone.returncode == 1 and "iris-batch" in gone.stderr
@@ -167,7 +168,8 @@ def test_it_runs_the_serverless_example_of_the_readme_and_every_serverless_comma
     assert ok(cli("serverless-endpoint", "delete", "-n", "minilm-serverless", "--yes"))["deleted"] is True
     assert not Endpoint.objects.filter(name="minilm-serverless").exists()
     assert ok(cli("marketplace-subscription", "delete", "-n", "all-minilm-l6-v2", "--yes"))["deleted"] is True
-    assert not MarketplaceSubscription.objects.exists()
+    assert ok(cli("marketplace-subscription", "list")) == []
+    assert not MarketplaceSubscription.objects.filter(deleted_at__isnull=True).exists()
     missing = cli("serverless-endpoint", "show", "-n", "minilm-serverless")
     assert missing.returncode == 1 and "minilm-serverless" in missing.stderr
 
@@ -180,6 +182,7 @@ def test_apply_manages_a_serverless_folder_and_a_batch_folder_idempotently(owner
         ("marketplace-subscription", "all-minilm-l6-v2", "create"),
         ("serverless-endpoint", "minilm-declared", "create"),
     ]
+    assert ok(cli("marketplace-subscription", "list")) == []
     assert not MarketplaceSubscription.objects.exists()
     assert ok(cli("apply", "-f", str(serverless)))["changes"] == 2
     assert Endpoint.objects.get(name="minilm-declared").provisioning_state == "Succeeded"
