@@ -5,6 +5,7 @@ error_threshold; cancel; queueing in order; no batch model server outside a job.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import time
@@ -263,3 +264,20 @@ def kill_a_child_mid_mini_batch(worker_pid: int, job_name: str) -> int | None:
             os.kill(child, signal.SIGKILL)
             return child
     return None
+
+
+def test_it_embeds_text_files_with_minilm(live_worker, owner_api, node, iris, make_asset):
+    from endpoints_app.models import CatalogModel
+
+    minilm = CatalogModel.objects.get(registry="studio", name="all-minilm-l6-v2")
+    assert owner_api.post(EP, {"name": "embedder"}, format="json").status_code == 201
+    created = owner_api.post(f"{EP}/embedder/deployments", {"name": "blue", "model": minilm.asset_id}, format="json")
+    assert created.status_code == 201, created.content
+    texts = {"a.txt": b"a cat sat on the mat\nthe dog barked\n", "b.txt": b"markets fell\n\nrain in spain\n"}
+    make_asset("texts", texts)
+    job = invoke(owner_api, "embedder", "studio:data/texts/versions/1")
+    done = wait_job(owner_api, "embedder", job["name"], timeout=180)
+    assert done["status"] == "Completed", done
+    rows = download(owner_api, done)
+    assert [(r["file"], int(r["row"])) for r in rows] == [("a.txt", 0), ("a.txt", 1), ("b.txt", 0), ("b.txt", 1)]
+    assert all(len(json.loads(r["embedding"])) == 384 for r in rows)
