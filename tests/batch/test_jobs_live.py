@@ -281,3 +281,26 @@ def test_it_embeds_text_files_with_minilm(live_worker, owner_api, node, iris, ma
     rows = download(owner_api, done)
     assert [(r["file"], int(r["row"])) for r in rows] == [("a.txt", 0), ("a.txt", 1), ("b.txt", 0), ("b.txt", 1)]
     assert all(len(json.loads(r["embedding"])) == 384 for r in rows)
+
+
+BROKEN_SCORE = '''
+def init():
+    raise RuntimeError("the model file is missing")
+
+def run(mini_batch):
+    return []
+'''
+
+
+def test_a_model_server_that_cannot_start_fails_the_job_with_its_error(live_worker, owner_api, workspace, tmp_path,
+                                                                        node, make_asset):
+    model = make_custom_model(workspace, tmp_path / "code", name="broken", source=BROKEN_SCORE)
+    assert owner_api.post(EP, {"name": "broken"}, format="json").status_code == 201
+    assert owner_api.post(f"{EP}/broken/deployments", {"name": "blue", "model": f"{model.name}:1"},
+                          format="json").status_code == 201
+    make_asset("few", files_of(2, 3))
+    job = invoke(owner_api, "broken", "studio:data/few/versions/1")
+    failed = wait_job(owner_api, "broken", job["name"], timeout=120)
+    assert failed["status"] == "Failed" and "the model file is missing" in failed["error"], failed
+    assert set(MiniBatch.objects.filter(job__name=job["name"]).values_list("status", flat=True)) == {"Canceled"}
+    no_batch_servers_soon()
