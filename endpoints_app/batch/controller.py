@@ -305,22 +305,21 @@ def merge_outputs(job: BatchJob) -> int:
     tmp = root / f".{job.output_file_name}.{os.getpid()}.tmp"
     rows = 0
     header_written = False
-    with open(tmp, "w", newline="") as out:
+    with open(tmp, "wb") as out:
         for part in job.mini_batches.filter(status=MiniBatchStatus.COMPLETED).order_by("index").values_list(
-            "output_part", flat=True
+            "output_part", "rows_out"
         ):
-            with open(root / part, newline="") as fh:
+            with open(root / part[0], "rb") as fh:
                 header = fh.readline()
                 if not header:
                     continue
                 if not header_written:
                     out.write(header)
                     header_written = True
-                for line in fh:
-                    out.write(line)
-                    rows += 1
+                shutil.copyfileobj(fh, out, 1024 * 1024)
+                rows += part[1]
         if not header_written:
-            out.write("file,row,prediction\n")
+            out.write(b"file,row,prediction\n")
     os.replace(tmp, target)
     return rows
 
@@ -493,9 +492,12 @@ def _run_one(mini_batch_id: int, attempt: int) -> tuple[str, int | None, str]:
         return "job not running", None, ""
     timeout = _timeout(job)
     now = timezone.now()
-    MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
-        lease_until=now + timedelta(seconds=timeout) + RUN_GRACE, started_at=now
-    )
+    lease = now + timedelta(seconds=timeout) + RUN_GRACE
+    if mb.lease_until is None or mb.lease_until > lease + timedelta(seconds=1):
+        # Dispatched through the broker (a longer lease for the queue wait): it runs now.
+        MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+            lease_until=lease, started_at=now
+        )
     instance = Instance.objects.select_related("node").filter(
         batch_job=job, name=mb.instance, state=InstanceState.READY
     ).first() or Instance.objects.select_related("node").filter(batch_job=job, state=InstanceState.READY).first()
