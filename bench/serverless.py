@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serverless.py                     # 5 rounds; LiteLLM in var/bench-litellm-venv
     .venv/bin/python bench/serverless.py --rounds 3 --no-litellm
+    .venv/bin/python bench/serverless.py --threads 2          # llama.cpp on both cores (see --threads)
 
 Starts, in a throwaway data dir: llama.cpp's server on SmolLM2-135M (GGUF, as the studio runs it,
 runtime/llama_server.py), the studio's model server on all-MiniLM-L6-v2, the gateway (gunicorn + one
@@ -169,7 +170,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--connections", type=int, default=8, help="embeddings connections")
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    # One llama.cpp thread leaves a core for the relays: llama.cpp's threads spin, so with every core
+    # taken each wake-up of a relay (or of the client) per token stalls generation, and the figure
+    # measures CPU contention on this 2-core machine rather than what relaying costs.
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--python-client", action="store_true", help="use the aiohttp client even if wrk exists")
     args = parser.parse_args()
