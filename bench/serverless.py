@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serverless.py                     # 5 rounds; LiteLLM in var/bench-litellm-venv
     .venv/bin/python bench/serverless.py --rounds 3 --no-litellm
+    .venv/bin/python bench/serverless.py --threads 2          # llama.cpp on both cores (see --threads)
 
 Starts, in a throwaway data dir: llama.cpp's server on SmolLM2-135M (GGUF, as the studio runs it,
 runtime/llama_server.py), the studio's model server on all-MiniLM-L6-v2, the gateway (gunicorn + one
@@ -24,6 +25,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +42,7 @@ BIN = Path(sys.executable).parent
 LITELLM_VENV = Path(os.environ.get("STUDIO_BENCH_LITELLM_VENV", ROOT / "var" / "bench-litellm-venv"))
 CHAT_BODY = {"messages": [{"role": "user", "content": "Tell me about the sea in three sentences."}],
              "max_tokens": 64, "temperature": 0, "seed": 1, "stream": True}
+LITELLM_KEY = "sk-studio-bench-0123456789abcdef"  # LiteLLM's proxy refuses to start without a master key
 EMB_BODY = {"input": "The studio serves models on your own machines.", "model": "minilm"}
 
 
@@ -114,7 +117,8 @@ def litellm_config(workdir: Path, chat_port: int, emb_port: int) -> Path:
         {"model_name": "minilm", "litellm_params": {"model": "openai/minilm",
                                                     "api_base": f"http://127.0.0.1:{emb_port}/v1",
                                                     "api_key": "none"}},
-    ], "litellm_settings": {"drop_params": True, "telemetry": False}}
+    ], "litellm_settings": {"drop_params": True, "telemetry": False},
+       "general_settings": {"master_key": LITELLM_KEY}}
     path = workdir / "litellm.yaml"
     path.write_text(json.dumps(config))
     return path
@@ -166,10 +170,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--connections", type=int, default=8, help="embeddings connections")
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    # One llama.cpp thread leaves a core for the relays: llama.cpp's threads spin, so with every core
+    # taken each wake-up of a relay (or of the client) per token stalls generation, and the figure
+    # measures CPU contention on this 2-core machine rather than what relaying costs.
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--python-client", action="store_true", help="use the aiohttp client even if wrk exists")
     args = parser.parse_args()
+    # A SIGTERM (timeout, kill) still stops the servers started below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     workdir = Path(tempfile.mkdtemp(prefix="studio-bench-serverless-"))
     data_dir = workdir / "data"
@@ -211,9 +220,11 @@ def main() -> int:
                                                "--num_workers", "1"],
                                    {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"})
             lt = f"http://127.0.0.1:{litellm_port}"
-            wait_post_ok(f"{lt}/v1/embeddings", json.dumps(EMB_BODY), {"Content-Type": "application/json"}, proxy,
-                         timeout=240)
-            targets["litellm"] = {"chat": (f"{lt}/v1/chat/completions", {}), "emb": (f"{lt}/v1/embeddings", {})}
+            lt_auth = {"Authorization": f"Bearer {LITELLM_KEY}"}
+            wait_post_ok(f"{lt}/v1/embeddings", json.dumps(EMB_BODY), {"Content-Type": "application/json", **lt_auth},
+                         proxy, timeout=240)
+            targets["litellm"] = {"chat": (f"{lt}/v1/chat/completions", lt_auth),
+                                  "emb": (f"{lt}/v1/embeddings", lt_auth)}
 
         use_wrk = shutil.which("wrk") and not args.python_client
         print(f"{args.rounds} rounds; {args.streams} streamed chats (max_tokens {CHAT_BODY['max_tokens']}) per target; "

@@ -170,6 +170,7 @@ def main() -> None:
     cursor_at = rollup_usage()
     print(f"rollup_usage() catch-up over {args.days} days: {time.perf_counter() - rolled:.0f} s, "
           f"{UsageRollup.objects.filter(period='hour').count():,} hour rows, "
+          f"{UsageRollup.objects.filter(period='6h').count():,} 6-hour rows, "
           f"{UsageRollup.objects.filter(period='day').count():,} day rows, cursor {cursor_at:%Y-%m-%d %H:%M} UTC "
           f"(minute rows after it are read directly)", flush=True)
     again = time.perf_counter()

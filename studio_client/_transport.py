@@ -11,12 +11,14 @@ import json as jsonlib
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from studio_client.errors import ApiError, StudioConnectionError, error_class
+
+TYPE_CHECKING = False  # typing costs start-up time; the annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 USER_AGENT = "studio-client/1.0"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -95,6 +97,8 @@ def raise_for_error(response: Response) -> None:
 
 def multipart(data: dict | None, files: list | dict | None) -> tuple[bytes, str]:
     """A multipart/form-data body: `data` fields, then `files` as [(field, (filename, file object))]."""
+    import uuid
+
     boundary = uuid.uuid4().hex
     parts: list[bytes] = []
     for key, value in (data or {}).items():

@@ -16,12 +16,15 @@ import json as jsonlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from studio_client import config as config_mod
 from studio_client._transport import Response, Transport, seg
 from studio_client.errors import ConfigurationError
 from studio_client.poller import DonePoller, Poller
+
+TYPE_CHECKING = False  # typing costs start-up time; the annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 ProgressCallback = Callable[[str, str, float], None]
 

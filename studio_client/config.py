@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from studio_client.errors import ConfigurationError
@@ -56,11 +55,13 @@ def write_config(values: dict, path: Path | None = None) -> Path:
     return path
 
 
-@dataclass(frozen=True)
 class Settings:
-    url: str
-    token: str | None
-    workspace: str
+    """Where to call and as whom (a plain class: dataclasses cost start-up time)."""
+
+    __slots__ = ("url", "token", "workspace")
+
+    def __init__(self, url: str, token: str | None, workspace: str) -> None:
+        self.url, self.token, self.workspace = url, token, workspace
 
 
 def resolve(url: str | None = None, token: str | None = None, workspace: str | None = None) -> Settings:

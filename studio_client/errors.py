@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing costs start-up time; the annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
+
 
 
 class StudioError(Exception):

@@ -13,10 +13,12 @@ to 100) stay with the studio, which names the field in its 400 answer."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs start-up time; the annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 KINDS = (
     "online-endpoint", "online-deployment", "batch-endpoint", "batch-deployment", "serverless-endpoint",
@@ -193,13 +195,16 @@ def apply_overrides(spec: dict, pairs: Iterable[str] | None) -> dict:
 
 # -- shapes --------------------------------------------------------------------------------------------------
 
-@dataclass
 class Type:
-    kind: str  # str | int | number | bool | scalar | map | obj | any
-    choices: tuple = ()
-    fields: dict[str, Type] = field(default_factory=dict)
-    required: tuple[str, ...] = ()
-    values: Type | None = None  # for map: the type of every value
+    """The shape of one field: kind is str | int | number | bool | scalar | map | obj | any;
+    `values` is the type of every value of a map."""
+
+    __slots__ = ("kind", "choices", "fields", "required", "values")
+
+    def __init__(self, kind: str, choices: tuple = (), fields: dict[str, Type] | None = None,
+                 required: tuple[str, ...] = (), values: Type | None = None) -> None:
+        self.kind, self.choices, self.fields = kind, choices, fields or {}
+        self.required, self.values = required, values
 
     def describe(self) -> str:
         return {"str": "a string", "int": "a whole number", "number": "a number", "bool": "true or false",

@@ -36,6 +36,7 @@ from django.utils import timezone
 from endpoints_app.audit import SYSTEM, record
 from endpoints_app.controller import placement
 from endpoints_app.controller import reconcile as rc
+from endpoints_app.instance_auth import auth_header
 from endpoints_app.models import (
     BatchJob,
     Endpoint,
@@ -45,8 +46,8 @@ from endpoints_app.models import (
     MiniBatch,
     MiniBatchStatus,
     Node,
-    datastore_root,
 )
+from endpoints_app.runtime.launch import batch_input_path
 
 log = logging.getLogger("studio.batch")
 
@@ -304,22 +305,21 @@ def merge_outputs(job: BatchJob) -> int:
     tmp = root / f".{job.output_file_name}.{os.getpid()}.tmp"
     rows = 0
     header_written = False
-    with open(tmp, "w", newline="") as out:
+    with open(tmp, "wb") as out:
         for part in job.mini_batches.filter(status=MiniBatchStatus.COMPLETED).order_by("index").values_list(
-            "output_part", flat=True
+            "output_part", "rows_out"
         ):
-            with open(root / part, newline="") as fh:
+            with open(root / part[0], "rb") as fh:
                 header = fh.readline()
                 if not header:
                     continue
                 if not header_written:
                     out.write(header)
                     header_written = True
-                for line in fh:
-                    out.write(line)
-                    rows += 1
+                shutil.copyfileobj(fh, out, 1024 * 1024)
+                rows += part[1]
         if not header_written:
-            out.write("file,row,prediction\n")
+            out.write(b"file,row,prediction\n")
     os.replace(tmp, target)
     return rows
 
@@ -419,9 +419,10 @@ class ScoringError(Exception):
         self.unreachable = unreachable
 
 
-def _post(url: str, body: bytes, timeout: float) -> tuple[bytes, int, int]:
-    """(output CSV bytes, rows in, rows out) of one mini-batch from a model server."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+def _post(url: str, body: bytes, timeout: float, auth: dict[str, str]) -> tuple[bytes, int, int]:
+    """(output CSV bytes, rows in, rows out) of one mini-batch from a model server (`auth`: the instance's secret)."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **auth},
+                                     method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             data = response.read()
@@ -491,23 +492,28 @@ def _run_one(mini_batch_id: int, attempt: int) -> tuple[str, int | None, str]:
         return "job not running", None, ""
     timeout = _timeout(job)
     now = timezone.now()
-    MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
-        lease_until=now + timedelta(seconds=timeout) + RUN_GRACE, started_at=now
-    )
+    lease = now + timedelta(seconds=timeout) + RUN_GRACE
+    if mb.lease_until is None or mb.lease_until > lease + timedelta(seconds=1):
+        # Dispatched through the broker (a longer lease for the queue wait): it runs now.
+        MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+            lease_until=lease, started_at=now
+        )
     instance = Instance.objects.select_related("node").filter(
         batch_job=job, name=mb.instance, state=InstanceState.READY
     ).first() or Instance.objects.select_related("node").filter(batch_job=job, state=InstanceState.READY).first()
-    root = datastore_root()
     body = json.dumps({
-        "items": [{"path": str(root / item["path"]), "file": item["file"], "start": item.get("start", 0),
-                   "stop": item.get("stop")} for item in mb.items],
+        # Paths as the instance's sandboxed server sees them (runtime/launch.py links its workspace's data).
+        "items": [{"path": str(batch_input_path(instance.name, item["path"])) if instance else "",
+                   "file": item["file"], "start": item.get("start", 0), "stop": item.get("stop")}
+                  for item in mb.items],
         "output_action": job.settings.get("output_action", "append_row"),
     }).encode()
     began = time.monotonic()
     try:
         if instance is None:
             raise ScoringError("no model server of the job is ready", unreachable=True)
-        data, rows_in, rows_out = _post(f"http://{instance.node.host}:{instance.port}/batch", body, timeout)
+        data, rows_in, rows_out = _post(f"http://{instance.node.host}:{instance.port}/batch", body, timeout,
+                                        auth_header(instance.name, instance.port))
         if job.settings.get("output_action", "append_row") == "append_row":
             _write_part(job, mb, data)
         done = MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(

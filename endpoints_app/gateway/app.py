@@ -248,7 +248,7 @@ class GatewayApp(ModelInferenceAPI):
         if scope["method"] != "POST":
             await _error(send, 405, "MethodNotAllowed", "Use POST.", ((b"allow", b"POST"),))
             return
-        auth, api_key, _, _, host = _request_headers(scope)
+        auth, api_key, _, _, host, _ = _request_headers(scope)
         credential = ""
         if auth and auth[:7].lower() == b"bearer ":
             credential = auth[7:].decode("latin-1").strip()

@@ -29,7 +29,7 @@ def _api_token_user(token: str):
         if not hasattr(authenticator, "authenticate_credentials"):
             continue
         try:
-            user, _ = authenticator.authenticate_credentials(token)
+            user, _ = authenticator.authenticate_credentials(token.encode("latin-1"))
             return user
         except AuthenticationFailed:
             continue
@@ -56,10 +56,11 @@ def invoke(name: str, credential: str, body: bytes, base_url: str) -> tuple[int,
             return _error(404, "EndpointNotFound", f"No batch endpoint named '{name}'.")
         if not credential:
             return _error(401, "Unauthorized", "Missing key or token (Authorization: Bearer <token>).")
-        endpoint_key = (
-            keys.verify_token(credential, endpoint.name) if endpoint.auth_mode == "aml_token"
-            else keys.matches(credential, (endpoint.primary_key_digest, endpoint.secondary_key_digest))
-        )
+        if endpoint.auth_mode == "aml_token":
+            endpoint_key = keys.verify_token(credential, endpoint.id, endpoint.token_generation)
+        else:
+            nonces = (endpoint.primary_key_nonce, endpoint.secondary_key_nonce)
+            endpoint_key = keys.matches(credential, keys.accepted_digests(nonces))
         user = None
         if not endpoint_key:
             user = _api_token_user(credential)

@@ -70,6 +70,8 @@ return 1
 # Long streams are bounded by this, not by request_timeout_ms (which covers the first byte only).
 INFLIGHT_HORIZON_MS = 600_000
 KEY_PREFIX = "studio:gw:"
+REDIS_CONNECTIONS = 32  # per gateway worker
+REDIS_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -114,7 +116,11 @@ class Limiter:
         if redis_url:
             import redis.asyncio as aioredis
 
-            self.redis = aioredis.from_url(redis_url)
+            # A bounded pool that waits for a free connection: a burst of requests queues here for a
+            # moment instead of failing with "Too many connections" (and falling back to local counts).
+            pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS,
+                                                           timeout=REDIS_WAIT_S)
+            self.redis = aioredis.Redis(connection_pool=pool)
             self._window = self.redis.register_script(WINDOW_SCRIPT)
             self._settle = self.redis.register_script(SETTLE_SCRIPT)
             self._inflight = self.redis.register_script(INFLIGHT_SCRIPT)

@@ -27,11 +27,14 @@ from django.conf import settings
 
 from endpoints_app.instance_auth import ENV_NAME as SECRET_ENV
 from endpoints_app.instance_auth import auth_header, instance_secret
+from endpoints_app.models.batch import datastore_root
 from endpoints_app.runtime import sandbox as sb
 
 # Variables a model server may legitimately need from the parent environment.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LD_LIBRARY_PATH")
 
+# Where a batch instance's sandbox links its workspace's data assets.
+BATCH_DATA_UNDER = "datastore"
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -108,6 +111,13 @@ def _sandbox(deployment, port: int, name: str) -> sb.SandboxSpec:
     return sb.instance_sandbox(name, port, Path(settings.DATA_DIR), limits)
 
 
+def batch_input_path(instance_name: str, relative: str) -> Path:
+    """Where a batch instance's sandboxed server sees a datastore file (`relative` to the datastore root,
+    starting with the workspace's name): under the link launch_spec made to its workspace's data."""
+    box_root = Path(settings.DATA_DIR) / sb.SANDBOX_DIRNAME / sb.sanitize(instance_name)
+    return box_root / BATCH_DATA_UNDER / relative
+
+
 def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None = None) -> LaunchSpec:
     """How to start one instance; `name` (the instance's) names its sandbox folder."""
     model = deployment.model
@@ -164,6 +174,10 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
         # A batch instance scores max_concurrency_per_instance mini-batches at once.
         concurrency = int((deployment.batch_settings or {}).get("max_concurrency_per_instance") or 1)
         env["STUDIO_SCORING_THREADS"] = str(concurrency)
+        # It reads its workspace's data assets (read-only links in its sandbox; batch_input_path()).
+        workspace_data = datastore_root() / deployment.endpoint.workspace.name
+        workspace_data.mkdir(parents=True, exist_ok=True)
+        box.expose(workspace_data, BATCH_DATA_UNDER)
     env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
     env.update(OFFLINE_ENV)
     env.update(box.env())

@@ -294,6 +294,12 @@ def do_update_batch_deployment(actor: Actor, deployment: Deployment, changes: di
     if settings != deployment.batch_settings:
         deployment.batch_settings = settings
         changed.append("batch_settings")
+    if deployment.provisioning_state == ProvisioningState.FAILED:
+        # Failed says a job's model server could not start; an update (a fixed model or score.py)
+        # clears it, and the next job starts fresh servers.
+        deployment.provisioning_state = ProvisioningState.SUCCEEDED
+        deployment.error = ""
+        changed.append("retry")
     if not changed:
         return deployment
     if {"instance_count", "instance_type"} & set(changed):

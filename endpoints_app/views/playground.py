@@ -37,7 +37,7 @@ def _headers(endpoint: Endpoint) -> dict:
     if endpoint.auth_mode == Endpoint.AuthMode.KEY:
         credential = key_svc.get_keys(endpoint)["primary_key"]
     else:
-        credential, _ = keys.issue_token(endpoint.name)
+        credential, _ = keys.issue_token(endpoint.id, endpoint.token_generation)
     return {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
 
 

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -16,7 +17,7 @@ from endpoints_app.services.tokens import do_create_api_token, do_revoke_api_tok
 @login_required
 def tokens_page(request):
     context = {"new_token": None, "new_value": None, "error": None, "expires_in_days": "",
-               "default_days": settings.STUDIO_API_TOKEN_DAYS}
+               "default_days": settings.STUDIO_API_TOKEN_DAYS, "now": timezone.now()}
     if request.method == "POST":
         days = request.POST.get("expires_in_days", "").strip()
         try:

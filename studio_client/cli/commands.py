@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from studio_client import specs
 from studio_client.client import StudioClient
 from studio_client.errors import OperationFailed
 from studio_client.poller import Poller
+
+TYPE_CHECKING = False  # typing costs start-up time; the annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class UsageError(Exception):

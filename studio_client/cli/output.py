@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs start-up time; the annotations are strings anyway
+if TYPE_CHECKING:
+    from typing import Any
 
 # Columns of `-o table` per command group; others show the first scalar fields.
 COLUMNS = {

@@ -184,3 +184,14 @@ def test_deleting_a_batch_endpoint_cancels_its_jobs(owner_api, batch_endpoint, m
     assert owner_api.delete(f"{EP}/scorer").status_code == 204
     assert BatchJob.objects.get(name=job["name"]).status == "Canceled"
     assert owner_api.get(f"{EP}/scorer").status_code == 404
+
+
+def test_an_update_clears_a_failed_batch_deployment(owner_api, batch_endpoint):
+    from endpoints_app.models import Deployment
+
+    batch_endpoint()
+    Deployment.objects.filter(name="blue").update(provisioning_state="Failed", error="server exited")
+    updated = owner_api.patch(f"{EP}/scorer/deployments/blue", {"mini_batch_size": 5}, format="json")
+    assert updated.status_code == 200, updated.content
+    assert (updated.json()["provisioning_state"], updated.json()["error"]) == ("Succeeded", "")
+    assert updated.json()["mini_batch_size"] == 5

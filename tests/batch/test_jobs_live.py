@@ -5,6 +5,7 @@ error_threshold; cancel; queueing in order; no batch model server outside a job.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import time
@@ -263,3 +264,43 @@ def kill_a_child_mid_mini_batch(worker_pid: int, job_name: str) -> int | None:
             os.kill(child, signal.SIGKILL)
             return child
     return None
+
+
+def test_it_embeds_text_files_with_minilm(live_worker, owner_api, node, iris, make_asset):
+    from endpoints_app.models import CatalogModel
+
+    minilm = CatalogModel.objects.get(registry="studio", name="all-minilm-l6-v2")
+    assert owner_api.post(EP, {"name": "embedder"}, format="json").status_code == 201
+    created = owner_api.post(f"{EP}/embedder/deployments", {"name": "blue", "model": minilm.asset_id}, format="json")
+    assert created.status_code == 201, created.content
+    texts = {"a.txt": b"a cat sat on the mat\nthe dog barked\n", "b.txt": b"markets fell\n\nrain in spain\n"}
+    make_asset("texts", texts)
+    job = invoke(owner_api, "embedder", "studio:data/texts/versions/1")
+    done = wait_job(owner_api, "embedder", job["name"], timeout=180)
+    assert done["status"] == "Completed", done
+    rows = download(owner_api, done)
+    assert [(r["file"], int(r["row"])) for r in rows] == [("a.txt", 0), ("a.txt", 1), ("b.txt", 0), ("b.txt", 1)]
+    assert all(len(json.loads(r["embedding"])) == 384 for r in rows)
+
+
+BROKEN_SCORE = '''
+def init():
+    raise RuntimeError("the model file is missing")
+
+def run(mini_batch):
+    return []
+'''
+
+
+def test_a_model_server_that_cannot_start_fails_the_job_with_its_error(live_worker, owner_api, workspace, tmp_path,
+                                                                        node, make_asset):
+    model = make_custom_model(workspace, tmp_path / "code", name="broken", source=BROKEN_SCORE)
+    assert owner_api.post(EP, {"name": "broken"}, format="json").status_code == 201
+    assert owner_api.post(f"{EP}/broken/deployments", {"name": "blue", "model": f"{model.name}:1"},
+                          format="json").status_code == 201
+    make_asset("few", files_of(2, 3))
+    job = invoke(owner_api, "broken", "studio:data/few/versions/1")
+    failed = wait_job(owner_api, "broken", job["name"], timeout=120)
+    assert failed["status"] == "Failed" and "the model file is missing" in failed["error"], failed
+    assert set(MiniBatch.objects.filter(job__name=job["name"]).values_list("status", flat=True)) == {"Canceled"}
+    no_batch_servers_soon()

@@ -3,8 +3,8 @@ or endpoint key, get 202 with the job's name, status and URL; the job runs to Co
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
+from endpoints_app.models import ApiToken
 from tests.batch.conftest import WS, iris_csv
 from tests.live import wait_for
 
@@ -26,7 +26,7 @@ def test_it_creates_jobs_with_an_api_token_or_an_endpoint_key(live_gateway, owne
     uri = owner_api.get(f"{EP}/scorer").json()["scoring_uri"]
     url = live_gateway + uri[uri.index("/inference/"):]
 
-    with_token = post(url, Token.objects.get(user=owner).key)
+    with_token = post(url, ApiToken.objects.create(user=owner)[1])
     assert with_token.status_code == 202, with_token.text
     job = with_token.json()
     assert job["status"] in ("Queued", "Running") and job["deployment_name"] == "blue"
@@ -40,10 +40,8 @@ def test_it_creates_jobs_with_an_api_token_or_an_endpoint_key(live_gateway, owne
 
     assert post(url, None).status_code == 401
     assert post(url, "not-a-token").status_code == 401
-    reader_token, _ = Token.objects.get_or_create(user=reader)
-    assert post(url, reader_token.key).status_code == 403
-    outsider_token, _ = Token.objects.get_or_create(user=outsider)
-    assert post(url, outsider_token.key).status_code == 404
+    assert post(url, ApiToken.objects.create(user=reader)[1]).status_code == 403
+    assert post(url, ApiToken.objects.create(user=outsider)[1]).status_code == 404
     bad = post(url, key, {"inputs": {"input_data": {"type": "uri_folder", "path": "../../etc"}}})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "inputs.input_data.path"
     assert post(live_gateway + "/inference/nope/jobs", key).status_code == 404

@@ -51,6 +51,8 @@ def test_the_catalog_shows_measured_accuracy_and_who_registered_a_model(page, li
         shoot(page, f"catalog-{width}")
     page.click("[data-model=iris-classifier]")
     assert "Accuracy\n97.4%" in page.inner_text("#measured")
+    assert page.locator("text=Names the iris species.").count() == 1  # a summary alone shows once
+    assert "/<wbr>" in page.locator(".props dd code").first.inner_html()  # the asset id wraps after a slash
     shoot(page, "catalog-iris-card")
     page.goto(f"{live_server.url}/catalog/churn/?registry={workspace.name}")
     assert page.inner_text("[data-testid=publisher]").startswith(

@@ -161,7 +161,7 @@ def test_reader_sees_the_wizard_disabled_and_cannot_post(client, reader, catalog
 def test_details_show_deployments_and_poll_while_provisioning(owner_client, iris):
     html = owner_client.get("/endpoints/iris/").content.decode()
     assert 'data-deployment="blue"' in html
-    assert "/inference/iris/score" in html
+    assert "/inference/iris/score" in html.replace("<wbr>", "")  # the URI may wrap after a slash
     assert 'data-polling="true"' in html
     Deployment.objects.update(provisioning_state="Succeeded")
     partial = owner_client.get("/endpoints/iris/", **HX).content.decode()

@@ -125,3 +125,9 @@ def test_the_admin_shows_no_token_values(admin_client, owner_api):
     assert detail.status_code == 200
     for secret in (made["token"], token.digest):
         assert secret.encode() not in listing.content and secret.encode() not in detail.content
+
+
+def test_the_tokens_page_marks_expired_tokens(owner_client, owner):
+    token, _ = ApiToken.objects.create(user=owner, expiry=timedelta(days=1))
+    ApiToken.objects.filter(pk=token.pk).update(expiry=timezone.now() - timedelta(hours=1))
+    assert b"(expired)" in owner_client.get("/tokens/").content
