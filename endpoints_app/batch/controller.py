@@ -30,7 +30,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from endpoints_app.audit import SYSTEM, record
@@ -39,6 +39,7 @@ from endpoints_app.controller import reconcile as rc
 from endpoints_app.instance_auth import auth_header
 from endpoints_app.models import (
     BatchJob,
+    Deployment,
     Endpoint,
     Instance,
     InstanceState,
@@ -46,6 +47,7 @@ from endpoints_app.models import (
     MiniBatch,
     MiniBatchStatus,
     Node,
+    ProvisioningState,
 )
 from endpoints_app.runtime.launch import batch_input_path
 
@@ -184,6 +186,16 @@ def stop_idle_instances() -> int:
         Q(batch_job__isnull=True) | ~Q(batch_job__status=JobStatus.RUNNING)
     )
     return idle.update(state=InstanceState.STOPPING, stop_requested_at=now)
+
+
+def finish_deletes() -> None:
+    """A batch deployment deleted while its servers were still running goes once they have stopped
+    (the online reconcile pass plans online and serverless deployments only)."""
+    live = Instance.objects.filter(deployment=OuterRef("pk"), state__in=(*ACTIVE, InstanceState.STOPPING))
+    for deployment in Deployment.objects.filter(
+        endpoint__kind=Endpoint.Kind.BATCH, provisioning_state=ProvisioningState.DELETING
+    ).exclude(Exists(live)):
+        deployment.mark_deleted()
 
 
 def _stop_here() -> None:
@@ -561,6 +573,7 @@ def tick() -> None:
             log.exception("advancing batch job %s failed", job_id)
     if stop_idle_instances():
         _stop_here()
+    finish_deletes()
     for job_id in BatchJob.objects.filter(
         status__in=(JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED),
         finished_at__gte=timezone.now() - timedelta(minutes=10),
