@@ -360,7 +360,9 @@ def expected_columns(model: CatalogModel) -> list[str] | None:
     except (KeyError, TypeError):
         columns = ((model.sample_request or {}).get("input_data") or {}).get("columns") \
             if isinstance((model.sample_request or {}).get("input_data"), dict) else None
-    return list(columns) if isinstance(columns, list) and columns else None
+    if not isinstance(columns, list) or not columns or "..." in columns:
+        return None  # none documented, or abbreviated for the card (digits: pixel_0_0, ..., pixel_7_7)
+    return list(columns)
 
 
 def _check_input_files(model: CatalogModel, resolved: ResolvedInput, field: str) -> list[int | None]:

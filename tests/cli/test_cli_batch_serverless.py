@@ -201,3 +201,22 @@ def test_apply_manages_a_serverless_folder_and_a_batch_folder_idempotently(owner
     assert endpoint.deployments.get(name="main").provisioning_state == "Succeeded"
     again = cli("apply", "-f", str(batch))
     assert ok(again)["changes"] == 0 and "0 to create, 0 to update, 2 unchanged" in again.stderr
+
+
+def test_every_batch_example_scores_its_inputs(owner_cli, tmp_path, seeded_catalog):
+    """examples/batch/<model>/ for each model that scores files: data, endpoint, deployment, job."""
+    cli = owner_cli
+    folders = sorted(p for p in (EXAMPLES / "batch").iterdir() if p.is_dir() and p.name != "iris-classifier")
+    assert [f.name for f in folders] == ["all-minilm-l6-v2", "breast-cancer-onnx", "diabetes-regressor",
+                                         "digits-classifier"]
+    for folder in folders:
+        ok(cli("data", "create", "-f", str(folder / "data.yml")))
+        ok(cli("batch-endpoint", "create", "-f", str(folder / "endpoint.yml")))
+        ok(cli("batch-deployment", "create", "-f", str(folder / "deployment.yml")))
+        invoked = cli("batch-endpoint", "invoke", "-f", str(folder / "job.yml"))
+        job = ok(invoked)
+        assert job["status"] == "Completed" and job["rows_failed"] == 0 and job["rows_done"] > 0, (folder.name, job)
+        out = tmp_path / folder.name
+        ok(cli("job", "download", "-n", job["name"], "--output-dir", str(out)))
+        lines = (out / "predictions.csv").read_text().splitlines()
+        assert len(lines) == job["rows_done"] + 1, (folder.name, lines[:3])
