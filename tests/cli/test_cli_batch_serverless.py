@@ -97,6 +97,9 @@ def test_it_runs_the_batch_example_of_the_readme_and_every_batch_command(owner_c
     listed = ok(cli("job", "list", "-e", "iris-batch"))
     assert {j["name"] for j in listed} == {job.name, second_job["name"]}
     assert ok(cli("job", "show", "-e", "iris-batch", "-n", job.name))["rows_done"] == expected
+    # Without -e: the workspace's jobs (names are unique in it), filtered by status.
+    assert {j["name"] for j in ok(cli("job", "list", "--status", "Completed"))} == {job.name, second_job["name"]}
+    assert ok(cli("job", "list", "--status", "Running")) == []
     got = ok(cli("job", "download", "-e", "iris-batch", "-n", second_job["name"], "--output-dir", "second"))
     assert len((tmp_path / "second" / "predictions.csv").read_text().splitlines()) == 2
     assert got["downloaded"] == [str(Path("second") / "predictions.csv")]
