@@ -110,6 +110,9 @@ def build_app(args: argparse.Namespace):
     from fastapi.responses import JSONResponse
     from llama_cpp.server import app as llama_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
+    from starlette.middleware import Middleware
+    from starlette_context.middleware import RawContextMiddleware
+    from starlette_context.plugins import RequestIdPlugin
 
     # No ": ping" comment events: azure-ai-inference's stream reader fails on them.
     server_settings = ServerSettings(host=args.host, port=args.port, interrupt_requests=False,
@@ -119,6 +122,13 @@ def build_app(args: argparse.Namespace):
         n_threads_batch=args.n_threads_batch, verbose=False,
     )
     app = llama_app.create_app(server_settings=server_settings, model_settings=[model_settings])
+    # The gateway forwards the client's x-request-id (any printable id); llama-cpp-python's request-id
+    # plugin answers 400 to one that is not a UUID, so it keeps ids as they come.
+    app.user_middleware = [
+        Middleware(RawContextMiddleware, plugins=(RequestIdPlugin(validate=False),))
+        if m.cls is RawContextMiddleware else m
+        for m in app.user_middleware
+    ]
     llama = llama_app._llama_proxy(None)
     formatter = _formatter(llama)
 

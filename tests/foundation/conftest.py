@@ -55,7 +55,8 @@ def foundation_endpoint(workspace, node, seeded_artifacts, seeded_server):  # no
                 request_settings=request_settings or {"request_timeout_ms": 60000,
                                                       "max_concurrent_requests_per_instance": 4},
             )
-            Instance.objects.create(deployment=deployment, name=f"{name}-{dep_name}-0", node=node,
+            # Named as the server was launched, so the gateway presents the secret it expects.
+            Instance.objects.create(deployment=deployment, name=server.name, node=node,
                                     port=int(server.base.rsplit(":", 1)[1]), state=InstanceState.READY)
         RouteVersion.bump()
         return endpoint, key

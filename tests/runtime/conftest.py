@@ -35,6 +35,8 @@ class Server:
     box: sandbox.SandboxSpec | None = None
     # The instance secret, as the gateway sends it.
     headers: dict | None = None
+    # The instance name it was launched as: the gateway derives its secret from this name and the port.
+    name: str = ""
 
     def get(self, path: str, **kw) -> requests.Response:
         kw.setdefault("headers", self.headers)
@@ -89,14 +91,15 @@ def make_deployment(model: CatalogModel, *, code_configuration: dict | None = No
 
 def start_server(deployment: Deployment, log_dir: Path) -> Server:
     port = free_port()
-    spec = launch_spec(deployment, port)
+    name = f"{deployment.model.name}-{port}"
+    spec = launch_spec(deployment, port, name=name)
     log_path = log_dir / f"{deployment.model.name}-{port}.log"
     sandbox.prepare(spec.sandbox)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, **spec.sandbox.popen_kwargs())
     return Server(proc=proc, base=f"http://127.0.0.1:{port}", log_path=log_path, ready_path=spec.ready_path,
-                  box=spec.sandbox, headers=spec.probe_headers)
+                  box=spec.sandbox, headers=spec.probe_headers, name=name)
 
 
 @pytest.fixture(scope="session")
