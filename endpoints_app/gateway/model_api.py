@@ -478,7 +478,8 @@ class ModelInferenceAPI:
         """Exact counts from the instance's tokenizer; the number of streamed pieces if it cannot say."""
         try:
             status, data, _ = await asyncio.wait_for(
-                self.client.post(inst, "/studio/usage", inference.usage_request(route, payload, reader.text)), 10)
+                self.client.post(inst, "/studio/usage", inference.usage_request(route, payload, reader.text),
+                                 request_id().encode()), 10)
             if status == 200:
                 counts = json.loads(data)
                 return int(counts["prompt_tokens"]), int(counts["completion_tokens"])

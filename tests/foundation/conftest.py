@@ -9,7 +9,16 @@ import importlib.util
 import pytest
 
 from endpoints_app.catalog.cards import card
-from endpoints_app.models import CatalogModel, Deployment, Endpoint, Instance, InstanceState, InstanceType, RouteVersion
+from endpoints_app.models import (
+    CatalogModel,
+    Deployment,
+    Endpoint,
+    GatewayWorker,
+    Instance,
+    InstanceState,
+    InstanceType,
+    RouteVersion,
+)
 from tests.gateway.conftest import node, procs, set_key  # noqa: F401 - fixtures used by this package's tests
 from tests.runtime.conftest import log_dir, seeded_artifacts, seeded_server  # noqa: F401
 
@@ -59,6 +68,8 @@ def foundation_endpoint(workspace, node, seeded_artifacts, seeded_server):  # no
             Instance.objects.create(deployment=deployment, name=server.name, node=node,
                                     port=int(server.base.rsplit(":", 1)[1]), state=InstanceState.READY)
         RouteVersion.bump()
+        # As the services do: the endpoint is routed by every live gateway worker before the test calls it.
+        GatewayWorker.wait_for(RouteVersion.current())
         return endpoint, key
 
     return make
@@ -71,7 +82,7 @@ def attach_server(pool: Deployment, server, node) -> None:  # noqa: F811
     """Give a pool a ready instance: the session's real server for its model (what the controller
     leaves after starting the pool)."""
     Instance.objects.get_or_create(
-        deployment=pool, name=f"pool-{pool.name}-0",
+        deployment=pool, name=server.name,  # as launched: the gateway derives its secret from the name
         defaults={"node": node, "port": int(server.base.rsplit(":", 1)[1]), "state": InstanceState.READY},
     )
     RouteVersion.bump()

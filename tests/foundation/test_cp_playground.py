@@ -77,7 +77,8 @@ def test_the_chat_playground_streams_through_the_studio(web, owner, foundation_e
     assert len(text) > 20 and usage and usage[-1]["completion_tokens"] > 10
     # Streamed, not buffered: the first content arrived well before the end.
     first = next(t for t, chunk in arrivals if b'"content"' in chunk)
-    assert len(arrivals) >= 5 and arrivals[-1][0] - first > 0.3, [round(t, 3) for t, _ in arrivals]
+    # Pieces keep arriving as they are generated (buffered, they would come in one piece at the end).
+    assert len(arrivals) >= 5 and arrivals[-1][0] - first > 0.1, [round(t, 3) for t, _ in arrivals]
     # The key stayed on the server.
     keys = get_keys(endpoint)
     assert keys["primary_key"] not in body and keys["primary_key"] not in session.get(web + page).text
