@@ -43,7 +43,8 @@ def test_openapi_schema_and_docs_are_served(owner_client):
     docs = owner_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
-    assert b'<a href="/"' in docs.content and b"swagger-ui" in docs.content  # a way back to the studio
+    # Swagger UI under the studio's header, with a way back to the studio.
+    assert b'id="studio-header"' in docs.content and b'href="/"' in docs.content and b"swagger-ui" in docs.content
 
 
 def test_drf_create_token_prints_a_working_token(owner, client):
