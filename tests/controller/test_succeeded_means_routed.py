@@ -49,7 +49,9 @@ def test_a_call_made_the_instant_a_deployment_turns_succeeded_answers(live_gatew
     model = make_custom_model(workspace, tmp_path / "code")
     assert owner_api.post(BASE, {"name": "instant"}, format="json").status_code == 201
     key = owner_api.post(f"{BASE}/instant/list-keys").json()["primary_key"]
-    body = {"name": "blue", "model": f"{model.name}:1", "instance_type": "Standard_DS1_v2"}
+    # Room for the 6 concurrent callers: with Redis the in-flight limit holds across gateway workers.
+    body = {"name": "blue", "model": f"{model.name}:1", "instance_type": "Standard_DS1_v2",
+            "request_settings": {"max_concurrent_requests_per_instance": 8}}
     assert owner_api.post(f"{BASE}/instant/deployments", body, format="json").status_code == 202
     wait_for(lambda: _state(owner_api, "instant", "blue") == "Succeeded", timeout=90, interval=0.02,
              what="Succeeded")
