@@ -171,7 +171,7 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+    from endpoints_app.models import ApiToken
     from rest_framework.test import APIClient
 
     from endpoints_app.catalog.instance_types import seed_instance_types
@@ -188,7 +188,7 @@ def main() -> None:
     user = get_user_model().objects.create_user("bench")
     Membership.objects.create(workspace=workspace, user=user, role="Owner")
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.objects.create(user=user)[1]}")
 
     model = CatalogModel.objects.get(registry="studio", name=args.model)
     if model.format != "sklearn":

@@ -69,7 +69,7 @@ import django
 django.setup()
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
+from endpoints_app.models import ApiToken
 from endpoints_app.catalog.instance_types import seed_instance_types
 from endpoints_app.catalog.seed import seed_catalog
 from endpoints_app.models import Membership, RouteVersion, Workspace
@@ -80,7 +80,7 @@ RouteVersion.objects.get_or_create(pk=1)
 ws = Workspace.objects.create(name="bench", display_name="Bench")
 user = get_user_model().objects.create_user("bench")
 Membership.objects.create(workspace=ws, user=user, role="Owner")
-print(Token.objects.create(user=user).key)
+print(ApiToken.objects.create(user=user)[1])
 """
     print("setting up a throwaway studio ...", flush=True)
     token = subprocess.run([sys.executable, "-c", setup], env=env, cwd=ROOT, check=True, capture_output=True,

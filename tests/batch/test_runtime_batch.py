@@ -4,6 +4,7 @@ file paths; bad rows answer 422 naming the file."""
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -12,6 +13,17 @@ from tests.batch.conftest import iris_csv
 from tests.runtime.conftest import make_deployment, start_server
 
 pytestmark = pytest.mark.slow
+
+
+def inputs_dir(server, tmp_path):
+    """Where the server's sandboxed process can read files (as a job's are linked into its sandbox): a folder
+    in its own home; tmp_path when it runs unsandboxed."""
+    if server.box is None:
+        return tmp_path
+    folder = server.box.home / "batch-inputs"
+    folder.mkdir(exist_ok=True)
+    os.chmod(folder, 0o755)
+    return folder
 
 
 def batch(server, items, action="append_row"):
@@ -33,6 +45,7 @@ def rows_of(answer: dict) -> list[dict]:
 
 def test_it_scores_csv_row_ranges_with_the_iris_model(seeded_server, tmp_path):
     server = seeded_server("iris-classifier")
+    tmp_path = inputs_dir(server, tmp_path)
     path = tmp_path / "a.csv"
     path.write_bytes(iris_csv(30))
     # Columns in another order are matched by name.
@@ -53,6 +66,7 @@ def test_it_scores_csv_row_ranges_with_the_iris_model(seeded_server, tmp_path):
 
 def test_it_answers_422_naming_the_file_for_bad_rows(seeded_server, tmp_path):
     server = seeded_server("iris-classifier")
+    tmp_path = inputs_dir(server, tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text("sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,two,3,4\n")
     response = batch(server, [{"path": str(bad), "file": "bad.csv"}])
@@ -67,6 +81,7 @@ def test_it_scores_with_the_onnx_model(seeded_server, tmp_path):
     from endpoints_app.catalog.cards import card
 
     server = seeded_server("breast-cancer-onnx")
+    tmp_path = inputs_dir(server, tmp_path)
     sample = card("breast-cancer-onnx")["sample_request"]["input_data"]
     path = tmp_path / "rows.csv"
     with open(path, "w", newline="") as fh:
@@ -80,6 +95,7 @@ def test_it_scores_with_the_onnx_model(seeded_server, tmp_path):
 
 def test_it_embeds_text_lines_with_minilm(seeded_server, tmp_path):
     server = seeded_server("all-minilm-l6-v2")
+    tmp_path = inputs_dir(server, tmp_path)
     path = tmp_path / "texts.txt"
     path.write_text("a cat sat on the mat\n\nthe dog barked\nfinancial markets fell\n")
     answer = answer_of(batch(server, [{"path": str(path), "file": "texts.txt", "start": 1, "stop": 3}]))
@@ -109,9 +125,10 @@ def test_it_gives_a_score_py_the_mini_batch_file_paths(tmp_path):
     try:
         assert server.wait_ready(60), server.log()
         files = []
+        inputs = inputs_dir(server, tmp_path)
         for name, lines in (("x.txt", 2), ("y.txt", 5)):
-            (tmp_path / name).write_text("line\n" * lines)
-            files.append({"path": str(tmp_path / name), "file": name})
+            (inputs / name).write_text("line\n" * lines)
+            files.append({"path": str(inputs / name), "file": name})
         rows = rows_of(answer_of(batch(server, files)))
         assert [(r["file"], r["name"], r["lines"]) for r in rows] == [("x.txt", "x.txt", "2"), ("y.txt", "y.txt", "5")]
     finally:

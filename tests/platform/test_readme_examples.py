@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
-from endpoints_app.models import CatalogModel
+from endpoints_app.models import ApiToken, CatalogModel
 from tests.live import register_test_node
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +29,7 @@ def test_the_readmes_api_examples_work_verbatim(live_server, workspace, owner):
                                 license="BSD-3-Clause", artifact_path="models/iris.joblib",
                                 deployment_kinds=["online", "batch"])
     get_user_model().objects.create_user("alice", password="x-for-tests")
-    env = {"STUDIO": live_server.url, "WS": workspace.name, "TOKEN": Token.objects.create(user=owner).key,
+    env = {"STUDIO": live_server.url, "WS": workspace.name, "TOKEN": ApiToken.objects.create(user=owner)[1],
            "PATH": "/usr/bin:/bin"}
     examples = _examples()
     assert len(examples) == 6
