@@ -171,12 +171,11 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
-    from endpoints_app.models import ApiToken
     from rest_framework.test import APIClient
 
     from endpoints_app.catalog.instance_types import seed_instance_types
     from endpoints_app.catalog.seed import seed_catalog
-    from endpoints_app.models import CatalogModel, Deployment, Membership, Node, Workspace
+    from endpoints_app.models import ApiToken, CatalogModel, Deployment, Membership, Node, Workspace
     from endpoints_app.runtime.launch import resolve_artifact
     from endpoints_app.services.batch import expected_columns
     from portal.supervisor import stop_instances

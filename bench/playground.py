@@ -75,12 +75,11 @@ def main() -> None:
     import requests
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
-    from endpoints_app.models import ApiToken
     from rest_framework.test import APIClient
 
     from endpoints_app.catalog.instance_types import seed_instance_types
     from endpoints_app.catalog.seed import seed_catalog
-    from endpoints_app.models import CatalogModel, Deployment, Endpoint, Instance, Membership, Node, Workspace
+    from endpoints_app.models import ApiToken, CatalogModel, Deployment, Endpoint, Instance, Membership, Node, Workspace
     from endpoints_app.services.keys import get_keys
     from endpoints_app.services.serverless import pool_instance_type
     from portal.supervisor import stop_instances
