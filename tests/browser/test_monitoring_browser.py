@@ -46,7 +46,8 @@ def test_monitoring_tab_draws_charts_and_switches_range(page, live_server, iris,
     for width in (1400, 1024):
         page.set_viewport_size({"width": width, "height": 900})
         shoot(page, f"monitoring-1h-{width}")
-    hour_ticks = page.locator("[data-chart=requests] .xtick text").all_inner_texts()
+    hour_ticks = [page.locator("[data-chart=requests] .xtick text").nth(i).text_content()
+                  for i in range(page.locator("[data-chart=requests] .xtick text").count())]
     shoot(page, "monitoring-1h")
 
     page.evaluate("window.__same_page = true")
@@ -56,8 +57,12 @@ def test_monitoring_tab_draws_charts_and_switches_range(page, live_server, iris,
     for chart in CHARTS:
         assert page.locator(f"[data-chart={chart}] svg.main-svg").count() >= 1, chart
     assert drawn_traces(page, "requests") == 2
-    week_ticks = page.locator("[data-chart=requests] .xtick text").all_inner_texts()
-    assert week_ticks != hour_ticks
+    # The week's axis replaces the hour's once plotly has drawn the swapped-in grid.
+    page.wait_for_function(
+        "hour => JSON.stringify([...document.querySelectorAll('[data-chart=requests] .xtick text')]"
+        ".map(t => t.textContent)) !== JSON.stringify(hour)",
+        arg=hour_ticks, timeout=15000,
+    )
     assert page.evaluate("window.__same_page") is True  # swapped in place, no reload
     # Titles and legends (plotly's overlay layer) survive the swap too.
     assert page.locator("[data-chart=requests] .gtitle").text_content() == "Requests per minute, by deployment"
