@@ -178,17 +178,7 @@ def do_update_batch_endpoint(actor: Actor, endpoint: Endpoint, *, defaults: dict
         if value != (endpoint.defaults or {}):
             endpoint.defaults = value
             changed.append("defaults")
-    if description is not None:
-        if not isinstance(description, str):
-            raise InvalidInput("description must be a string.", field="description")
-        if description != endpoint.description:
-            endpoint.description = description
-            changed.append("description")
-    if tags is not None:
-        tags = parse_mapping(tags, "tags")
-        if tags != endpoint.tags:
-            endpoint.tags = tags
-            changed.append("tags")
+    online.set_description_and_tags(endpoint, description, tags, changed)
     if changed:
         endpoint.save()
         record(actor, "endpoint.update", endpoint, endpoint.workspace, changed=changed, defaults=endpoint.defaults)

@@ -5,6 +5,8 @@ stops processes in the worker, woken by a Celery task after commit (ids only).""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -90,6 +92,21 @@ def lock_endpoint(endpoint: Endpoint) -> Endpoint:
     return locked
 
 
+def set_description_and_tags(endpoint: Endpoint, description: Any, tags: Any, changed: list[str]) -> None:
+    """Apply the description and tags every endpoint kind takes on update, naming what changed in `changed`."""
+    if description is not None:
+        if not isinstance(description, str):
+            raise InvalidInput("description must be a string.", field="description")
+        if description != endpoint.description:
+            endpoint.description = description
+            changed.append("description")
+    if tags is not None:
+        tags = parse_mapping(tags, "tags")
+        if tags != endpoint.tags:
+            endpoint.tags = tags
+            changed.append("tags")
+
+
 @transaction.atomic
 def do_update_endpoint(
     actor: Actor,
@@ -116,17 +133,7 @@ def do_update_endpoint(
         if new_mirror != endpoint.mirror_traffic:
             endpoint.mirror_traffic = new_mirror
             changed.append("mirror_traffic")
-    if description is not None:
-        if not isinstance(description, str):
-            raise InvalidInput("description must be a string.", field="description")
-        if description != endpoint.description:
-            endpoint.description = description
-            changed.append("description")
-    if tags is not None:
-        tags = parse_mapping(tags, "tags")
-        if tags != endpoint.tags:
-            endpoint.tags = tags
-            changed.append("tags")
+    set_description_and_tags(endpoint, description, tags, changed)
     if changed:
         endpoint.save()
         record(
