@@ -82,7 +82,7 @@ for name, model in models.items():
     nonce = keys.new_nonce()
     key = keys.derive_key(nonce)
     ep = Endpoint.objects.create(workspace=ws, name=name, traffic={{"blue": 100}}, provisioning_state="Succeeded",
-                                 primary_key_nonce=nonce, primary_key_digest=keys.digest(key))
+                                 primary_key_nonce=nonce)
     dep = Deployment.objects.create(endpoint=ep, name="blue", model=model, instance_type=InstanceType.objects.first(),
                                     request_settings={{"max_concurrent_requests_per_instance": 64,
                                                        "request_timeout_ms": 60000}},

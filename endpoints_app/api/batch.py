@@ -14,7 +14,7 @@ from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from endpoints_app.api.endpoints import inference_base_url
+from endpoints_app.api.endpoints import deployment_named, endpoint_named, inference_base_url, request_body
 from endpoints_app.errors import InvalidInput
 from endpoints_app.models import BatchJob, Deployment, Endpoint, JobStatus, Role, Workspace
 from endpoints_app.permissions import check_workspace
@@ -183,28 +183,8 @@ class JobCreateDoc(serializers.Serializer):
 
 # -- helpers -----------------------------------------------------------------------------------------
 
-def _body(request) -> dict:
-    data = request.data
-    if hasattr(data, "dict"):
-        data = data.dict()
-    if not isinstance(data, dict):
-        raise InvalidInput("The request body must be a JSON object.")
-    return data
-
-
 def _endpoint(workspace: Workspace, name: str) -> Endpoint:
-    endpoint = Endpoint.objects.filter(workspace=workspace, name=name, kind=Endpoint.Kind.BATCH).first()
-    if endpoint is None:
-        raise Http404(f"No batch endpoint '{name}' in workspace '{workspace.name}'.")
-    return endpoint
-
-
-def _deployment(endpoint: Endpoint, name: str) -> Deployment:
-    found = (Deployment.objects.select_related("endpoint", "model", "instance_type")
-             .filter(endpoint=endpoint, name=name).first())
-    if found is None:
-        raise Http404(f"Endpoint '{endpoint.name}' has no deployment '{name}'.")
-    return found
+    return endpoint_named(workspace, name, Endpoint.Kind.BATCH)
 
 
 def _job(workspace: Workspace, endpoint: Endpoint, name: str) -> BatchJob:
@@ -251,7 +231,7 @@ def batch_endpoints(request, ws: str):
         rows = Endpoint.objects.filter(workspace=workspace, kind=Endpoint.Kind.BATCH).prefetch_related("deployments")
         return Response(BatchEndpointSerializer(rows, many=True, context={"request": request}).data)
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    return _endpoint_out(request, _create_endpoint(request, workspace, _body(request)), status.HTTP_201_CREATED)
+    return _endpoint_out(request, _create_endpoint(request, workspace, request_body(request)), status.HTTP_201_CREATED)
 
 
 @extend_schema(request=BatchEndpointSerializer, responses={200: BatchEndpointSerializer, 201: BatchEndpointSerializer,
@@ -263,7 +243,7 @@ def batch_endpoint(request, ws: str, name: str):
         return _endpoint_out(request, _endpoint(workspace, name))
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     if request.method == "PUT" and not Endpoint.objects.filter(workspace=workspace, name=name).exists():
-        return _endpoint_out(request, _create_endpoint(request, workspace, _body(request), name=name),
+        return _endpoint_out(request, _create_endpoint(request, workspace, request_body(request), name=name),
                              status.HTTP_201_CREATED)
     endpoint = _endpoint(workspace, name)
     actor = Actor.from_request(request)
@@ -273,7 +253,7 @@ def batch_endpoint(request, ws: str, name: str):
         if remaining is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return _endpoint_out(request, remaining, status.HTTP_202_ACCEPTED)
-    body = _body(request)
+    body = request_body(request)
     if body.get("name") not in (None, endpoint.name):
         raise InvalidInput("An endpoint cannot be renamed.", field="name")
     if body.get("auth_mode") not in (None, endpoint.auth_mode):
@@ -317,7 +297,7 @@ def batch_deployments(request, ws: str, name: str):
         return Response(BatchDeploymentSerializer(rows, many=True, context={"request": request}).data)
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)
-    deployment = batch_svc.do_create_batch_deployment(Actor.from_request(request), endpoint, _body(request))
+    deployment = batch_svc.do_create_batch_deployment(Actor.from_request(request), endpoint, request_body(request))
     return _deployment_out(request, deployment, status.HTTP_201_CREATED)
 
 
@@ -327,12 +307,12 @@ def batch_deployments(request, ws: str, name: str):
 def batch_deployment(request, ws: str, name: str, deployment_name: str):
     if request.method == "GET":
         workspace = check_workspace(request.user, ws)
-        return _deployment_out(request, _deployment(_endpoint(workspace, name), deployment_name))
+        return _deployment_out(request, deployment_named(_endpoint(workspace, name), deployment_name))
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)
     actor = Actor.from_request(request)
     if request.method == "PUT" and not endpoint.deployments.filter(name=deployment_name).exists():
-        body = _body(request)
+        body = request_body(request)
         if body.get("name") not in (None, "", deployment_name):
             raise InvalidInput(
                 f"The body names deployment '{body['name']}' but the URL names '{deployment_name}'.", field="name"
@@ -340,14 +320,14 @@ def batch_deployment(request, ws: str, name: str, deployment_name: str):
         body["name"] = deployment_name
         return _deployment_out(request, batch_svc.do_create_batch_deployment(actor, endpoint, body),
                                status.HTTP_201_CREATED)
-    found = _deployment(endpoint, deployment_name)
+    found = deployment_named(endpoint, deployment_name)
     if request.method == "DELETE":
         batch_svc.do_delete_batch_deployment(actor, found)
         remaining = Deployment.objects.filter(pk=found.pk).first()
         if remaining is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return _deployment_out(request, remaining, status.HTTP_202_ACCEPTED)
-    body = _body(request)
+    body = request_body(request)
     body.pop("endpoint_name", None)
     return _deployment_out(request, batch_svc.do_update_batch_deployment(actor, found, body))
 
@@ -386,7 +366,7 @@ def jobs(request, ws: str, name: str):
         return _job_list(request, workspace, _endpoint(workspace, name))
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _endpoint(workspace, name)
-    job = batch_svc.do_create_job(Actor.from_request(request), endpoint, _body(request))
+    job = batch_svc.do_create_job(Actor.from_request(request), endpoint, request_body(request))
     return _job_out(request, job, status.HTTP_202_ACCEPTED)
 
 

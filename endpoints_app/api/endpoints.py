@@ -185,7 +185,7 @@ def deployment_data(deployment: Deployment, reveal_env: bool = True) -> dict:
     }
 
 
-def _body(request) -> dict:
+def request_body(request) -> dict:
     data = request.data
     if hasattr(data, "dict"):
         data = data.dict()
@@ -194,14 +194,14 @@ def _body(request) -> dict:
     return data
 
 
-def _endpoint(workspace: Workspace, name: str) -> Endpoint:
-    endpoint = Endpoint.objects.filter(workspace=workspace, name=name, kind=Endpoint.Kind.ONLINE).first()
+def endpoint_named(workspace: Workspace, name: str, kind: Endpoint.Kind = Endpoint.Kind.ONLINE) -> Endpoint:
+    endpoint = Endpoint.objects.filter(workspace=workspace, name=name, kind=kind).first()
     if endpoint is None:
-        raise Http404(f"No online endpoint '{name}' in workspace '{workspace.name}'.")
+        raise Http404(f"No {kind.value} endpoint '{name}' in workspace '{workspace.name}'.")
     return endpoint
 
 
-def _deployment(endpoint: Endpoint, name: str) -> Deployment:
+def deployment_named(endpoint: Endpoint, name: str) -> Deployment:
     deployment = (
         Deployment.objects.select_related("endpoint", "model", "instance_type")
         .prefetch_related("instances__node")
@@ -250,7 +250,7 @@ def online_endpoints(request, ws: str):
         rows = Endpoint.objects.filter(workspace=workspace, kind=Endpoint.Kind.ONLINE).prefetch_related("deployments")
         return Response([endpoint_data(request, e) for e in rows])
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    endpoint = _create_endpoint(request, workspace, _body(request))
+    endpoint = _create_endpoint(request, workspace, request_body(request))
     return Response(endpoint_data(request, endpoint), status=status.HTTP_201_CREATED)
 
 
@@ -259,25 +259,25 @@ def online_endpoints(request, ws: str):
 def online_endpoint(request, ws: str, name: str):
     if request.method == "GET":
         workspace = check_workspace(request.user, ws)
-        return Response(endpoint_data(request, _endpoint(workspace, name)))
+        return Response(endpoint_data(request, endpoint_named(workspace, name)))
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     if request.method == "PUT" and not Endpoint.objects.filter(workspace=workspace, name=name).exists():
-        endpoint = _create_endpoint(request, workspace, _body(request), name=name)
+        endpoint = _create_endpoint(request, workspace, request_body(request), name=name)
         return Response(endpoint_data(request, endpoint), status=status.HTTP_201_CREATED)
-    endpoint = _endpoint(workspace, name)
+    endpoint = endpoint_named(workspace, name)
     if request.method == "DELETE":
         endpoint_svc.do_delete_endpoint(Actor.from_request(request), endpoint)
         remaining = Endpoint.objects.filter(pk=endpoint.pk).first()
         if remaining is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(endpoint_data(request, remaining), status=status.HTTP_202_ACCEPTED)
-    endpoint = _update_endpoint(request, endpoint, _body(request))
+    endpoint = _update_endpoint(request, endpoint, request_body(request))
     return Response(endpoint_data(request, endpoint))
 
 
 def _key_endpoint(request, ws: str, name: str) -> Endpoint:
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    return _endpoint(workspace, name)
+    return endpoint_named(workspace, name)
 
 
 @extend_schema(request=None, responses=KeysOut)
@@ -290,7 +290,7 @@ def list_keys(request, ws: str, name: str):
 @api_view(["POST"])
 def regenerate_keys(request, ws: str, name: str):
     endpoint = _key_endpoint(request, ws, name)
-    body = _body(request)
+    body = request_body(request)
     key_type = body.get("key_type", "primary")
     key = key_svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
     return Response({"key_type": key_type, f"{key_type}_key": key})
@@ -322,15 +322,15 @@ def _provisioning_response(deployment: Deployment, created: bool = False) -> Res
 def deployments(request, ws: str, name: str):
     if request.method == "GET":
         workspace = check_workspace(request.user, ws)
-        endpoint = _endpoint(workspace, name)
+        endpoint = endpoint_named(workspace, name)
         rows = endpoint.deployments.select_related("endpoint", "model", "instance_type").prefetch_related(
             "instances__node"
         )
         reveal = can_see_env_values(request.user, workspace)
         return Response([deployment_data(d, reveal) for d in rows])
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    endpoint = _endpoint(workspace, name)
-    deployment = deployment_svc.do_create_deployment(Actor.from_request(request), endpoint, _body(request))
+    endpoint = endpoint_named(workspace, name)
+    deployment = deployment_svc.do_create_deployment(Actor.from_request(request), endpoint, request_body(request))
     return _provisioning_response(deployment, created=True)
 
 
@@ -340,26 +340,26 @@ def deployment(request, ws: str, name: str, deployment_name: str):
     if request.method == "GET":
         workspace = check_workspace(request.user, ws)
         reveal = can_see_env_values(request.user, workspace)
-        return Response(deployment_data(_deployment(_endpoint(workspace, name), deployment_name), reveal))
+        return Response(deployment_data(deployment_named(endpoint_named(workspace, name), deployment_name), reveal))
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    endpoint = _endpoint(workspace, name)
+    endpoint = endpoint_named(workspace, name)
     actor = Actor.from_request(request)
     if request.method == "PUT" and not endpoint.deployments.filter(name=deployment_name).exists():
-        body = _body(request)
+        body = request_body(request)
         if body.get("name") not in (None, "", deployment_name):
             raise InvalidInput(
                 f"The body names deployment '{body['name']}' but the URL names '{deployment_name}'.", field="name"
             )
         body["name"] = deployment_name
         return _provisioning_response(deployment_svc.do_create_deployment(actor, endpoint, body), created=True)
-    found = _deployment(endpoint, deployment_name)
+    found = deployment_named(endpoint, deployment_name)
     if request.method == "DELETE":
         deployment_svc.do_delete_deployment(actor, found)
         remaining = Deployment.objects.filter(pk=found.pk).first()
         if remaining is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(deployment_data(remaining), status=status.HTTP_202_ACCEPTED)
-    body = _body(request)
+    body = request_body(request)
     body.pop("endpoint_name", None)
     return _provisioning_response(deployment_svc.do_update_deployment(actor, found, body))
 
@@ -371,7 +371,7 @@ def deployment(request, ws: str, name: str, deployment_name: str):
 @api_view(["GET"])
 def deployment_logs(request, ws: str, name: str, deployment_name: str):
     workspace = check_workspace(request.user, ws)
-    found = _deployment(_endpoint(workspace, name), deployment_name)
+    found = deployment_named(endpoint_named(workspace, name), deployment_name)
     lines = request.query_params.get("lines", "100")
     instance = request.query_params.get("instance") or None
     text = deployment_svc.read_deployment_logs(found, lines=lines, instance=instance)

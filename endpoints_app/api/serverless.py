@@ -9,7 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from endpoints_app.api.endpoints import KeysOut, RegenerateIn, _body, inference_base_url
+from endpoints_app.api.endpoints import KeysOut, RegenerateIn, inference_base_url, request_body
 from endpoints_app.errors import InvalidInput
 from endpoints_app.models import Endpoint, MarketplaceSubscription, Role
 from endpoints_app.permissions import check_workspace
@@ -108,7 +108,7 @@ def subscriptions(request, ws: str):
         workspace = check_workspace(request.user, ws)
         return Response(SubscriptionSerializer(market_svc.list_subscriptions(workspace), many=True).data)
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    return _create_subscription(request, workspace, _body(request))
+    return _create_subscription(request, workspace, request_body(request))
 
 
 @extend_schema(request=SubscriptionIn, responses={200: SubscriptionSerializer, 201: SubscriptionSerializer, 204: None})
@@ -119,7 +119,7 @@ def subscription(request, ws: str, name: str):
         return Response(SubscriptionSerializer(_subscription(workspace, name)).data)
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     if request.method == "PUT":
-        body = _body(request)
+        body = request_body(request)
         body.setdefault("model_id", name)
         return _create_subscription(request, workspace, body, name=name)
     market_svc.do_delete_subscription(Actor.from_request(request), _subscription(workspace, name))
@@ -142,7 +142,8 @@ def serverless_endpoints(request, ws: str):
         rows = serverless_svc.list_serverless_endpoints(workspace)
         return Response([_endpoint_out(request, e) for e in rows])
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    endpoint = serverless_svc.do_create_serverless_endpoint(Actor.from_request(request), workspace, _body(request))
+    body = request_body(request)
+    endpoint = serverless_svc.do_create_serverless_endpoint(Actor.from_request(request), workspace, body)
     return Response(_endpoint_out(request, endpoint), status=status.HTTP_201_CREATED)
 
 
@@ -156,7 +157,7 @@ def serverless_endpoint(request, ws: str, name: str):
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     if request.method == "PUT":
         existing = serverless_svc.get_serverless_endpoint(workspace, name)
-        body = _body(request)
+        body = request_body(request)
         if body.get("name") not in (None, "", name):
             raise InvalidInput(f"The body names endpoint '{body['name']}' but the URL names '{name}'.", field="name")
         if existing is not None:
@@ -186,7 +187,7 @@ def list_keys(request, ws: str, name: str):
 def regenerate_keys(request, ws: str, name: str):
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
     endpoint = _serverless(workspace, name)
-    key_type = _body(request).get("key_type", "primary")
+    key_type = request_body(request).get("key_type", "primary")
     key = key_svc.do_regenerate_key(Actor.from_request(request), endpoint, key_type)
     return Response({"key_type": key_type, f"{key_type}_key": key})
 
@@ -208,6 +209,6 @@ def list_inference_keys(request, ws: str):
 @api_view(["POST"])
 def regenerate_inference_keys(request, ws: str):
     workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    key_type = _body(request).get("key_type", "primary")
+    key_type = request_body(request).get("key_type", "primary")
     key = serverless_svc.do_regenerate_inference_key(Actor.from_request(request), workspace, key_type)
     return Response({"key_type": key_type, f"{key_type}_key": key})

@@ -316,7 +316,7 @@ def load_route_table() -> RouteTable:
                 "workspace_id", "model_id", "requests_per_minute", "tokens_per_minute")
         }
         unified = list(
-            Workspace.all_objects.values("id", "inference_primary_key_digest", "inference_secondary_key_digest")
+            Workspace.all_objects.values("id", "inference_primary_key_nonce", "inference_secondary_key_nonce")
         )
 
     by_deployment: dict[int, list[InstanceRoute]] = {}
@@ -352,9 +352,9 @@ def load_route_table() -> RouteTable:
         )
     table = RouteTable(version=version, loaded_at=time.monotonic())
     for ws in unified:
-        for digest in (ws["inference_primary_key_digest"], ws["inference_secondary_key_digest"]):
-            if digest:
-                table.unified_keys[digest] = ws["id"]
+        # Like endpoint keys: each slot's key under SECRET_KEY and every fallback (blank nonces give none).
+        for digest in keys.accepted_digests((ws["inference_primary_key_nonce"], ws["inference_secondary_key_nonce"])):
+            table.unified_keys[digest] = ws["id"]
     for ep in endpoints:
         digests = keys.accepted_digests((ep["primary_key_nonce"], ep["secondary_key_nonce"]))
         route = EndpointRoute(

@@ -42,11 +42,11 @@ class Workspace(models.Model):
 
     Unified inference endpoint (`/models/...`, `/openai/deployments/<name>/...`): each workspace
     has two keys of its own, derived like endpoint keys (endpoints_app/keys.py: key =
-    derive_key(nonce); only nonce and sha256 digest stored). A call presenting a key whose digest
-    is `inference_primary_key_digest` or `inference_secondary_key_digest` of workspace W routes
-    by the body's `model` (or the `<name>` in the path) to W's live serverless endpoint of that
-    name, case-insensitively. Both digests are blank until the workspace first asks for its keys
-    (services.serverless.get_inference_keys), so a blank digest never matches anything."""
+    derive_key(nonce); only the nonces are stored, so the keys follow SECRET_KEY rotation as
+    endpoint keys do). A call presenting a key of workspace W routes by the body's `model` (or
+    the `<name>` in the path) to W's live serverless endpoint of that name, case-insensitively.
+    Both nonces are blank until the workspace first asks for its keys
+    (services.serverless.get_inference_keys), so a workspace has no key before then."""
 
     name = models.CharField(max_length=32, unique=True, validators=[DNS_LABEL])
     display_name = models.CharField(max_length=100, blank=True)
@@ -54,9 +54,7 @@ class Workspace(models.Model):
     monthly_budget = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     is_platform = models.BooleanField(default=False, editable=False)
     inference_primary_key_nonce = models.CharField(max_length=64, blank=True, editable=False)
-    inference_primary_key_digest = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
     inference_secondary_key_nonce = models.CharField(max_length=64, blank=True, editable=False)
-    inference_secondary_key_digest = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = WorkspaceManager()

@@ -207,10 +207,8 @@ SLOTS = ("primary", "secondary")
 
 def _set_inference_key(workspace: Workspace, slot: str) -> str:
     nonce = keys.new_nonce()
-    key = keys.derive_key(nonce)
     setattr(workspace, f"inference_{slot}_key_nonce", nonce)
-    setattr(workspace, f"inference_{slot}_key_digest", keys.digest(key))
-    return key
+    return keys.derive_key(nonce)
 
 
 @transaction.atomic
@@ -222,7 +220,7 @@ def get_inference_keys(actor: Actor, workspace: Workspace) -> dict:
     for slot in missing:
         _set_inference_key(locked, slot)
     if missing:
-        locked.save(update_fields=[f"inference_{s}_key_{part}" for s in missing for part in ("nonce", "digest")])
+        locked.save(update_fields=[f"inference_{slot}_key_nonce" for slot in missing])
         record(actor, "inference_keys.create", locked, locked)
         RouteVersion.bump()
     return {f"{slot}_key": keys.derive_key(getattr(locked, f"inference_{slot}_key_nonce")) for slot in SLOTS}
@@ -236,7 +234,7 @@ def do_regenerate_inference_key(actor: Actor, workspace: Workspace, key_type: st
     get_inference_keys(actor, workspace)
     locked = Workspace.all_objects.select_for_update().get(pk=workspace.pk)
     key = _set_inference_key(locked, key_type)
-    locked.save(update_fields=[f"inference_{key_type}_key_nonce", f"inference_{key_type}_key_digest"])
+    locked.save(update_fields=[f"inference_{key_type}_key_nonce"])
     record(actor, "inference_keys.regenerate", locked, locked, key_type=key_type)
     RouteVersion.bump()
     return key

@@ -155,8 +155,9 @@ def test_it_never_reads_a_half_written_broker_message(tmp_path):
 
     import portal.broker  # noqa: F401  (registers the transport for filesystem://)
 
+    # Its own control folder too: kombu's default is ./control, shared by every run from the clone.
     options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "store_processed": False,
-               "polling_interval": 0}
+               "polling_interval": 0, "control_folder": str(tmp_path / "control")}
     sent = 600
     received: list[int] = []
     errors: list[BaseException] = []
@@ -166,7 +167,9 @@ def test_it_never_reads_a_half_written_broker_message(tmp_path):
             queue = conn.SimpleQueue("q")
             try:
                 while len(received) < sent:
-                    message = queue.get(timeout=10)
+                    # Generous: a loaded CI machine once stalled this thread past 10 s; a lost
+                    # message still fails the test, only later.
+                    message = queue.get(timeout=60)
                     received.append(message.payload["n"])
                     message.ack()
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -178,8 +181,9 @@ def test_it_never_reads_a_half_written_broker_message(tmp_path):
         queue = conn.SimpleQueue("q")
         for n in range(sent):
             queue.put({"n": n, "pad": "x" * 20_000})
-    reader.join(60)
+    reader.join(120)
 
-    assert not errors, errors
+    left = sorted(p.name for p in tmp_path.glob("*.msg*"))
+    assert not errors, (errors, f"{len(received)} received, files left in the queue folder: {left[:5]}")
     assert sorted(received) == list(range(sent))
     assert type(Connection("filesystem://").transport).__module__ == "portal.broker"

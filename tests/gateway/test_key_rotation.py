@@ -13,10 +13,12 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from endpoints_app import keys
+from endpoints_app.gateway.routes import load_route_table
 from endpoints_app.models import Endpoint
 from endpoints_app.services.audit import SYSTEM
 from endpoints_app.services.keys import do_regenerate_key, get_keys, issue_endpoint_token
 from endpoints_app.services.online import do_delete_endpoint
+from endpoints_app.services.serverless import get_inference_keys
 from tests.gateway.conftest import auth
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -102,3 +104,19 @@ def test_the_regenerate_command_replaces_every_key(make_endpoint):
         now = get_keys(endpoint)
         assert now["primary_key"] != held["primary"] and now["secondary_key"] != held["secondary"]
         assert endpoint.token_generation == 2
+
+
+def test_unified_inference_keys_follow_the_secret_like_endpoint_keys(workspace):
+    old_secret, new_secret = settings.SECRET_KEY, secrets.token_urlsafe(50)
+    held = get_inference_keys(SYSTEM, workspace)
+    with override_settings(SECRET_KEY=new_secret, SECRET_KEY_FALLBACKS=[old_secret]):
+        shown_after_rotation = get_inference_keys(SYSTEM, workspace)
+        table = load_route_table()
+    assert shown_after_rotation["primary_key"] != held["primary_key"]
+    for key in (*held.values(), *shown_after_rotation.values()):
+        assert table.unified_keys[keys.digest(key)] == workspace.id
+
+    with override_settings(SECRET_KEY=new_secret, SECRET_KEY_FALLBACKS=[]):
+        table = load_route_table()
+    assert keys.digest(held["primary_key"]) not in table.unified_keys
+    assert table.unified_keys[keys.digest(shown_after_rotation["primary_key"])] == workspace.id
