@@ -14,7 +14,13 @@ from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from endpoints_app.api.endpoints import deployment_named, endpoint_named, inference_base_url, request_body
+from endpoints_app.api.endpoints import (
+    check_url_name,
+    deployment_named,
+    endpoint_named,
+    inference_base_url,
+    request_body,
+)
 from endpoints_app.errors import InvalidInput
 from endpoints_app.models import BatchJob, Deployment, Endpoint, JobStatus, Role, Workspace
 from endpoints_app.permissions import check_workspace
@@ -211,8 +217,8 @@ def job_response_data(request, job: BatchJob) -> dict:
 # -- endpoints ---------------------------------------------------------------------------------------
 
 def _create_endpoint(request, workspace: Workspace, body: dict, name: str | None = None) -> Endpoint:
-    if name is not None and body.get("name") not in (None, "", name):
-        raise InvalidInput(f"The body names endpoint '{body['name']}' but the URL names '{name}'.", field="name")
+    if name is not None:
+        check_url_name(body, name, "endpoint")
     fields = {k: body[k] for k in ("name", "description", "tags", "auth_mode", "defaults")
               if k in body and body[k] is not None}
     if name is not None:
@@ -313,10 +319,7 @@ def batch_deployment(request, ws: str, name: str, deployment_name: str):
     actor = Actor.from_request(request)
     if request.method == "PUT" and not endpoint.deployments.filter(name=deployment_name).exists():
         body = request_body(request)
-        if body.get("name") not in (None, "", deployment_name):
-            raise InvalidInput(
-                f"The body names deployment '{body['name']}' but the URL names '{deployment_name}'.", field="name"
-            )
+        check_url_name(body, deployment_name, "deployment")
         body["name"] = deployment_name
         return _deployment_out(request, batch_svc.do_create_batch_deployment(actor, endpoint, body),
                                status.HTTP_201_CREATED)

@@ -194,6 +194,12 @@ def request_body(request) -> dict:
     return data
 
 
+def check_url_name(body: dict, name: str, what: str) -> None:
+    """A PUT names its resource in the URL; a body naming another one is a mistake, not a rename."""
+    if body.get("name") not in (None, "", name):
+        raise InvalidInput(f"The body names {what} '{body['name']}' but the URL names '{name}'.", field="name")
+
+
 def endpoint_named(workspace: Workspace, name: str, kind: Endpoint.Kind = Endpoint.Kind.ONLINE) -> Endpoint:
     endpoint = Endpoint.objects.filter(workspace=workspace, name=name, kind=kind).first()
     if endpoint is None:
@@ -214,8 +220,8 @@ def deployment_named(endpoint: Endpoint, name: str) -> Deployment:
 
 
 def _create_endpoint(request, workspace: Workspace, body: dict, name: str | None = None) -> Endpoint:
-    if name is not None and body.get("name") not in (None, "", name):
-        raise InvalidInput(f"The body names endpoint '{body['name']}' but the URL names '{name}'.", field="name")
+    if name is not None:
+        check_url_name(body, name, "endpoint")
     traffic = body.get("traffic")
     if traffic and any(traffic.values() if isinstance(traffic, dict) else [True]):
         raise InvalidInput("A new endpoint has no deployments to send traffic to; set traffic later.", field="traffic")
@@ -346,10 +352,7 @@ def deployment(request, ws: str, name: str, deployment_name: str):
     actor = Actor.from_request(request)
     if request.method == "PUT" and not endpoint.deployments.filter(name=deployment_name).exists():
         body = request_body(request)
-        if body.get("name") not in (None, "", deployment_name):
-            raise InvalidInput(
-                f"The body names deployment '{body['name']}' but the URL names '{deployment_name}'.", field="name"
-            )
+        check_url_name(body, deployment_name, "deployment")
         body["name"] = deployment_name
         return _provisioning_response(deployment_svc.do_create_deployment(actor, endpoint, body), created=True)
     found = deployment_named(endpoint, deployment_name)

@@ -9,7 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from endpoints_app.api.endpoints import KeysOut, RegenerateIn, inference_base_url, request_body
+from endpoints_app.api.endpoints import KeysOut, RegenerateIn, check_url_name, inference_base_url, request_body
 from endpoints_app.errors import InvalidInput
 from endpoints_app.models import Endpoint, MarketplaceSubscription, Role
 from endpoints_app.permissions import check_workspace
@@ -158,8 +158,7 @@ def serverless_endpoint(request, ws: str, name: str):
     if request.method == "PUT":
         existing = serverless_svc.get_serverless_endpoint(workspace, name)
         body = request_body(request)
-        if body.get("name") not in (None, "", name):
-            raise InvalidInput(f"The body names endpoint '{body['name']}' but the URL names '{name}'.", field="name")
+        check_url_name(body, name, "endpoint")
         if existing is not None:
             # Nothing of a serverless endpoint changes but its model, which makes a new endpoint.
             if body.get("model_id") not in (None, "") and (

@@ -47,6 +47,7 @@ from endpoints_app.runtime import batchio
 from endpoints_app.services import online
 from endpoints_app.services.audit import Actor, record
 from endpoints_app.services.data import ResolvedInput, resolve_input
+from endpoints_app.services.deployments import lock_deployment
 from endpoints_app.services.specs import (
     IGNORED_FIELDS,
     MAX_INSTANCES,
@@ -234,24 +235,12 @@ def do_create_batch_deployment(actor: Actor, endpoint: Endpoint, spec: dict) -> 
     return deployment
 
 
-def _lock_deployment(deployment: Deployment) -> Deployment:
-    locked = (
-        Deployment.objects.select_for_update(of=("self",))
-        .select_related("endpoint", "endpoint__workspace", "instance_type", "model")
-        .filter(pk=deployment.pk)
-        .first()
-    )
-    if locked is None or locked.provisioning_state == ProvisioningState.DELETING:
-        raise Conflict(f"Deployment '{deployment.name}' no longer exists.")
-    return locked
-
-
 @transaction.atomic
 def do_update_batch_deployment(actor: Actor, deployment: Deployment, changes: dict) -> Deployment:
     """Change a batch deployment; jobs already running keep the settings they started with."""
     if not isinstance(changes, dict):
         raise InvalidInput("The changes must be an object.")
-    deployment = _lock_deployment(deployment)
+    deployment = lock_deployment(deployment)
     _check_fields(changes, BATCH_DEPLOYMENT_FIELDS)
     if changes.get("name") not in (None, deployment.name):
         raise InvalidInput("A deployment cannot be renamed.", field="name")

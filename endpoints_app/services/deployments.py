@@ -110,7 +110,8 @@ def do_create_deployment(actor: Actor, endpoint: Endpoint, spec: dict) -> Deploy
     return deployment
 
 
-def _lock_deployment(deployment: Deployment) -> Deployment:
+def lock_deployment(deployment: Deployment) -> Deployment:
+    """The deployment's row, locked for an update; Conflict when it is gone or being deleted."""
     locked = (
         Deployment.objects.select_for_update(of=("self",))
         .select_related("endpoint", "endpoint__workspace", "instance_type", "model")
@@ -130,7 +131,7 @@ def do_update_deployment(actor: Actor, deployment: Deployment, changes: dict) ->
     out with a surge, a change of instance count scales; both leave it Updating until done."""
     if not isinstance(changes, dict):
         raise InvalidInput("The changes must be an object.")
-    deployment = _lock_deployment(deployment)
+    deployment = lock_deployment(deployment)
     check_fields(changes, UPDATABLE_FIELDS | {"name"})
     if changes.get("name") not in (None, deployment.name):
         raise InvalidInput("A deployment cannot be renamed.", field="name")
