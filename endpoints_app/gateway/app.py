@@ -30,7 +30,7 @@ from django.db import close_old_connections
 
 from endpoints_app.asgi_io import read_body
 from endpoints_app.gateway import limits, metering, mirror, proxy, swagger
-from endpoints_app.gateway.common import JSON_TYPE, MAX_PAYLOAD_BYTES, METERING, client_request_id, request_id
+from endpoints_app.gateway.common import JSON_TYPE, MAX_PAYLOAD_BYTES, METERING, request_headers, request_id
 from endpoints_app.gateway.common import authorized as _authorized
 from endpoints_app.gateway.common import error as _error
 from endpoints_app.gateway.common import tokens_of as _tokens
@@ -248,7 +248,7 @@ class GatewayApp(ModelInferenceAPI):
         if scope["method"] != "POST":
             await _error(send, 405, "MethodNotAllowed", "Use POST.", ((b"allow", b"POST"),))
             return
-        auth, api_key, _, _, host, _ = _request_headers(scope)
+        auth, api_key, _, _, host, _, _ = request_headers(scope)
         credential = ""
         if auth and auth[:7].lower() == b"bearer ":
             credential = auth[7:].decode("latin-1").strip()
@@ -269,7 +269,7 @@ class GatewayApp(ModelInferenceAPI):
 
     async def score(self, endpoint: EndpointRoute, scope, receive, send) -> None:
         started = time.perf_counter()
-        auth, api_key, pinned, content_length, _, rid = _request_headers(scope)
+        auth, api_key, pinned, content_length, _, rid, _ = request_headers(scope)
         # The client's id when it sent a usable one, else ours; it goes upstream and back to the client.
         if rid is None:
             rid = request_id().encode()
@@ -443,7 +443,7 @@ class GatewayApp(ModelInferenceAPI):
                 task.add_done_callback(self._mirror_tasks.discard)
 
     async def swagger(self, endpoint: EndpointRoute, scope, send) -> None:
-        auth, api_key, pinned, _, host, _ = _request_headers(scope)
+        auth, api_key, pinned, _, host, _, _ = request_headers(scope)
         if not _authorized(endpoint, auth, api_key):
             await _error(send, 401, "Unauthorized", "Missing or invalid key or token.",
                          ((b"www-authenticate", b"Bearer"),))
@@ -458,28 +458,6 @@ class GatewayApp(ModelInferenceAPI):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", JSON_TYPE), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-def _request_headers(scope) -> tuple[bytes | None, bytes | None, str | None, bytes | None, bytes, bytes | None]:
-    """The headers the gateway acts on: (authorization, api-key, pinned deployment, content-length, host,
-    the client's x-request-id when it is short printable ASCII)."""
-    auth = api_key = pinned = content_length = request_id = None
-    host = b"localhost"
-    for header, value in scope["headers"]:
-        if header == b"authorization":
-            auth = value
-        elif header == b"api-key":
-            api_key = value
-        elif header == b"azureml-model-deployment":
-            pinned = value.decode("latin-1").strip()
-        elif header == b"content-length":
-            content_length = value
-        elif header == b"host":
-            host = value
-        elif header == b"x-request-id":
-            request_id = client_request_id(value)
-    return auth, api_key, pinned, content_length, host, request_id
-
 
 
 def _polled_version() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from typing import NamedTuple
 
 from django.conf import settings
 
@@ -32,6 +33,39 @@ def client_request_id(value: bytes) -> bytes | None:
     if 0 < len(value) <= MAX_REQUEST_ID_BYTES and value.isascii() and value.decode("ascii").isprintable():
         return value
     return None
+
+
+class RequestHeaders(NamedTuple):
+    """The headers the gateway acts on, read in one pass over the request's headers."""
+
+    auth: bytes | None = None
+    api_key: bytes | None = None
+    pinned: str | None = None  # azureml-model-deployment
+    content_length: bytes | None = None
+    host: bytes = b"localhost"
+    request_id: bytes | None = None  # the client's x-request-id when usable (client_request_id)
+    extra_parameters: str | None = None
+
+
+def request_headers(scope) -> RequestHeaders:
+    auth = api_key = pinned = content_length = rid = extra = None
+    host = b"localhost"
+    for header, value in scope["headers"]:
+        if header == b"authorization":
+            auth = value
+        elif header == b"api-key":
+            api_key = value
+        elif header == b"azureml-model-deployment":
+            pinned = value.decode("latin-1").strip()
+        elif header == b"content-length":
+            content_length = value
+        elif header == b"host":
+            host = value
+        elif header == b"x-request-id":
+            rid = client_request_id(value)
+        elif header == b"extra-parameters":
+            extra = value.decode("latin-1").strip().lower()
+    return RequestHeaders(auth, api_key, pinned, content_length, host, rid, extra)
 
 
 def presented_credentials(auth: bytes | None, api_key: bytes | None) -> list[str]:

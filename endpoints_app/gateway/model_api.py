@@ -27,6 +27,7 @@ from endpoints_app.gateway.common import (
     authorized,
     error,
     presented_credentials,
+    request_headers,
     request_id,
     tokens_of,
 )
@@ -42,28 +43,6 @@ COLD_WAIT_S = env_float("STUDIO_GATEWAY_COLD_WAIT_SECONDS", 20.0)
 WAKE_INTERVAL_S = 5.0
 SSE_HEADERS = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no"))
-
-
-def inference_headers(scope) -> tuple[bytes | None, bytes | None, str | None, bytes | None, str | None]:
-    """(authorization, api-key, pinned deployment, content-length, extra-parameters)."""
-    auth = api_key = pinned = content_length = extra = None
-    for header, value in scope["headers"]:
-        if header == b"authorization":
-            auth = value
-        elif header == b"api-key":
-            api_key = value
-        elif header == b"azureml-model-deployment":
-            pinned = value.decode("latin-1").strip()
-        elif header == b"content-length":
-            content_length = value
-        elif header == b"extra-parameters":
-            extra = value.decode("latin-1").strip().lower()
-    return auth, api_key, pinned, content_length, extra
-
-
-async def _until_disconnect(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def _until_disconnect(receive) -> None:
@@ -92,7 +71,7 @@ class ModelInferenceAPI:
         already authorized when it comes through the unified endpoint; `model_field` then replaces
         the body's model."""
         started = time.perf_counter()
-        auth, api_key, pinned, content_length, extra = inference_headers(scope)
+        auth, api_key, pinned, content_length, _, _, extra = request_headers(scope)
         serverless = endpoint.kind == "serverless"
 
         def done(status: int, deployment: str, bytes_in: int, bytes_out: int, tokens=(0, 0)) -> None:
@@ -293,7 +272,7 @@ class ModelInferenceAPI:
     async def unified(self, route: str, name: str | None, scope, receive, send) -> None:
         """The workspace's unified endpoint: its key names the workspace, the body's `model` (or the
         Azure OpenAI path's deployment name) one of its serverless endpoints, case-insensitively."""
-        auth, api_key, _, content_length, _ = inference_headers(scope)
+        auth, api_key, _, content_length, _, _, _ = request_headers(scope)
         workspace_id = None
         for credential in presented_credentials(auth, api_key):
             # A lookup by SHA-256 digest: what a caller controls (the key) reveals nothing through timing.
