@@ -220,8 +220,13 @@ def series_table(
             codes += [{} for _ in range(grow)]
             for g, row_codes in zip(groups, decode_values(cols[4 + N]), strict=True):
                 if row_codes:
-                    # Inline merge: JSON keys are strings already, and this runs once per row.
                     target = codes[g]
+                    if not target:
+                        # A bucket's first codes: the freshly decoded dict itself (most buckets
+                        # of a rollup-level read have one row), the same as merging it into {}.
+                        codes[g] = row_codes
+                        continue
+                    # Inline merge: JSON keys are strings already, and this runs once per row.
                     for code, n in row_codes.items():
                         target[code] = target.get(code, 0) + n
             if grow:
