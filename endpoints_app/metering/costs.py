@@ -167,6 +167,7 @@ def instance_costs(
             timelines[type_id] = (
                 [(c.effective_from, c.price_per_hour) for c in changes] if changes else [(EPOCH, type_price)]
             )
+        label = (by_id[endpoint_id].name, model)
         for plo, phi, price in split_by_prices(lo, hi, timelines[type_id]):
             lo_us, hi_us = _micros(plo), _micros(phi)
             for bucket_us in range(lo_us - lo_us % step_us, hi_us, step_us):
@@ -175,7 +176,7 @@ def instance_costs(
                 by_price = micros.get(key)
                 if by_price is None:
                     micros[key] = {price: overlap}
-                    names[key] = (by_id[endpoint_id].name, model)
+                    names[key] = label
                 else:
                     by_price[price] = by_price.get(price, 0) + overlap
     lines = []
@@ -190,9 +191,9 @@ def instance_costs(
                 Decimal(sum(by_price.values())) / MICROS_PER_HOUR,
                 sum((Decimal(us) * Decimal(price) for price, us in spent), Decimal(0)) / MICROS_PER_HOUR,
             )
-        line = CostLine(bucket, endpoint_id, names[key][0], dep_name, names[key][1], "instance", type_name)
-        line.instance_hours, line.cost = amount
-        lines.append(line)
+        endpoint_name, model = names[key]
+        lines.append(CostLine(bucket, endpoint_id, endpoint_name, dep_name, model, "instance", type_name,
+                              instance_hours=amount[0], cost=amount[1]))
     return lines
 
 

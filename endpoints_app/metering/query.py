@@ -199,23 +199,23 @@ def series_table(
     columns = ["endpoint_id", "deployment", None, *COUNTERS, "latency_ms_sum", "status_codes"]
     if with_latency:
         columns.append("latency_histogram")
-    stamps: dict = {}  # raw time value -> epoch seconds; rows of one minute share it
+    bucket_of: dict = {}  # raw time value -> its bucket's epoch seconds; rows of one minute share it
     for piece in plan(start, end, step, rolled_until()):
         qs, time_field = _queryset(piece, endpoint_ids, deployment)
         columns[2] = time_field
         for rows in raw_chunks(qs.values_list(*columns), size=50_000):
             cols = list(zip(*rows, strict=True))
             for value in set(cols[2]):
-                if value not in stamps:
-                    stamps[value] = epoch_seconds(value)
-            times = [stamps[value] for value in cols[2]]
+                if value not in bucket_of:
+                    ts = epoch_seconds(value)
+                    bucket_of[value] = ts - ts % step
             if by_deployment:
                 groups = [
-                    index.setdefault((ts - ts % step, e, d), len(index))
-                    for ts, e, d in zip(times, cols[0], cols[1], strict=True)
+                    index.setdefault((bucket_of[t], e, d), len(index))
+                    for t, e, d in zip(cols[2], cols[0], cols[1], strict=True)
                 ]
             else:
-                groups = [index.setdefault((ts - ts % step, 0, ""), len(index)) for ts in times]
+                groups = [index.setdefault((bucket_of[t], 0, ""), len(index)) for t in cols[2]]
             grow = len(index) - len(latency)
             codes += [{} for _ in range(grow)]
             for g, row_codes in zip(groups, decode_values(cols[4 + N]), strict=True):
