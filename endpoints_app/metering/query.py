@@ -267,12 +267,18 @@ def table_to_dict(table: Table) -> dict[tuple[int, int, str], Bucket]:
     }
 
 
+def all_text(values) -> bool:
+    """Whether every value is JSON text (SQLite) rather than decoded JSON (PostgreSQL): the
+    distinct types in one C-level pass, not an isinstance() call per row."""
+    return set(map(type, values)) == {str}
+
+
 def histogram_matrix(values) -> np.ndarray:
     """Latency histograms (JSON text from SQLite, lists from PostgreSQL) as an (n, BUCKETS)
     int64 array. The usual case, all full-length JSON texts, is parsed in one numpy call;
     anything else (empty or short histograms) is decoded one by one, shorter ones padded."""
     n = len(values)
-    if n and all(isinstance(v, str) for v in values):
+    if n and all_text(values):
         text = ",".join(values)
         try:
             with warnings.catch_warnings():
@@ -319,7 +325,7 @@ def decode_json_column(rows, column: int) -> list:
 
 
 def decode_values(values) -> list:
-    if values and all(isinstance(v, str) for v in values):
+    if values and all_text(values):
         return orjson.loads("[" + ",".join(values) + "]")
     return [orjson.loads(v) if isinstance(v, str) else v for v in values]
 
