@@ -110,9 +110,9 @@ def usage_report(
     serverless_ids = {e.pk for e in endpoints if e.kind == Endpoint.Kind.SERVERLESS}
     table = query.series_table(ids, window.start, window.end, window.step, deployment)
     # Token costs read tokens only (counters without histograms), of serverless endpoints only.
-    token_rows = {key: query.Bucket(*counts, 0.0, None, {})
-                  for key, counts in zip(table.keys, table.counts.tolist(), strict=True)
-                  if key[1] in serverless_ids}
+    token_groups = [g for g, key in enumerate(table.keys) if key[1] in serverless_ids]
+    token_rows = {table.keys[g]: query.Bucket(*counts, 0.0, None, {})
+                  for g, counts in zip(token_groups, table.counts[token_groups].tolist(), strict=True)}
     lines = costs.cost_lines(
         endpoints, window.start, window.end, window.step, deployment, now, series_rows=token_rows
     )
