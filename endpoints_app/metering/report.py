@@ -84,12 +84,14 @@ def round_column(values: np.ndarray, digits: int) -> list[float | None]:
     """[round(v, digits) for v in values], NaN as None, without a Python round() per value.
     numpy's rint(v * 10**digits) / 10**digits is the same number as round() (both end in the
     double nearest to k / 10**digits) unless v * 10**digits lies within rounding error of a
-    half, where the two may pick different k: those few values go through round() itself."""
+    half, where the two may pick different k, or is too large for its units to be exact:
+    those few values go through round() itself."""
     scale = 10.0**digits
     scaled = values * scale
     out = (np.rint(scaled) / scale).tolist()
     with np.errstate(invalid="ignore"):
         near_half = np.abs(scaled - np.floor(scaled) - 0.5) <= 1e-9 * np.maximum(1.0, np.abs(scaled))
+        near_half |= np.abs(scaled) >= 2.0**52
     for i in np.flatnonzero(near_half).tolist():
         out[i] = round(float(values[i]), digits)
     for i in np.flatnonzero(np.isnan(values)).tolist():
