@@ -1,6 +1,8 @@
 """Monitoring tab and usage API over 30 days of per-minute data for 100 deployments.
 
 Run: .venv/bin/python bench/usage.py [--endpoints 20] [--deployments-per-endpoint 5] [--days 30] [--requests 20]
+     .venv/bin/python bench/usage.py --keep          (keeps the data dir, prints it)
+     .venv/bin/python bench/usage.py --reuse DIR     (times against a kept data dir, no seeding)
 
 Makes a throwaway data dir (SQLite, the embedded default, DEBUG off), migrates, and seeds:
 - 20 endpoints x 5 deployments = 100 deployments (2 endpoints serverless, with token counts),
@@ -12,7 +14,11 @@ Makes a throwaway data dir (SQLite, the embedded default, DEBUG off), migrates, 
 - the hourly and daily rollups, made by the real rollup (rollup_usage(), timed), which
   leaves the last partial hour to be read from minute rows, as in production.
 Then times requests through Django's test Client: the whole request/response cycle in this
-process (middleware, view, ORM, plotly figure building, template or JSON), no network."""
+process (middleware, view, ORM, plotly figure building, template or JSON), no network.
+
+--reuse times the same requests against the same rows: the clock (django.utils.timezone.now)
+is set back to the instant the kept run began timing, and ticks from there, so every range
+("last 24h", the rollup cursor's partial hour, the month) covers what it covered then."""
 
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,32 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import percentile  # noqa: E402
 
+META = "bench-usage.json"  # what --reuse needs to know about a kept data dir
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--endpoints", type=int, default=20)
-    parser.add_argument("--deployments-per-endpoint", type=int, default=5)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--keep", action="store_true", help="keep the data dir (printed) for a second look")
-    args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="studio-bench-usage-")
-    os.environ["STUDIO_DATA_DIR"] = data_dir
-    os.environ["DEBUG"] = "0"
-    os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-
-    import django
-
-    django.setup()
+def seed(args) -> tuple[datetime, int, object]:
+    """Migrate-time data: the workspace, endpoints, deployments, instances, a price change,
+    the minute rows and their rollups. Returns (now, minute rows, the bench user)."""
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
     from django.db import connection, transaction
-    from django.test import Client
-    from django.test.utils import setup_test_environment
     from django.utils import timezone
 
     from endpoints_app.catalog.instance_types import seed_instance_types
@@ -67,7 +55,6 @@ def main() -> None:
     from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS
     from endpoints_app.metering.rollup import rollup_usage
     from endpoints_app.models import (
-        ApiToken,
         CatalogModel,
         Deployment,
         Endpoint,
@@ -81,14 +68,11 @@ def main() -> None:
         Workspace,
     )
 
-    setup_test_environment()
-    call_command("migrate", verbosity=0)
     seed_instance_types()
 
     workspace = Workspace.objects.create(name="bench")
     user = get_user_model().objects.create_user("bench", password="bench-password")
     Membership.objects.create(workspace=workspace, user=user, role=Role.OWNER)
-    _, token = ApiToken.objects.create(user=user)
     model = CatalogModel.objects.create(name="bench-model", task="classification", format="sklearn", license="MIT",
                                         deployment_kinds=["online"])
     chat = CatalogModel.objects.create(name="bench-chat", task="chat-completion", format="gguf", license="MIT",
@@ -177,6 +161,69 @@ def main() -> None:
     rollup_usage()
     print(f"rollup_usage() when up to date: {(time.perf_counter() - again) * 1000:.0f} ms\n", flush=True)
 
+    return now, rows, user
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", type=int, default=20)
+    parser.add_argument("--deployments-per-endpoint", type=int, default=5)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the data dir (printed) for a second look")
+    parser.add_argument("--reuse", metavar="DIR", help="time against a data dir kept by --keep; no seeding")
+    args = parser.parse_args()
+
+    meta: dict = {}
+    if args.reuse:
+        data_dir = args.reuse
+        meta = json.loads((Path(data_dir) / META).read_text())
+        args.endpoints, args.deployments_per_endpoint, args.days = (
+            meta["endpoints"], meta["deployments_per_endpoint"], meta["days"])
+    else:
+        data_dir = tempfile.mkdtemp(prefix="studio-bench-usage-")
+    os.environ["STUDIO_DATA_DIR"] = data_dir
+    os.environ["DEBUG"] = "0"
+    os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)
+    os.environ.pop("DATABASE_URL", None)
+    os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+    from django.utils import timezone
+
+    from endpoints_app.models import ApiToken
+
+    setup_test_environment()
+    call_command("migrate", verbosity=0)
+    if args.reuse:
+        # The kept run's clock: it began timing at meta["clock"]; tick on from there.
+        clock = datetime.fromisoformat(meta["clock"])
+        real_now = timezone.now
+        offset = clock - real_now()
+        timezone.now = lambda: real_now() + offset
+        now = datetime.fromisoformat(meta["now"])
+        rows = meta["rows"]
+        user = get_user_model().objects.get(username="bench")
+        print(f"reusing {data_dir}: {rows:,} minute rows seeded up to {now:%Y-%m-%d %H:%M} UTC, "
+              f"clock set to {clock:%Y-%m-%d %H:%M:%S} UTC\n", flush=True)
+    else:
+        now, rows, user = seed(args)
+        meta = {"endpoints": args.endpoints, "deployments_per_endpoint": args.deployments_per_endpoint,
+                "days": args.days, "rows": rows, "now": now.isoformat(), "clock": timezone.now().isoformat()}
+        (Path(data_dir) / META).write_text(json.dumps(meta))
+    _, token = ApiToken.objects.create(user=user)
+    deployments = args.endpoints * args.deployments_per_endpoint
+    start = (now - timedelta(days=args.days)).replace(second=0, microsecond=0)
+    end = now.replace(second=0, microsecond=0)
+
     browser = Client()
     browser.force_login(user)
     api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
@@ -198,7 +245,7 @@ def main() -> None:
         ("Usage page (this month)", browser, "/usage/", {}),
         ("/metrics", browser, "/metrics", {}),
     ]
-    print(f"{rows:,} minute rows, {len(deployments)} deployments, {args.requests} requests each, SQLite, DEBUG off\n")
+    print(f"{rows:,} minute rows, {deployments} deployments, {args.requests} requests each, SQLite, DEBUG off\n")
     print(f"{'request':<40} {'median ms':>10} {'p95 ms':>8} {'queries':>8} {'bytes':>9}")
     results = []
     for label, client, url, headers in cases:
@@ -223,7 +270,7 @@ def main() -> None:
               f"{len(queries):>8} {len(response.content):>9}", flush=True)
     over = [label for label, _, p95 in results if p95 >= 300]
     print(f"\ngoal p95 < 300 ms: {'met by every case' if not over else 'missed by: ' + ', '.join(over)}")
-    if args.keep:
+    if args.keep or args.reuse:
         print(f"data dir kept: {data_dir}")
     else:
         shutil.rmtree(data_dir, ignore_errors=True)

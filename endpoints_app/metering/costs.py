@@ -152,7 +152,7 @@ def instance_costs(
         history[change.instance_type_id].append(change)
     timelines = {}
     # Exact integer microseconds per (bucket, deployment, instance type, price); Decimals once per line.
-    micros: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
+    micros: dict[tuple, dict] = {}
     names: dict[tuple, tuple] = {}
     step_us = step * 1_000_000
     for started_at, stopped_at, state, endpoint_id, dep_name, type_id, type_name, type_price, model in instances:
@@ -167,23 +167,33 @@ def instance_costs(
             timelines[type_id] = (
                 [(c.effective_from, c.price_per_hour) for c in changes] if changes else [(EPOCH, type_price)]
             )
+        label = (by_id[endpoint_id].name, model)
         for plo, phi, price in split_by_prices(lo, hi, timelines[type_id]):
             lo_us, hi_us = _micros(plo), _micros(phi)
-            bucket_us = lo_us - lo_us % step_us
-            while bucket_us < hi_us:
+            for bucket_us in range(lo_us - lo_us % step_us, hi_us, step_us):
                 overlap = min(hi_us, bucket_us + step_us) - max(lo_us, bucket_us)
                 key = (bucket_us // 1_000_000, endpoint_id, dep_name, type_name)
-                micros[key][price] += overlap
-                if key not in names:
-                    names[key] = (by_id[endpoint_id].name, model)
-                bucket_us += step_us
+                by_price = micros.get(key)
+                if by_price is None:
+                    micros[key] = {price: overlap}
+                    names[key] = label
+                else:
+                    by_price[price] = by_price.get(price, 0) + overlap
     lines = []
+    # Most lines are a whole bucket at one price: the same Decimals again and again, computed once each.
+    amounts: dict[tuple, tuple[Decimal, Decimal]] = {}
     for key, by_price in micros.items():
         bucket, endpoint_id, dep_name, type_name = key
-        line = CostLine(bucket, endpoint_id, names[key][0], dep_name, names[key][1], "instance", type_name)
-        line.instance_hours = Decimal(sum(by_price.values())) / MICROS_PER_HOUR
-        line.cost = sum((Decimal(us) * Decimal(price) for price, us in by_price.items()), Decimal(0)) / MICROS_PER_HOUR
-        lines.append(line)
+        spent = tuple(by_price.items())
+        amount = amounts.get(spent)
+        if amount is None:
+            amount = amounts[spent] = (
+                Decimal(sum(by_price.values())) / MICROS_PER_HOUR,
+                sum((Decimal(us) * Decimal(price) for price, us in spent), Decimal(0)) / MICROS_PER_HOUR,
+            )
+        endpoint_name, model = names[key]
+        lines.append(CostLine(bucket, endpoint_id, endpoint_name, dep_name, model, "instance", type_name,
+                              instance_hours=amount[0], cost=amount[1]))
     return lines
 
 

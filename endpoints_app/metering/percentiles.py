@@ -93,10 +93,11 @@ _BOUNDS = np.array(LATENCY_BUCKETS_MS, np.float64)
 
 
 def quantile_columns(
-    histograms: np.ndarray, qs: tuple[float, ...] = (0.5, 0.9, 0.99)
-) -> list[list[float | None]]:
+    histograms: np.ndarray, qs: tuple[float, ...] = (0.5, 0.9, 0.99), as_arrays: bool = False
+) -> list:
     """quantiles() for every row of an (n, BUCKETS) array at once: one list per q, with
-    the values quantiles() gives for each row (the same float operations, in numpy)."""
+    the values quantiles() gives for each row (the same float operations, in numpy).
+    With as_arrays, one float64 array per q instead, NaN where quantiles() gives None."""
     histograms = np.asarray(histograms, np.int64)[:, :BUCKETS]
     cumulative = np.cumsum(histograms, axis=1)
     count = cumulative[:, -1] if histograms.size else np.zeros(len(histograms), np.int64)
@@ -114,6 +115,9 @@ def quantile_columns(
             value = lower + (upper - lower) * (rank - seen) / histograms[rows, index].astype(np.float64)
         # The open bucket has no upper bound: report its lower one.
         value = np.where(np.isinf(upper), lower, value)
+        if as_arrays:
+            out.append(np.where(empty, np.nan, value))
+            continue
         values: list[float | None] = value.tolist()
         for i in np.flatnonzero(empty).tolist():
             values[i] = None

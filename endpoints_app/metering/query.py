@@ -199,29 +199,48 @@ def series_table(
     columns = ["endpoint_id", "deployment", None, *COUNTERS, "latency_ms_sum", "status_codes"]
     if with_latency:
         columns.append("latency_histogram")
-    stamps: dict = {}  # raw time value -> epoch seconds; rows of one minute share it
+    bucket_of: dict = {}  # raw time value -> its bucket's epoch seconds; rows of one minute share it
     for piece in plan(start, end, step, rolled_until()):
         qs, time_field = _queryset(piece, endpoint_ids, deployment)
         columns[2] = time_field
         for rows in raw_chunks(qs.values_list(*columns), size=50_000):
             cols = list(zip(*rows, strict=True))
             for value in set(cols[2]):
-                if value not in stamps:
-                    stamps[value] = epoch_seconds(value)
-            times = [stamps[value] for value in cols[2]]
+                if value not in bucket_of:
+                    ts = epoch_seconds(value)
+                    bucket_of[value] = ts - ts % step
             if by_deployment:
                 groups = [
-                    index.setdefault((ts - ts % step, e, d), len(index))
-                    for ts, e, d in zip(times, cols[0], cols[1], strict=True)
+                    index.setdefault((bucket_of[t], e, d), len(index))
+                    for t, e, d in zip(cols[2], cols[0], cols[1], strict=True)
                 ]
             else:
-                groups = [index.setdefault((ts - ts % step, 0, ""), len(index)) for ts in times]
+                groups = [index.setdefault((bucket_of[t], 0, ""), len(index)) for t in cols[2]]
             grow = len(index) - len(latency)
+            decoded_codes = decode_values(cols[4 + N])
+            row_counts = np.array(cols[3 : 3 + N], np.int64).T
+            row_latency = np.array(cols[3 + N], np.float64)
+            row_histograms = histogram_matrix(cols[-1]) if histograms is not None else None
+            if grow == len(rows):
+                # Every row opened a bucket of its own, in order (a rollup level read at its own
+                # step): the rows' values are the buckets' sums as they are (+ 0.0 as np.add.at
+                # into zeros would give).
+                codes += [c or {} for c in decoded_codes]
+                counts = np.concatenate([counts, row_counts])
+                latency = np.concatenate([latency, row_latency + 0.0])
+                if histograms is not None:
+                    histograms = np.concatenate([histograms, row_histograms])
+                continue
             codes += [{} for _ in range(grow)]
-            for g, row_codes in zip(groups, decode_values(cols[4 + N]), strict=True):
+            for g, row_codes in zip(groups, decoded_codes, strict=True):
                 if row_codes:
-                    # Inline merge: JSON keys are strings already, and this runs once per row.
                     target = codes[g]
+                    if not target:
+                        # A bucket's first codes: the freshly decoded dict itself (most buckets
+                        # of a rollup-level read have one row), the same as merging it into {}.
+                        codes[g] = row_codes
+                        continue
+                    # Inline merge: JSON keys are strings already, and this runs once per row.
                     for code, n in row_codes.items():
                         target[code] = target.get(code, 0) + n
             if grow:
@@ -230,10 +249,10 @@ def series_table(
                 if histograms is not None:
                     histograms = np.concatenate([histograms, np.zeros((grow, BUCKETS), np.int64)])
             where = np.array(groups, np.intp)
-            np.add.at(counts, where, np.array(cols[3 : 3 + N], np.int64).T)
-            np.add.at(latency, where, np.array(cols[3 + N], np.float64))
+            np.add.at(counts, where, row_counts)
+            np.add.at(latency, where, row_latency)
             if histograms is not None:
-                np.add.at(histograms, where, histogram_matrix(cols[-1]))
+                np.add.at(histograms, where, row_histograms)
     return Table(list(index), counts, latency, histograms, codes)
 
 
@@ -262,12 +281,18 @@ def table_to_dict(table: Table) -> dict[tuple[int, int, str], Bucket]:
     }
 
 
+def all_text(values) -> bool:
+    """Whether every value is JSON text (SQLite) rather than decoded JSON (PostgreSQL): the
+    distinct types in one C-level pass, not an isinstance() call per row."""
+    return set(map(type, values)) == {str}
+
+
 def histogram_matrix(values) -> np.ndarray:
     """Latency histograms (JSON text from SQLite, lists from PostgreSQL) as an (n, BUCKETS)
     int64 array. The usual case, all full-length JSON texts, is parsed in one numpy call;
     anything else (empty or short histograms) is decoded one by one, shorter ones padded."""
     n = len(values)
-    if n and all(isinstance(v, str) for v in values):
+    if n and all_text(values):
         text = ",".join(values)
         try:
             with warnings.catch_warnings():
@@ -314,7 +339,7 @@ def decode_json_column(rows, column: int) -> list:
 
 
 def decode_values(values) -> list:
-    if values and all(isinstance(v, str) for v in values):
+    if values and all_text(values):
         return orjson.loads("[" + ",".join(values) + "]")
     return [orjson.loads(v) if isinstance(v, str) else v for v in values]
 

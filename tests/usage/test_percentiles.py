@@ -1,5 +1,6 @@
 """Percentiles from latency histograms."""
 
+import math
 import random
 
 from endpoints_app.metering.buckets import LATENCY_BUCKETS_MS, bucket_index
@@ -55,3 +56,10 @@ def test_histogram_matrix_reads_json_texts_full_short_and_empty():
     assert histogram_matrix(['[' + ", ".join(map(str, full)) + ']'] * 2).tolist() == [full, full]
     mixed = histogram_matrix(["[]", "[1, 2]", str(full)]).tolist()
     assert mixed == [[0] * BUCKETS, [1, 2] + [0] * (BUCKETS - 2), full]
+
+
+def test_quantile_arrays_hold_the_same_values_with_nan_for_none():
+    histograms = [[0] * BUCKETS, histogram([12] * 100), histogram([1] * 90 + [400] * 10)]
+    arrays = quantile_columns(histogram_matrix(histograms), as_arrays=True)
+    for column, array in zip(quantile_columns(histogram_matrix(histograms)), arrays, strict=True):
+        assert [None if math.isnan(v) else v for v in array.tolist()] == column
