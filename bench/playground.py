@@ -20,11 +20,8 @@ import json
 import os
 import re
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +32,15 @@ NODE = "bench-node"
 CHAT = "smollm2-135m-instruct"
 PASSWORD = "bench-password-not-secret"
 
-from bench.common import wait  # noqa: E402
-from bench.provision import by_hand  # noqa: E402
+from bench.common import (  # noqa: E402
+    owner_api,
+    setup_studio,
+    start_by_hand,
+    start_process,
+    start_worker,
+    stop_studio,
+    wait,
+)
 
 
 def stream_times(response, started: float) -> tuple[float, float, int]:
@@ -60,58 +64,23 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="studio-bench-playground-")
     port = 18000 + secrets.randbelow(1000)
-    os.environ.update({
-        "STUDIO_DATA_DIR": data_dir, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "LOG_LEVEL": "WARNING",
-        "STUDIO_NODE_NAME": NODE, "DJANGO_SETTINGS_MODULE": "portal.settings", "STUDIO_PORT": str(port),
-    })
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("CELERY_BROKER_URL", None)
-
-    import django
-
-    django.setup()
+    data_dir = setup_studio("playground", STUDIO_NODE_NAME=NODE, STUDIO_PORT=str(port))
     import requests
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from rest_framework.test import APIClient
 
-    from endpoints_app.catalog.instance_types import seed_instance_types
-    from endpoints_app.catalog.seed import seed_catalog
-    from endpoints_app.models import ApiToken, CatalogModel, Deployment, Endpoint, Instance, Membership, Node, Workspace
+    from endpoints_app.models import CatalogModel, Deployment, Endpoint, Instance
     from endpoints_app.services.keys import get_keys
     from endpoints_app.services.serverless import pool_instance_type
-    from portal.supervisor import stop_instances
 
-    call_command("migrate", verbosity=0)
-    seed_instance_types()
-    seed_catalog()
-    workspace = Workspace.objects.create(name="bench")
-    user = get_user_model().objects.create_user("bench", password=PASSWORD)
-    Membership.objects.create(workspace=workspace, user=user, role="Owner")
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.objects.create(user=user)[1]}")
+    api = owner_api(password=PASSWORD)
     model = CatalogModel.objects.get(registry="studio", name=CHAT)
 
-    bin_dir = Path(sys.executable).parent
-    worker = subprocess.Popen(
-        [str(bin_dir / "celery"), "-A", "portal", "worker", "-B", "-Q", f"celery,node.{NODE}", "-n",
-         f"worker@{NODE}", "-c", "4", "-l", "warning"],
-        cwd=ROOT, env=dict(os.environ), stdout=open(Path(data_dir) / "worker.log", "wb"),
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    web = subprocess.Popen(
-        [str(bin_dir / "uvicorn"), "portal.asgi:application", "--port", str(port), "--lifespan", "on",
-         "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-        cwd=ROOT, env=dict(os.environ), stdout=open(Path(data_dir) / "web.log", "wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = start_worker(data_dir, NODE, level="warning")
+    web = start_process(["uvicorn", "portal.asgi:application", "--port", str(port), "--lifespan", "on",
+                         "--no-access-log", "--loop", "uvloop", "--http", "httptools"], data_dir / "web.log")
     base = f"http://127.0.0.1:{port}"
     result: dict = {"machine_cores": os.cpu_count(), "rounds": args.rounds, "max_tokens": args.max_tokens}
     try:
-        wait(lambda: Node.objects.filter(name=NODE, last_heartbeat__isnull=False).exists(), 90, 0.2, "worker")
-
         def web_up() -> bool:
             try:
                 return requests.get(f"{base}/healthz", timeout=1).ok
@@ -123,7 +92,7 @@ def main() -> None:
         # -- cold start ------------------------------------------------------------------------------------------
         sample = Deployment(endpoint=Endpoint(name="hand"), name="hand", model=model,
                             instance_type=pool_instance_type())
-        hand = by_hand(sample)
+        hand = start_by_hand(sample)
         ws = "/api/v1/workspaces/bench"
         began = time.monotonic()
         assert api.post(f"{ws}/marketplace-subscriptions", {"model_id": model.asset_id},
@@ -188,13 +157,7 @@ def main() -> None:
         print(f"playground relay adds {added:+.1f} ms to the first token "
               f"({p['total_s_median'] / d['total_s_median']:.3f}x the whole answer's time)", flush=True)
     finally:
-        for proc in (web, worker):
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        stop_instances(Path(data_dir))
+        stop_studio(data_dir, [web, worker])
     out = ROOT / "bench" / "results" / f"playground-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

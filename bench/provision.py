@@ -17,12 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,39 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 NODE = "bench-node"
 
-from bench.common import wait  # noqa: E402
-
-
-def ready(port: int, path: str) -> bool:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
-def by_hand(deployment) -> float:
-    from endpoints_app.controller.placement import _bindable
-    from endpoints_app.runtime.launch import launch_spec
-
-    port = next(p for p in range(31000, 32000) if _bindable("127.0.0.1", p))
-    spec = launch_spec(deployment, port)
-    began = time.monotonic()
-    proc = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait(lambda: ready(port, spec.ready_path) or proc.poll() is not None, timeout=300, what="ready by hand")
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {spec.argv}")
-        return time.monotonic() - began
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+from bench.common import owner_api, setup_studio, start_by_hand, start_worker, stop_studio, wait  # noqa: E402
 
 
 def through_studio(api, base: str, model_id: str, name: str) -> float:
@@ -92,49 +56,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="studio-bench-provision-")
-    os.environ.update({
-        "STUDIO_DATA_DIR": data_dir, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50),
-        "LOG_LEVEL": "WARNING", "STUDIO_NODE_NAME": NODE, "DJANGO_SETTINGS_MODULE": "portal.settings",
-    })
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("CELERY_BROKER_URL", None)
+    data_dir = setup_studio("provision", STUDIO_NODE_NAME=NODE)
+    from endpoints_app.models import CatalogModel, Deployment, Endpoint, InstanceType
 
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from rest_framework.test import APIClient
-
-    from endpoints_app.catalog.instance_types import seed_instance_types
-    from endpoints_app.catalog.seed import seed_catalog
-    from endpoints_app.models import ApiToken, CatalogModel, Deployment, Endpoint, InstanceType, Membership, Workspace
-    from portal.supervisor import stop_instances
-
-    call_command("migrate", verbosity=0)
-    seed_instance_types()
-    seed_catalog()
-    workspace = Workspace.objects.create(name="bench")
-    user = get_user_model().objects.create_user("bench")
-    Membership.objects.create(workspace=workspace, user=user, role="Owner")
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.objects.create(user=user)[1]}")
+    api = owner_api()
     base = "/api/v1/workspaces/bench/online-endpoints/bench"
-    assert api.post("/api/v1/workspaces/bench/online-endpoints", {"name": "bench"}, format="json").status_code == 201
+    created = api.post("/api/v1/workspaces/bench/online-endpoints", {"name": "bench"}, format="json")
+    assert created.status_code == 201, created.content
 
-    log_path = Path(data_dir) / "worker.log"
-    worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "celery"), "-A", "portal", "worker", "-B", "-Q", f"celery,node.{NODE}",
-         "-n", f"worker@{NODE}", "-c", "4", "-l", "info"],
-        cwd=ROOT, env=dict(os.environ), stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = start_worker(data_dir, NODE)
     results = []
     try:
-        from endpoints_app.models import Node
-
-        wait(lambda: Node.objects.filter(name=NODE, last_heartbeat__isnull=False).exists(), 90, 0.2, "worker")
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             model = CatalogModel.objects.get(registry="studio", name=name)
             sample = Deployment(endpoint=Endpoint.objects.get(name="bench"), name="hand", model=model,
@@ -143,11 +75,11 @@ def main() -> None:
             for run in range(args.repeat):
                 # Alternate the order so page cache and CPU contention favour neither side.
                 if run % 2 == 0:
-                    hand.append(by_hand(sample))
+                    hand.append(start_by_hand(sample))
                     studio.append(through_studio(api, base, model.asset_id, f"run{run}"))
                 else:
                     studio.append(through_studio(api, base, model.asset_id, f"run{run}"))
-                    hand.append(by_hand(sample))
+                    hand.append(start_by_hand(sample))
             h, s = statistics.median(hand), statistics.median(studio)
             goal = 1.3 * h + 2
             row = {"model": name, "format": model.format, "by_hand_s": round(h, 3), "studio_s": round(s, 3),
@@ -157,12 +89,7 @@ def main() -> None:
             print(f"{name:28s} by hand {h:6.2f} s   studio {s:6.2f} s   goal <= {goal:6.2f} s   "
                   f"{'OK' if s <= goal else 'MISSED'}", flush=True)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-        stop_instances(Path(data_dir))
+        stop_studio(data_dir, [worker])
     out = ROOT / "bench" / "results" / f"provision-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine_cores": os.cpu_count(), "repeat": args.repeat, "results": results}, indent=2))
