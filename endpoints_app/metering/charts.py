@@ -170,10 +170,14 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
             out.append(value / scale if scale else value)
         return out
 
+    # A serverless endpoint has no deployments or instances of its own (a platform pool serves it):
+    # no traffic split, instance or per-deployment charts for it.
+    serverless = endpoint.kind == Endpoint.Kind.SERVERLESS
     figures: dict[str, Figure] = {}
-    fig = new_figure("Requests per minute, by deployment", "requests/min")
+    fig = new_figure("Requests per minute" if serverless else "Requests per minute, by deployment", "requests/min")
     for dep in deployments:
-        fig.add_trace(scatter(x=x, y=requests(dep, per_minute), name=dep or "(none)", stackgroup="requests",
+        label = dep or (endpoint.name if serverless else "(none)")
+        fig.add_trace(scatter(x=x, y=requests(dep, per_minute), name=label, stackgroup="requests",
                                  mode="lines", line={"color": colors[dep], "width": 1}))
     figures["requests"] = fig
 
@@ -203,7 +207,9 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
                                            for d in deployments], name="configured %", marker={"color": "#94a3b8"}))
     fig.add_trace(bar(x=deployments, y=[round(100 * requests_by_dep[d] / live_total, 2) if live_total else 0
                                            for d in deployments], name="actual %", marker={"color": "#2563eb"}))
-    figures["traffic"] = fig
+    if not serverless:
+        fig.layout["xaxis"] = {"type": "category", "autorange": True}
+        figures["traffic"] = fig
 
     tin = [sums[b].tokens_in if b in sums else 0 for b in buckets]
     tout = [sums[b].tokens_out if b in sums else 0 for b in buckets]
@@ -237,15 +243,16 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
                                      line={"color": color}))
         mem_fig.add_trace(scatter(x=[p[0] for p in points], y=[p[2] for p in points], name=name, mode="lines",
                                      line={"color": color}))
-    figures["cpu"] = cpu_fig
-    figures["memory"] = mem_fig
+    if not serverless:
+        figures["cpu"] = cpu_fig
+        figures["memory"] = mem_fig
 
-    for fig in figures.values():
-        fig.update_xaxes(range=[start.isoformat(), end.isoformat()], type="date")
+    for key, fig in figures.items():
+        if key != "traffic":
+            fig.update_xaxes(range=[start.isoformat(), end.isoformat()], type="date")
         if not fig.data:
             fig.add_annotation(text="No data in this range", showarrow=False, xref="paper", yref="paper",
                                x=0.5, y=0.5, font={"color": "#5f6b7a"})
-    figures["traffic"].layout["xaxis"] = {"type": "category", "autorange": True}
 
     total_requests = sum(requests_by_dep.values())
     total_cost = costs.round_cents(sum((line.cost for line in lines), Decimal(0)))
@@ -271,7 +278,7 @@ def monitoring_figures(endpoint: Endpoint, range_key: str, now: datetime) -> dic
                 {"name": d, "requests": requests_by_dep[d], "configured": endpoint.traffic.get(d, 0),
                  "mirror": endpoint.mirror_traffic.get(d, 0),
                  "actual": round(100 * requests_by_dep[d] / live_total, 1) if live_total else 0}
-                for d in deployments
+                for d in ([] if serverless else deployments)
             ],
             "mirror_total": mirror_total,
             "mirror_agreement": round(100 * mirror_agreed / mirror_total, 1) if mirror_total else None,

@@ -133,3 +133,17 @@ def test_a_young_endpoint_opens_on_the_last_15_minutes(owner_client, workspace):
     Endpoint.objects.filter(pk=ep.pk).update(created_at=timezone.now() - timedelta(hours=2))
     html = owner_client.get("/endpoints/young/monitoring/").content.decode()
     assert re.search(r'class="range active"\s+aria-current="true">1h<', html)
+
+
+def test_a_serverless_endpoint_shows_no_deployment_or_instance_charts(owner_client, workspace):
+    """A platform pool serves it: there is no traffic split, instance or deployment of its own to show."""
+    from endpoints_app.models import Endpoint
+
+    ep = f.endpoint(workspace, "smol", kind=Endpoint.Kind.SERVERLESS)
+    f.minute_row(ep, "", timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=2), ok=4,
+                 tokens_in=40, tokens_out=12)
+    html = owner_client.get("/endpoints/smol/monitoring/?range=1h", HTTP_HX_REQUEST="true").content.decode()
+    figs = figures(html)
+    assert set(figs) == {"requests", "latency", "errors", "tokens", "cost"}
+    assert [(t["name"], sum(t["y"])) for t in figs["requests"]["data"]] == [("smol", 4)]
+    assert "Configured traffic" not in html
