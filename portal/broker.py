@@ -4,7 +4,10 @@ a temporary name and renamed into the queue folder, so a worker never reads a ha
 kombu's own writer creates the file under its final name and then writes it; a worker polling at
 that instant moves the still empty file away, fails to decode it and stops with "Unrecoverable
 error: JSONDecodeError". Short re-queued steps (provisioning, batch jobs) send many messages, so
-the race was hit in practice. Importing this module registers the transport for `filesystem://`."""
+the race was hit in practice. Likewise kombu creates a queue's exchange table by opening it for
+writing (empty) before it locks it, so a process declaring the same queue at that instant read an
+empty table: here the table comes into being whole. Importing this module registers the transport
+for `filesystem://`."""
 
 from __future__ import annotations
 
@@ -33,6 +36,22 @@ class Channel(filesystem.Channel):
             os.replace(temp, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        table = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        if not table.exists():
+            # An empty table, linked into place whole (link fails if another process was first);
+            # kombu then adds the binding under its lock, as it does for a table that exists.
+            temp = table.with_name(f"{table.name}.{uuid.uuid4().hex}.tmp")
+            temp.write_bytes(b"[]")
+            try:
+                os.link(temp, table)
+            except FileExistsError:
+                pass
+            finally:
+                temp.unlink()
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
     def _get(self, queue):
         try:

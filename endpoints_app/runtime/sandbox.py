@@ -23,6 +23,7 @@ Standard library only: the web process imports this module.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import secrets
@@ -138,6 +139,14 @@ def mode() -> tuple[str, dict[str, set[str]]]:
 _described: set[str] = set()
 
 
+@functools.cache
+def outbound_blockable() -> bool:
+    """Whether sandbox_exec can refuse outbound connections (its seccomp filter needs libseccomp)."""
+    import ctypes.util
+
+    return ctypes.util.find_library("seccomp") is not None
+
+
 def describe(limits: Limits | None = None) -> str:
     """One line naming the isolation in force (logged once per process and kind)."""
     parts = []
@@ -153,6 +162,10 @@ def describe(limits: Limits | None = None) -> str:
     else:
         parts.append(f"same uid {os.geteuid()} as the studio (not root: cannot drop privileges; "
                      "user code can read what the studio can)")
+    if outbound_blockable():
+        parts.append("no outbound connections (seccomp: connect() refused)")
+    else:
+        parts.append("outbound connections possible (libseccomp not found)")
     parts.append("own session killed whole at stop, minimal environment")
     if limits is not None:
         lim = [f"nproc={limits.processes}"] if kind in ("namespace", "uid") else []
@@ -229,6 +242,8 @@ class SandboxSpec:
             options.append(f"--mask={data_dir}:{os.path.join(data_dir, SANDBOX_DIRNAME, self.name)}")
             if not self.network:
                 options.append("--no-network")
+        if outbound_blockable():
+            options.append("--no-outbound")
         if cwd:
             options.append(f"--cwd={cwd}")
         return [sys.executable, "-S", str(EXEC_SCRIPT), *options, "--", *argv]

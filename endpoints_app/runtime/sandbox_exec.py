@@ -1,7 +1,7 @@
 """Enter a sandbox, then exec the real command (run with `python -S`, before any user code).
 
     python -S sandbox_exec.py --nproc=128 --nofile=4096 [--as=BYTES] [--cpu=SECONDS]
-        [--uid=N] [--cwd=DIR] [--mask=DIR:KEEP[,KEEP...]]... [--no-network] -- argv...
+        [--uid=N] [--cwd=DIR] [--mask=DIR:KEEP[,KEEP...]]... [--no-network | --no-outbound] -- argv...
     python -S sandbox_exec.py --probe        # exit 0 if a private mount namespace can be made
 
 Started as root (the studio is root) with --uid, it first makes a private mount namespace in
@@ -10,10 +10,14 @@ their place): the data dir then shows only this sandbox's folder, and a director
 uid cannot enter (/root, where pyenv keeps the interpreter) shows only the interpreter. Then it
 drops to --uid (gid the same, no groups), sets rlimits and no_new_privs, and execs argv.
 --no-network (upload checks, which need none) also gives it an empty network namespace: it
-cannot reach the database, Redis or anything else listening on this host.
+cannot reach the database, Redis or anything else listening on this host. --no-outbound (model
+servers, which must accept the gateway's connections but make none) loads a seccomp filter under
+which connect() fails with EACCES and io_uring (a way around it) does not exist: no TCP connection
+to the database, Redis or anything else, on this host or another.
 Standard library only, no project import: it must start fast and trust nothing on sys.path."""
 
 import ctypes
+import errno
 import os
 import resource
 import sys
@@ -22,6 +26,9 @@ PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+SCMP_ACT_ALLOW, SCMP_ACT_ERRNO = 0x7FFF0000, 0x00050000
+# What a process that only accepts connections is refused, and the errno it gets.
+NO_OUTBOUND = ((b"connect", errno.EACCES), (b"io_uring_setup", errno.ENOSYS))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -68,6 +75,30 @@ def mask(directory: str, keep: list[str]) -> None:
         os.close(fd)
 
 
+def block_outbound() -> None:
+    """Load a seccomp filter (libseccomp) refusing NO_OUTBOUND's system calls; kept across exec."""
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    if not ctx:
+        raise OSError(errno.ENOMEM, "seccomp_init failed")
+    try:
+        for name, err in NO_OUTBOUND:
+            rc = lib.seccomp_rule_add(ctx, SCMP_ACT_ERRNO | err, lib.seccomp_syscall_resolve_name(name), 0)
+            if rc != 0:
+                raise OSError(-rc, f"seccomp_rule_add({name.decode()}): {os.strerror(-rc)}")
+        rc = lib.seccomp_load(ctx)
+        if rc != 0:
+            raise OSError(-rc, f"seccomp_load: {os.strerror(-rc)}")
+    finally:
+        lib.seccomp_release(ctx)
+
+
 def main(args: list[str]) -> None:
     if args == ["--probe"]:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
@@ -77,7 +108,7 @@ def main(args: list[str]) -> None:
     options, argv = args[:sep], args[sep + 1:]
     limits = {"--nproc": resource.RLIMIT_NPROC, "--nofile": resource.RLIMIT_NOFILE,
               "--as": resource.RLIMIT_AS, "--cpu": resource.RLIMIT_CPU}
-    uid, cwd, masks, network = None, None, [], True
+    uid, cwd, masks, network, outbound = None, None, [], True, True
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for option in options:
         key, _, value = option.partition("=")
@@ -87,6 +118,8 @@ def main(args: list[str]) -> None:
             cwd = value
         elif key == "--no-network":
             network = False
+        elif key == "--no-outbound":
+            outbound = False
         elif key == "--mask":
             directory, _, keep = value.partition(":")
             masks.append((directory, [k for k in keep.split(",") if k]))
@@ -108,6 +141,8 @@ def main(args: list[str]) -> None:
     if cwd:
         os.chdir(cwd)
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if not outbound:
+        block_outbound()  # after no_new_privs: an unprivileged process may load a filter only then
     os.execv(argv[0], argv)
 
 

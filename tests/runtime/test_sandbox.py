@@ -101,9 +101,18 @@ def fork_bomb():
 
 
 def run(raw_data):
-    what = json.loads(raw_data)["do"]
+    request = json.loads(raw_data)
+    what = request["do"]
     if what == "probe":
         return probe()
+    if what == "connect":  # a service on this host that trusts loopback (PostgreSQL, Redis)
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", request["port"]), timeout=2).close()
+            return {"connect": "READ connected"}
+        except Exception as exc:
+            return {"connect": "DENIED " + type(exc).__name__}
     if what == "fork":
         return {"children": fork_bomb()}
     if what == "hog":
@@ -255,8 +264,8 @@ def hostile_server(secrets_on_disk, tmp_path):
         process.stop(pid, name, grace=1)
         pytest.fail(process.tail(process.log_path(name), 30))
 
-    def call(what: str) -> requests.Response:
-        return requests.post(f"{base}/score", json={"do": what}, timeout=60, headers=spec.probe_headers)
+    def call(what: str, **more) -> requests.Response:
+        return requests.post(f"{base}/score", json={"do": what, **more}, timeout=60, headers=spec.probe_headers)
 
     yield call, pid, name, spec
     process.stop(pid, name, grace=1)
@@ -270,6 +279,17 @@ def test_it_keeps_secrets_from_a_running_model_server(hostile_server):
     # Nor can the studio's processes read its environment... but the studio can read its own child's.
     assert found["uid"] == spec.sandbox.uid
     assert f"STUDIO_INSTANCE={_name}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
+
+
+@pytest.mark.skipif(not sandbox.outbound_blockable(), reason="libseccomp is not installed")
+def test_a_running_model_server_cannot_connect_to_services_on_this_host(hostile_server):
+    call, _pid, _name, _spec = hostile_server
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert call("connect", port=port).json() == {"connect": "DENIED PermissionError"}
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # the studio itself can
+    # Accepting the gateway's connections still works: this very call came in over one.
+    assert call("ping").status_code == 200
 
 
 @isolated  # RLIMIT_NPROC needs a uid of its own
