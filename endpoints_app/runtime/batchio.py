@@ -149,6 +149,39 @@ def to_csv(header: list[str], rows) -> str:
     return out.getvalue()
 
 
+_SCALARS = {int, float, bool}
+
+
+def prediction_lines(file: str, start: int, values: list) -> str:
+    """CSV lines `file,row,value` (rows numbered from `start`), exactly as csv.writer writes them.
+
+    Scalar predictions (numbers, or text no cell of which needs quoting) are joined directly, about
+    3x faster than csv.writer over one list per row; anything else goes through csv.writer."""
+    kinds = set(map(type, values))
+    plain = not any(c in file for c in ',"\r\n')
+    if plain and kinds == {str}:
+        joined = "\n".join(values)
+        plain = not any(c in joined for c in ',"\r') and joined.count("\n") == len(values) - 1
+    elif plain:
+        plain = kinds <= _SCALARS
+    if plain:
+        return "".join([f"{file},{row},{value}\n" for row, value in enumerate(values, start)])
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([file, start + i, cell(v)] for i, v in enumerate(values))
+    return out.getvalue()
+
+
+def cell(value):
+    """One output cell: lists and dicts (and arrays) as JSON text, anything else as it is."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        value = tolist()
+        return json.dumps(value) if isinstance(value, list) else value
+    return value
+
+
 @dataclass
 class BatchAnswer:
     """A model server's answer to one mini-batch: its output rows as CSV bytes (with a header;

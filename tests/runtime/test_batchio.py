@@ -1,0 +1,34 @@
+"""Batch output lines: the fast join of scalar predictions writes exactly what csv.writer writes."""
+
+import csv
+import io
+
+import pytest
+
+from endpoints_app.runtime import batchio
+
+
+def written_by_csv_writer(file: str, start: int, values: list) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([file, start + i, batchio.cell(v)] for i, v in enumerate(values))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("file", "start", "values"), [
+    ("part-000.csv", 0, [0, 1, 2]),
+    ("part-000.csv", 5000, [1.5, float("nan"), 1e-20, -0.0, True, False]),
+    ("part-000.csv", 0, ["setosa", "versicolor", ""]),
+    ("part-000.csv", 0, [" leading", "trailing "]),
+    ("a,b.csv", 0, [1]),
+    ('say "hi".csv', 0, [1]),
+    ("part-000.csv", 0, ["has,comma", "plain"]),
+    ("part-000.csv", 0, ['has "quote"']),
+    ("part-000.csv", 0, ["two\nlines", "x"]),
+    ("part-000.csv", 0, ["carriage\r", "x"]),
+    ("part-000.csv", 0, [[0.1, 0.9], [1.0, 0.0]]),
+    ("part-000.csv", 0, [{"label": 1}]),
+    ("part-000.csv", 0, [None, 1]),
+    ("part-000.csv", 0, []),
+])
+def test_prediction_lines_match_csv_writer(file, start, values):
+    assert batchio.prediction_lines(file, start, values) == written_by_csv_writer(file, start, values)
