@@ -68,12 +68,39 @@ def _csv_rows(path: str | Path):
             yield row
 
 
+# ASCII whitespace as str.strip() sees it (but the line feed), and the delimiter: a line of only these is
+# a blank CSV row.
+_BLANK_ROW_BYTES = b", \t\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _count_plain_csv_rows(path: str | Path) -> int | None:
+    """count_rows() of a CSV whose lines are its rows (ASCII, no quote character, so no cell holds a
+    line break; no lone CR; no line over csv's field size limit), counted on its bytes, ~5x faster
+    than the csv reader; None for any other file (then the csv reader counts it)."""
+    lines = 0
+    with open(path, "rb") as fh:
+        first = True
+        while chunk := fh.readlines(1 << 20):
+            if first and chunk[0].startswith(b"\xef\xbb\xbf"):
+                chunk[0] = chunk[0][3:]  # the UTF-8 BOM utf-8-sig drops
+            first = False
+            block = b"".join(chunk)
+            if (not block.isascii() or b'"' in block or b"\0" in block
+                    or block.count(b"\r") != block.count(b"\r\n") or max(map(len, chunk)) > csv.field_size_limit()):
+                return None
+            # Without delimiters and whitespace, a blank row is an empty line.
+            kept = block.translate(None, _BLANK_ROW_BYTES).split(b"\n")
+            lines += len(kept) - kept.count(b"")
+    return max(lines - 1, 0)  # the first non-blank line is the header
+
+
 def count_rows(path: str | Path) -> int:
     """Rows the file holds (see the module's docstring); InputError if it is unreadable."""
     kind = kind_of(path)
     try:
         if kind == "csv":
-            return sum(1 for _ in _csv_rows(path))
+            plain = _count_plain_csv_rows(path)
+            return plain if plain is not None else sum(1 for _ in _csv_rows(path))
         return sum(1 for _ in _lines(path))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{Path(path).name}: not readable as {kind or 'text'} ({exc})") from None

@@ -32,3 +32,24 @@ def written_by_csv_writer(file: str, start: int, values: list) -> str:
 ])
 def test_prediction_lines_match_csv_writer(file, start, values):
     assert batchio.prediction_lines(file, start, values) == written_by_csv_writer(file, start, values)
+
+
+@pytest.mark.parametrize("text", [
+    "a,b\n1,2\n3,4\n",
+    "a,b\n1,2\n3,4",  # no final line break
+    "a,b\r\n1,2\r\n\r\n3,4\r\n",
+    "\n\n a , b \n,,\n 1,2\n , \n\t\n3,4\n\n",
+    "\ufeffa,b\n1,2\n",
+    "a,b\n",
+    "",
+    "\n\n",
+    'a,b\n"x\ny",2\n3,4\n',  # a quoted cell holding a line break: the csv reader counts
+    "a,b\n1,2\r3,4\n",  # a lone CR ends a line too
+    "a,b\n\u00e9,2\n\u00a0,\u00a0\n",  # non-ASCII (a no-break space is whitespace to str.strip)
+    "a,b\n1,\x1c\n\x1e,\x1f\n",
+])
+def test_count_rows_agrees_with_the_csv_reader(tmp_path, text):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(text.encode())
+    by_reader = sum(1 for _ in batchio._csv_rows(path))
+    assert batchio.count_rows(path) == by_reader
