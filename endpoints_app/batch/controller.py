@@ -458,9 +458,13 @@ def _post(url: str, body: bytes, timeout: float, auth: dict[str, str]) -> tuple[
 
 def _write_part(job: BatchJob, mb: MiniBatch, data: bytes) -> None:
     path = job.output_root / mb.output_part
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{mb.attempts}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    try:
+        fh = open(tmp, "wb")
+    except FileNotFoundError:  # the job's first part: its folder next (not a mkdir per part)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, "wb")
+    with fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -549,7 +553,7 @@ def _claim_next(current: _Attempt) -> _Attempt | None:
     # It waits for the mini-batch in flight (at most one timeout) before its own timeout starts.
     lease = timezone.now() + timedelta(seconds=2 * _timeout(job)) + RUN_GRACE
     pending = MiniBatch.objects.filter(job_id=job.pk, job__status=JobStatus.RUNNING, status=MiniBatchStatus.PENDING)
-    for mb in pending.order_by("index")[:3]:
+    for mb in pending.only("pk", "index", "items", "rows", "attempts", "output_part").order_by("index")[:3]:
         attempt = mb.attempts + 1
         if MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.PENDING, attempts=mb.attempts).update(
             status=MiniBatchStatus.RUNNING, attempts=attempt, instance=instance.name, lease_until=lease,
