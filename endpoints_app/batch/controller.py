@@ -161,17 +161,22 @@ def converge(instances: list[Instance]) -> None:
                                                            expires=30)
 
 
-def any_answers_ready(job_id: int) -> bool:
-    """True when a starting server of the job already answers its readiness path (a cheap probe;
-    the converge pass then records it Ready)."""
+def ready_or_answering(job_id: int) -> set[int]:
+    """Ids of the job's instances that are Ready, or Starting and already answering their readiness
+    path (a cheap probe; the converge pass then records them Ready)."""
     from endpoints_app.controller import process
 
-    for host, port in Instance.objects.filter(
-        batch_job_id=job_id, state=InstanceState.STARTING, port__isnull=False, pid__isnull=False
-    ).values_list("node__host", "port"):
-        if process.probe(host, port, "/health/ready", 0.5):
-            return True
-    return False
+    found = set()
+    for pk, state, host, port in Instance.objects.filter(
+        batch_job_id=job_id, state__in=(InstanceState.STARTING, InstanceState.READY)
+    ).values_list("pk", "state", "node__host", "port"):
+        if state == InstanceState.READY or (port and process.probe(host, port, "/health/ready", 0.5)):
+            found.add(pk)
+    return found
+
+
+def ready_ids(job_id: int) -> set[int]:
+    return set(Instance.objects.filter(batch_job_id=job_id, state=InstanceState.READY).values_list("pk", flat=True))
 
 
 def stop_job_instances(job: BatchJob) -> int:
