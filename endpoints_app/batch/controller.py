@@ -256,8 +256,8 @@ def dispatch(job: BatchJob, ready: list[Instance]) -> int:
     ):
         if name in load:
             load[name] += n
-    in_flight = job.mini_batches.filter(status=MiniBatchStatus.RUNNING).count()
-    room = len(ready) * per_instance - in_flight
+    # Room per server: a mini-batch a chain claimed ahead has no instance yet, so it takes no slot.
+    room = sum(max(0, per_instance - n) for n in load.values())
     if room <= 0:
         return 0
     sent = 0
@@ -522,6 +522,7 @@ def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
                 following = None
             if following is not None:
                 future = pool.submit(_send, following)
+                _mark_sent(following)
             outcome = _record(current, answer)
             keep_going = outcome == "completed"
             if following is None:
@@ -553,7 +554,8 @@ def _start(mini_batch_id: int, attempt: int) -> _Attempt | str:
 
 
 def _claim_next(current: _Attempt) -> _Attempt | None:
-    """Claim the job's next pending mini-batch for the current one's instance (while the job runs)."""
+    """Claim the job's next pending mini-batch for the current one's instance (while the job runs). It
+    names no instance until it is sent (_mark_sent), so dispatch() counts one slot per chain."""
     job, instance = current.job, current.instance
     # It waits for the mini-batch in flight (at most one timeout) before its own timeout starts.
     lease = timezone.now() + timedelta(seconds=2 * _timeout(job)) + RUN_GRACE
@@ -561,12 +563,20 @@ def _claim_next(current: _Attempt) -> _Attempt | None:
     for mb in pending.only("pk", "index", "items", "rows", "attempts", "output_part").order_by("index")[:3]:
         attempt = mb.attempts + 1
         if MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.PENDING, attempts=mb.attempts).update(
-            status=MiniBatchStatus.RUNNING, attempts=attempt, instance=instance.name, lease_until=lease,
+            status=MiniBatchStatus.RUNNING, attempts=attempt, instance="", lease_until=lease,
             started_at=timezone.now(),
         ):
-            mb.status, mb.attempts, mb.instance, mb.job = MiniBatchStatus.RUNNING, attempt, instance.name, job
+            mb.status, mb.attempts, mb.instance, mb.job = MiniBatchStatus.RUNNING, attempt, "", job
             return _Attempt(mb=mb, job=job, attempt=attempt, instance=instance)
     return None
+
+
+def _mark_sent(a: _Attempt) -> None:
+    """The attempt is on its server now: it holds that server's slot."""
+    MiniBatch.objects.filter(pk=a.mb.pk, status=MiniBatchStatus.RUNNING, attempts=a.attempt).update(
+        instance=a.instance.name
+    )
+    a.mb.instance = a.instance.name
 
 
 def _release(claimed: _Attempt) -> None:
