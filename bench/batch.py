@@ -87,7 +87,10 @@ def cold_start(deployment, count: int) -> float:
     hand at once, as a job does (what every job pays first: no batch server runs between jobs)."""
     import http.client
 
+    from django.conf import settings
+
     from endpoints_app.controller.placement import _bindable
+    from endpoints_app.runtime import sandbox as sb
     from endpoints_app.runtime.launch import launch_spec
 
     def ready(port: int, path: str) -> bool:
@@ -100,19 +103,29 @@ def cold_start(deployment, count: int) -> float:
         finally:
             conn.close()
 
-    ports = [p for p in range(31000, 32000) if _bindable("127.0.0.1", p)][:count]
+    # The studio's own instance port range (STUDIO_INSTANCE_PORT_MIN/MAX), from its top down: runs
+    # that share a machine keep to their own ranges.
+    low, high = settings.STUDIO_INSTANCE_PORTS
+    ports = [p for p in range(high, low - 1, -1) if _bindable("127.0.0.1", p)][:count]
     specs = [launch_spec(deployment, port) for port in ports]
     began = time.monotonic()
-    procs = [subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True) for spec in specs]
+    procs = []
+    for spec in specs:
+        # As the controller starts one (controller/process.start): its sandbox folder first.
+        sb.prepare(spec.sandbox)
+        procs.append(subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      **spec.sandbox.popen_kwargs()))
     try:
         wait(lambda: any(ready(port, spec.ready_path) for port, spec in zip(ports, specs, strict=True))
              or all(p.poll() is not None for p in procs), 300, 0.05, "ready by hand")
         return time.monotonic() - began
     finally:
-        for proc in procs:
+        for proc, spec in zip(procs, specs, strict=False):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+            sb.kill_uid(spec.sandbox.uid)
+            sb.remove(spec.sandbox)
 
 
 def studio_job(api, asset: str, expected_rows: int, instances: int) -> dict:
@@ -186,7 +199,7 @@ def main() -> None:
     workspace = Workspace.objects.create(name="bench")
     user = get_user_model().objects.create_user("bench")
     Membership.objects.create(workspace=workspace, user=user, role="Owner")
-    api = APIClient()
+    api = APIClient(SERVER_NAME="localhost")  # a host the studio answers to with DEBUG off
     api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.objects.create(user=user)[1]}")
 
     model = CatalogModel.objects.get(registry="studio", name=args.model)

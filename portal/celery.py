@@ -1,6 +1,8 @@
+import gc
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 import portal.broker  # noqa: F401  (filesystem:// messages are written atomically)
 
@@ -15,3 +17,11 @@ app.autodiscover_tasks(["endpoints_app.controller"])
 app.autodiscover_tasks(["endpoints_app.metering"])
 # Batch job tasks: endpoints_app/batch/tasks.py (mini-batches, job steps, the batch tick).
 app.autodiscover_tasks(["endpoints_app.batch"])
+
+
+@worker_process_init.connect
+def _freeze_inherited_objects(**_kwargs) -> None:
+    """What a pool child inherits (Django, DRF, Celery, the studio's modules: ~75k objects) lives as long
+    as the child: kept out of the collector's full passes, which otherwise walk it all (~30 ms, several
+    times that under load) every few mini-batches."""
+    gc.freeze()

@@ -25,6 +25,8 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -159,17 +161,22 @@ def converge(instances: list[Instance]) -> None:
                                                            expires=30)
 
 
-def any_answers_ready(job_id: int) -> bool:
-    """True when a starting server of the job already answers its readiness path (a cheap probe;
-    the converge pass then records it Ready)."""
+def ready_or_answering(job_id: int) -> set[int]:
+    """Ids of the job's instances that are Ready, or Starting and already answering their readiness
+    path (a cheap probe; the converge pass then records them Ready)."""
     from endpoints_app.controller import process
 
-    for host, port in Instance.objects.filter(
-        batch_job_id=job_id, state=InstanceState.STARTING, port__isnull=False, pid__isnull=False
-    ).values_list("node__host", "port"):
-        if process.probe(host, port, "/health/ready", 0.5):
-            return True
-    return False
+    found = set()
+    for pk, state, host, port in Instance.objects.filter(
+        batch_job_id=job_id, state__in=(InstanceState.STARTING, InstanceState.READY)
+    ).values_list("pk", "state", "node__host", "port"):
+        if state == InstanceState.READY or (port and process.probe(host, port, "/health/ready", 0.5)):
+            found.add(pk)
+    return found
+
+
+def ready_ids(job_id: int) -> set[int]:
+    return set(Instance.objects.filter(batch_job_id=job_id, state=InstanceState.READY).values_list("pk", flat=True))
 
 
 def stop_job_instances(job: BatchJob) -> int:
@@ -249,8 +256,8 @@ def dispatch(job: BatchJob, ready: list[Instance]) -> int:
     ):
         if name in load:
             load[name] += n
-    in_flight = job.mini_batches.filter(status=MiniBatchStatus.RUNNING).count()
-    room = len(ready) * per_instance - in_flight
+    # Room per server: a mini-batch a chain claimed ahead has no instance yet, so it takes no slot.
+    room = sum(max(0, per_instance - n) for n in load.values())
     if room <= 0:
         return 0
     sent = 0
@@ -456,55 +463,85 @@ def _post(url: str, body: bytes, timeout: float, auth: dict[str, str]) -> tuple[
 
 def _write_part(job: BatchJob, mb: MiniBatch, data: bytes) -> None:
     path = job.output_root / mb.output_part
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{mb.attempts}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    try:
+        fh = open(tmp, "wb")
+    except FileNotFoundError:  # the job's first part: its folder next (not a mkdir per part)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, "wb")
+    with fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
+@dataclass
+class _Attempt:
+    """One claimed attempt of one mini-batch, with what sending it takes."""
+
+    mb: MiniBatch
+    job: BatchJob
+    attempt: int
+    instance: Instance | None
+    seconds: float = 0.0  # how long the model server took, once sent
+
+    def body(self) -> bytes:
+        instance = self.instance
+        return json.dumps({
+            # Paths as the instance's sandboxed server sees them (runtime/launch.py links its workspace's data).
+            "items": [{"path": str(batch_input_path(instance.name, item["path"])) if instance else "",
+                       "file": item["file"], "start": item.get("start", 0), "stop": item.get("stop")}
+                      for item in self.mb.items],
+            "output_action": self.job.settings.get("output_action", "append_row"),
+        }).encode()
+
+
 def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
-    """Score one mini-batch; then, while this task is young (CHAIN_SECONDS), claim and score the
-    job's next pending mini-batch on the same instance, sparing each one a trip through the broker."""
+    """Score one mini-batch; then, while this task is young (CHAIN_SECONDS), go on with the job's next
+    pending mini-batches on the same instance, sparing each one a trip through the broker.
+
+    The next mini-batch is claimed while the model server scores the current one, and sent the moment
+    the current answer is back: the server does not wait while this task writes the part file and the
+    row (one request in flight at a time, so max_concurrency_per_instance still holds)."""
     began = time.monotonic()
-    outcome, job_id, instance = _run_one(mini_batch_id, attempt)
-    while outcome == "completed" and time.monotonic() - began < CHAIN_SECONDS:
-        claimed = _claim_next(job_id, instance)
-        if claimed is None:
-            break
-        outcome, _, instance = _run_one(*claimed)
-    if job_id is not None:
-        advance(job_id)
+    current = _start(mini_batch_id, attempt)
+    if isinstance(current, str):
+        return current
+    job_id = current.job.pk
+    keep_going = True
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mini-batch") as pool:
+        future = pool.submit(_send, current)
+        while True:
+            following = None
+            if keep_going and current.instance is not None and time.monotonic() - began < CHAIN_SECONDS:
+                following = _claim_next(current)
+            answer = _answer(future)
+            if following is not None and isinstance(answer, ScoringError):
+                _release(following)  # its server just failed this one: let the job look again first
+                following = None
+            if following is not None:
+                future = pool.submit(_send, following)
+                _mark_sent(following)
+            outcome = _record(current, answer)
+            keep_going = outcome == "completed"
+            if following is None:
+                break
+            current = following
+    advance(job_id)
     return outcome
 
 
-def _claim_next(job_id: int, instance: str) -> tuple[int, int] | None:
-    job = BatchJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).first()
-    if job is None:
-        return None
-    lease = timezone.now() + timedelta(seconds=_timeout(job)) + RUN_GRACE
-    for mb in job.mini_batches.filter(status=MiniBatchStatus.PENDING).order_by("index")[:3]:
-        if MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.PENDING, attempts=mb.attempts).update(
-            status=MiniBatchStatus.RUNNING, attempts=mb.attempts + 1, instance=instance, lease_until=lease,
-            started_at=timezone.now(),
-        ):
-            return mb.pk, mb.attempts + 1
-    return None
-
-
-def _run_one(mini_batch_id: int, attempt: int) -> tuple[str, int | None, str]:
-    """(outcome, job id, instance name) of one attempt of one mini-batch."""
-    mb = MiniBatch.objects.select_related("job", "job__deployment").filter(pk=mini_batch_id).first()
+def _start(mini_batch_id: int, attempt: int) -> _Attempt | str:
+    """The attempt a run_mini_batch task was sent for, or why there is nothing to do."""
+    mb = MiniBatch.objects.select_related("job").filter(pk=mini_batch_id).first()
     if mb is None or mb.status != MiniBatchStatus.RUNNING or mb.attempts != attempt:
-        return "stale", None, ""
+        return "stale"
     job = mb.job
     if job.status != JobStatus.RUNNING:
-        return "job not running", None, ""
-    timeout = _timeout(job)
+        return "job not running"
     now = timezone.now()
-    lease = now + timedelta(seconds=timeout) + RUN_GRACE
+    lease = now + timedelta(seconds=_timeout(job)) + RUN_GRACE
     if mb.lease_until is None or mb.lease_until > lease + timedelta(seconds=1):
         # Dispatched through the broker (a longer lease for the queue wait): it runs now.
         MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
@@ -513,50 +550,97 @@ def _run_one(mini_batch_id: int, attempt: int) -> tuple[str, int | None, str]:
     instance = Instance.objects.select_related("node").filter(
         batch_job=job, name=mb.instance, state=InstanceState.READY
     ).first() or Instance.objects.select_related("node").filter(batch_job=job, state=InstanceState.READY).first()
-    body = json.dumps({
-        # Paths as the instance's sandboxed server sees them (runtime/launch.py links its workspace's data).
-        "items": [{"path": str(batch_input_path(instance.name, item["path"])) if instance else "",
-                   "file": item["file"], "start": item.get("start", 0), "stop": item.get("stop")}
-                  for item in mb.items],
-        "output_action": job.settings.get("output_action", "append_row"),
-    }).encode()
+    return _Attempt(mb=mb, job=job, attempt=attempt, instance=instance)
+
+
+def _claim_next(current: _Attempt) -> _Attempt | None:
+    """Claim the job's next pending mini-batch for the current one's instance (while the job runs). It
+    names no instance until it is sent (_mark_sent), so dispatch() counts one slot per chain."""
+    job, instance = current.job, current.instance
+    # It waits for the mini-batch in flight (at most one timeout) before its own timeout starts.
+    lease = timezone.now() + timedelta(seconds=2 * _timeout(job)) + RUN_GRACE
+    pending = MiniBatch.objects.filter(job_id=job.pk, job__status=JobStatus.RUNNING, status=MiniBatchStatus.PENDING)
+    for mb in pending.only("pk", "index", "items", "rows", "attempts", "output_part").order_by("index")[:3]:
+        attempt = mb.attempts + 1
+        if MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.PENDING, attempts=mb.attempts).update(
+            status=MiniBatchStatus.RUNNING, attempts=attempt, instance="", lease_until=lease,
+            started_at=timezone.now(),
+        ):
+            mb.status, mb.attempts, mb.instance, mb.job = MiniBatchStatus.RUNNING, attempt, "", job
+            return _Attempt(mb=mb, job=job, attempt=attempt, instance=instance)
+    return None
+
+
+def _mark_sent(a: _Attempt) -> None:
+    """The attempt is on its server now: it holds that server's slot."""
+    MiniBatch.objects.filter(pk=a.mb.pk, status=MiniBatchStatus.RUNNING, attempts=a.attempt).update(
+        instance=a.instance.name
+    )
+    a.mb.instance = a.instance.name
+
+
+def _release(claimed: _Attempt) -> None:
+    """Give a claimed, unsent attempt back (it costs the mini-batch none of its retries)."""
+    MiniBatch.objects.filter(pk=claimed.mb.pk, status=MiniBatchStatus.RUNNING, attempts=claimed.attempt).update(
+        status=MiniBatchStatus.PENDING, attempts=claimed.attempt - 1, lease_until=None,
+    )
+
+
+def _send(a: _Attempt) -> tuple[bytes, int, int]:
+    """(output CSV bytes, rows in, rows out) of one attempt, from its model server. No database access:
+    it runs beside the task's own database work."""
+    if a.instance is None:
+        raise ScoringError("no model server of the job is ready", unreachable=True)
     began = time.monotonic()
     try:
-        if instance is None:
-            raise ScoringError("no model server of the job is ready", unreachable=True)
-        data, rows_in, rows_out = _post(f"http://{instance.node.host}:{instance.port}/batch", body, timeout,
-                                        auth_header(instance.name, instance.port))
+        return _post(f"http://{a.instance.node.host}:{a.instance.port}/batch", a.body(), _timeout(a.job),
+                     auth_header(a.instance.name, a.instance.port))
+    finally:
+        a.seconds = time.monotonic() - began
+
+
+def _answer(future: Future) -> tuple[bytes, int, int] | ScoringError:
+    try:
+        return future.result()
+    except ScoringError as exc:
+        return exc
+
+
+def _record(a: _Attempt, answer: tuple[bytes, int, int] | ScoringError) -> str:
+    """Write one attempt's outcome: its part file then its row, or its error (retry, fail or give back)."""
+    mb, job, attempt, instance = a.mb, a.job, a.attempt, a.instance
+    if not isinstance(answer, ScoringError):
+        data, rows_in, rows_out = answer
         if job.settings.get("output_action", "append_row") == "append_row":
             _write_part(job, mb, data)
         done = MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
             status=MiniBatchStatus.COMPLETED, rows_out=rows_out, finished_at=timezone.now(), lease_until=None,
-            error="", instance=instance.name,
-            rows=mb.rows or rows_in,
+            error="", instance=instance.name, rows=mb.rows or rows_in,
         )
-        outcome = "completed" if done else "stale"
-        log.info("batch job %s mini-batch %s: %s rows in %.2fs on %s", job.name, mb.index, rows_out,
-                 time.monotonic() - began, instance.name)
-    except ScoringError as exc:
-        if exc.unreachable:
-            # The server died under the request: let the node's converge notice it now (it restarts
-            # it), and give the attempt back; a late duplicate of this attempt rewrites the same part.
-            if instance is not None:
-                converge([instance])
-            MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
-                status=MiniBatchStatus.PENDING, attempts=attempt - 1, lease_until=None,
-                error=f"attempt {attempt}: {exc} (not counted)",
-            )
-            outcome = "requeued"
-        else:
-            retry = attempt < _max_attempts(job)
-            status = MiniBatchStatus.PENDING if retry else MiniBatchStatus.FAILED
-            MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
-                status=status, error=f"attempt {attempt}: {exc}", lease_until=None,
-                finished_at=None if retry else timezone.now(), instance=instance.name if instance else mb.instance,
-            )
-            outcome = "retry" if retry else "failed"
-        log.warning("batch job %s mini-batch %s attempt %s: %s", job.name, mb.index, attempt, exc)
-    return outcome, job.pk, instance.name if instance else ""
+        log.info("batch job %s mini-batch %s: %s rows in %.2fs on %s", job.name, mb.index, rows_out, a.seconds,
+                 instance.name)
+        return "completed" if done else "stale"
+    exc = answer
+    if exc.unreachable:
+        # The server died under the request: let the node's converge notice it now (it restarts
+        # it), and give the attempt back; a late duplicate of this attempt rewrites the same part.
+        if instance is not None:
+            converge([instance])
+        MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+            status=MiniBatchStatus.PENDING, attempts=attempt - 1, lease_until=None,
+            error=f"attempt {attempt}: {exc} (not counted)",
+        )
+        outcome = "requeued"
+    else:
+        retry = attempt < _max_attempts(job)
+        status = MiniBatchStatus.PENDING if retry else MiniBatchStatus.FAILED
+        MiniBatch.objects.filter(pk=mb.pk, status=MiniBatchStatus.RUNNING, attempts=attempt).update(
+            status=status, error=f"attempt {attempt}: {exc}", lease_until=None,
+            finished_at=None if retry else timezone.now(), instance=instance.name if instance else mb.instance,
+        )
+        outcome = "retry" if retry else "failed"
+    log.warning("batch job %s mini-batch %s attempt %s: %s", job.name, mb.index, attempt, exc)
+    return outcome
 
 
 def remove_outputs(job: BatchJob) -> None:

@@ -29,10 +29,14 @@ def advance_job(job_id: int) -> str:
         return "paused"
     state = controller.advance(job_id)
     deadline = time.monotonic() + STARTING_INLINE_SECONDS
+    # Servers that had work handed out by the last step. Another step may record one Ready first
+    # (reconcile watches starting instances too): any server ready since the last step means a step now.
+    seen = controller.ready_ids(job_id) if state == "starting" else set()
     while state == "starting" and time.monotonic() < deadline:
         time.sleep(PROBE_SECONDS)
-        if controller.any_answers_ready(job_id):
+        if controller.ready_or_answering(job_id) - seen:
             state = controller.advance(job_id)
+            seen = controller.ready_ids(job_id)
     if state == "starting":
         advance_job.apply_async(args=[job_id], countdown=STARTING_POLL_SECONDS, expires=60)
     return state

@@ -19,6 +19,7 @@ import warnings
 from typing import Any
 
 from endpoints_app.runtime import batchio
+from endpoints_app.runtime.batchio import cell
 from endpoints_app.runtime.handlers import (
     BadRequest,
     CustomHandler,
@@ -44,16 +45,6 @@ def _items(payload: Any) -> list[dict]:
     return items
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    tolist = getattr(value, "tolist", None)
-    if tolist is not None:
-        value = tolist()
-        return json.dumps(value) if isinstance(value, list) else value
-    return value
-
-
 def _sklearn_predict(handler: SklearnHandler, matrix) -> list:
     import sklearn
 
@@ -73,8 +64,10 @@ def _onnx_predict(handler: OnnxHandler, matrix) -> list:
     return (named["label"] if "label" in named else values[0]).tolist()
 
 
-def _tabular(handler: Handler, items: list[dict]) -> tuple[list[str], list]:
-    rows: list = []
+def _tabular(handler: Handler, items: list[dict]) -> tuple[list[str], int, str]:
+    """(header, rows, CSV lines without the header): predictions are formatted as they come."""
+    lines: list[str] = []
+    count = 0
     feature_names = getattr(handler, "feature_names", None)
     dtype = getattr(handler, "dtype", float)
     for item in items:
@@ -95,9 +88,9 @@ def _tabular(handler: Handler, items: list[dict]) -> tuple[list[str], list]:
             raise ModelInputError(f"{item['file']}: {exc}") from None
         except (ValueError, TypeError, IndexError) as exc:
             raise ModelInputError(f"{item['file']}: {exc}") from None
-        file, start = item["file"], item["start"]
-        rows.extend([file, start + i, _cell(p)] for i, p in enumerate(predictions))
-    return ["file", "row", "prediction"], rows
+        lines.append(batchio.prediction_lines(item["file"], item["start"], predictions))
+        count += len(predictions)
+    return ["file", "row", "prediction"], count, "".join(lines)
 
 
 def _embeddings(handler: EmbeddingsHandler, items: list[dict]) -> tuple[list[str], list]:
@@ -144,9 +137,9 @@ def _custom(handler: CustomHandler, items: list[dict]) -> tuple[list[str], list]
     if records and all(isinstance(r, dict) for r in records):
         for record in records:
             keys.extend(k for k in record if k not in keys)
-        rows = [[files[i] if files else "", i, *(_cell(r.get(k)) for k in keys)] for i, r in enumerate(records)]
+        rows = [[files[i] if files else "", i, *(cell(r.get(k)) for k in keys)] for i, r in enumerate(records)]
         return ["file", "row", *map(str, keys)], rows
-    return ["file", "row", "prediction"], [[files[i] if files else "", i, _cell(r)] for i, r in enumerate(records)]
+    return ["file", "row", "prediction"], [[files[i] if files else "", i, cell(r)] for i, r in enumerate(records)]
 
 
 def score_mini_batch(handler: Handler, body: bytes) -> batchio.BatchAnswer:
@@ -156,13 +149,15 @@ def score_mini_batch(handler: Handler, body: bytes) -> batchio.BatchAnswer:
     if action not in ("append_row", "summary_only"):
         raise BadRequest("output_action must be append_row or summary_only.")
     if isinstance(handler, (SklearnHandler, OnnxHandler)):
-        header, rows = _tabular(handler, items)
-    elif isinstance(handler, EmbeddingsHandler):
-        header, rows = _embeddings(handler, items)
-    elif isinstance(handler, CustomHandler):
-        header, rows = _custom(handler, items)
+        header, count, lines = _tabular(handler, items)
+        text = batchio.to_csv(header, []) + lines if action == "append_row" else ""
     else:
-        raise BadRequest(f"Batch scoring is not supported for format {handler.format!r}.")
-    text = batchio.to_csv(header, rows) if action == "append_row" else ""
-    return batchio.BatchAnswer(csv=text.encode(), rows_in=len(rows),
-                               rows_out=len(rows) if action == "append_row" else 0)
+        if isinstance(handler, EmbeddingsHandler):
+            header, rows = _embeddings(handler, items)
+        elif isinstance(handler, CustomHandler):
+            header, rows = _custom(handler, items)
+        else:
+            raise BadRequest(f"Batch scoring is not supported for format {handler.format!r}.")
+        count = len(rows)
+        text = batchio.to_csv(header, rows) if action == "append_row" else ""
+    return batchio.BatchAnswer(csv=text.encode(), rows_in=count, rows_out=count if action == "append_row" else 0)

@@ -68,12 +68,39 @@ def _csv_rows(path: str | Path):
             yield row
 
 
+# ASCII whitespace as str.strip() sees it (but the line feed), and the delimiter: a line of only these is
+# a blank CSV row.
+_BLANK_ROW_BYTES = b", \t\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _count_plain_csv_rows(path: str | Path) -> int | None:
+    """count_rows() of a CSV whose lines are its rows (ASCII, no quote character, so no cell holds a
+    line break; no lone CR; no line over csv's field size limit), counted on its bytes, ~5x faster
+    than the csv reader; None for any other file (then the csv reader counts it)."""
+    lines = 0
+    with open(path, "rb") as fh:
+        first = True
+        while chunk := fh.readlines(1 << 20):
+            if first and chunk[0].startswith(b"\xef\xbb\xbf"):
+                chunk[0] = chunk[0][3:]  # the UTF-8 BOM utf-8-sig drops
+            first = False
+            block = b"".join(chunk)
+            if (not block.isascii() or b'"' in block or b"\0" in block
+                    or block.count(b"\r") != block.count(b"\r\n") or max(map(len, chunk)) > csv.field_size_limit()):
+                return None
+            # Without delimiters and whitespace, a blank row is an empty line.
+            kept = block.translate(None, _BLANK_ROW_BYTES).split(b"\n")
+            lines += len(kept) - kept.count(b"")
+    return max(lines - 1, 0)  # the first non-blank line is the header
+
+
 def count_rows(path: str | Path) -> int:
     """Rows the file holds (see the module's docstring); InputError if it is unreadable."""
     kind = kind_of(path)
     try:
         if kind == "csv":
-            return sum(1 for _ in _csv_rows(path))
+            plain = _count_plain_csv_rows(path)
+            return plain if plain is not None else sum(1 for _ in _csv_rows(path))
         return sum(1 for _ in _lines(path))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{Path(path).name}: not readable as {kind or 'text'} ({exc})") from None
@@ -147,6 +174,39 @@ def to_csv(header: list[str], rows) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
+
+
+_SCALARS = {int, float, bool}
+
+
+def prediction_lines(file: str, start: int, values: list) -> str:
+    """CSV lines `file,row,value` (rows numbered from `start`), exactly as csv.writer writes them.
+
+    Scalar predictions (numbers, or text no cell of which needs quoting) are joined directly, about
+    3x faster than csv.writer over one list per row; anything else goes through csv.writer."""
+    kinds = set(map(type, values))
+    plain = not any(c in file for c in ',"\r\n')
+    if plain and kinds == {str}:
+        joined = "\n".join(values)
+        plain = not any(c in joined for c in ',"\r') and joined.count("\n") == len(values) - 1
+    elif plain:
+        plain = kinds <= _SCALARS
+    if plain:
+        return "".join([f"{file},{row},{value}\n" for row, value in enumerate(values, start)])
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([file, start + i, cell(v)] for i, v in enumerate(values))
+    return out.getvalue()
+
+
+def cell(value):
+    """One output cell: lists and dicts (and arrays) as JSON text, anything else as it is."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        value = tolist()
+        return json.dumps(value) if isinstance(value, list) else value
+    return value
 
 
 @dataclass

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import hmac
 import json
 import logging
@@ -97,6 +98,9 @@ class ModelServer:
             self.load_error = traceback.format_exc()
             print(f"Model failed to load:\n{self.load_error}", file=sys.stderr, flush=True)
             os._exit(LOAD_FAILED_EXIT)
+        # What loading made (the model, sklearn, scipy: ~100k objects) lives as long as the process: moved out
+        # of the collector's sight, so a full collection between mini-batches costs ~0 ms instead of ~70 ms.
+        gc.freeze()
         self.ready = True
         print(f"Model ready ({self.handler.format}) in {time.perf_counter() - began:.2f}s", flush=True)
 

@@ -195,3 +195,25 @@ def test_an_update_clears_a_failed_batch_deployment(owner_api, batch_endpoint):
     assert updated.status_code == 200, updated.content
     assert (updated.json()["provisioning_state"], updated.json()["error"]) == ("Succeeded", "")
     assert updated.json()["mini_batch_size"] == 5
+
+
+def test_dispatch_gives_work_to_an_idle_server_while_a_chain_holds_a_mini_batch_claimed_ahead(
+        owner_api, batch_endpoint, make_asset, node):
+    from endpoints_app.batch import controller
+    from endpoints_app.models import Instance, InstanceState, MiniBatchStatus
+
+    batch_endpoint()
+    make_asset("rows", {f"{i}.csv": iris_csv(3, seed=i) for i in range(4)})
+    body = job_body("studio:data/rows/versions/1", settings={"mini_batch_size": 1, "instance_count": 2})
+    name = owner_api.post(f"{EP}/scorer/jobs", body, format="json").json()["name"]
+    job = BatchJob.objects.get(name=name)
+    busy, idle = (Instance.objects.create(deployment=job.deployment, batch_job=job, name=f"{name}-{n}", node=node,
+                                          port=port, state=InstanceState.READY) for n, port in (("a", 1), ("b", 2)))
+    batches = list(job.mini_batches.order_by("index"))
+    # A chain on `busy`: one mini-batch sent to it, the next claimed ahead (no instance until it is sent).
+    for mb, instance in ((batches[0], busy.name), (batches[1], "")):
+        MiniBatch.objects.filter(pk=mb.pk).update(status=MiniBatchStatus.RUNNING, attempts=1, instance=instance)
+
+    assert controller.dispatch(job, [busy, idle]) == 1
+    assert MiniBatch.objects.get(pk=batches[2].pk).instance == idle.name
+    assert controller.dispatch(job, [busy, idle]) == 0  # one mini-batch at a time per server
