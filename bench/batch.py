@@ -27,10 +27,7 @@ import io
 import json
 import os
 import random
-import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 NODE = "bench-node"
 
-from bench.common import wait  # noqa: E402
+from bench.common import owner_api, setup_studio, start_by_hand, start_worker, stop_studio, wait  # noqa: E402
 
 
 def make_files(folder: Path, columns: list[str], files: int, rows: int) -> list[Path]:
@@ -80,52 +77,6 @@ def single_process(model_path: str, files: list[Path], out_dir: Path) -> tuple[f
             writer.writerows([path.name, i, p] for i, p in enumerate(predictions))
             rows += len(predictions)
     return time.perf_counter() - began, rows
-
-
-def cold_start(deployment, count: int) -> float:
-    """Seconds from Popen to the first ready server, starting `count` of the same model server by
-    hand at once, as a job does (what every job pays first: no batch server runs between jobs)."""
-    import http.client
-
-    from django.conf import settings
-
-    from endpoints_app.controller.placement import _bindable
-    from endpoints_app.runtime import sandbox as sb
-    from endpoints_app.runtime.launch import launch_spec
-
-    def ready(port: int, path: str) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    # The studio's own instance port range (STUDIO_INSTANCE_PORT_MIN/MAX), from its top down: runs
-    # that share a machine keep to their own ranges.
-    low, high = settings.STUDIO_INSTANCE_PORTS
-    ports = [p for p in range(high, low - 1, -1) if _bindable("127.0.0.1", p)][:count]
-    specs = [launch_spec(deployment, port) for port in ports]
-    began = time.monotonic()
-    procs = []
-    for spec in specs:
-        # As the controller starts one (controller/process.start): its sandbox folder first.
-        sb.prepare(spec.sandbox)
-        procs.append(subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      **spec.sandbox.popen_kwargs()))
-    try:
-        wait(lambda: any(ready(port, spec.ready_path) for port, spec in zip(ports, specs, strict=True))
-             or all(p.poll() is not None for p in procs), 300, 0.05, "ready by hand")
-        return time.monotonic() - began
-    finally:
-        for proc, spec in zip(procs, specs, strict=False):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-            sb.kill_uid(spec.sandbox.uid)
-            sb.remove(spec.sandbox)
 
 
 def studio_job(api, asset: str, expected_rows: int, instances: int) -> dict:
@@ -169,39 +120,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    data_dir = tempfile.mkdtemp(prefix="studio-bench-batch-")
-    os.environ.update({
-        "STUDIO_DATA_DIR": data_dir, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50),
-        "LOG_LEVEL": "WARNING", "STUDIO_NODE_NAME": NODE, "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "STUDIO_MAX_UPLOAD_MB": "1000",
-    })
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("CELERY_BROKER_URL", None)
-
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
+    data_dir = setup_studio("batch", STUDIO_NODE_NAME=NODE, STUDIO_MAX_UPLOAD_MB="1000")
     from django.core.files.uploadedfile import SimpleUploadedFile
-    from django.core.management import call_command
-    from rest_framework.test import APIClient
 
-    from endpoints_app.catalog.instance_types import seed_instance_types
-    from endpoints_app.catalog.seed import seed_catalog
-    from endpoints_app.models import ApiToken, CatalogModel, Deployment, Membership, Node, Workspace
+    from endpoints_app.models import CatalogModel, Deployment
     from endpoints_app.runtime.launch import resolve_artifact
     from endpoints_app.services.batch import expected_columns
-    from portal.supervisor import stop_instances
 
-    call_command("migrate", verbosity=0)
-    seed_instance_types()
-    seed_catalog()
-    workspace = Workspace.objects.create(name="bench")
-    user = get_user_model().objects.create_user("bench")
-    Membership.objects.create(workspace=workspace, user=user, role="Owner")
-    api = APIClient(SERVER_NAME="localhost")  # a host the studio answers to with DEBUG off
-    api.credentials(HTTP_AUTHORIZATION=f"Token {ApiToken.objects.create(user=user)[1]}")
-
+    api = owner_api()
     model = CatalogModel.objects.get(registry="studio", name=args.model)
     if model.format != "sklearn":
         raise SystemExit("--model must be a scikit-learn catalog model (the reference calls model.predict)")
@@ -218,23 +144,16 @@ def main() -> None:
     assert api.post("/api/v1/workspaces/bench/batch-endpoints/bench/deployments", deployment,
                     format="json").status_code == 201
 
-    log_path = Path(data_dir) / "worker.log"
-    worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "celery"), "-A", "portal", "worker", "-B", "-Q", f"celery,node.{NODE}",
-         "-n", f"worker@{NODE}", "-c", "4", "-l", "info"],
-        cwd=ROOT, env=dict(os.environ), stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = start_worker(data_dir, NODE)
     cores_used = min(args.instances, os.cpu_count() or 1)
     singles, jobs, starts = [], [], []
     try:
-        wait(lambda: Node.objects.filter(name=NODE, last_heartbeat__isnull=False).exists(), 90, 0.2, "worker")
         artifact = str(resolve_artifact(model.artifact_path))
         for run in range(args.repeat):
             order = ("single", "studio") if run % 2 == 0 else ("studio", "single")
             for side in order:
                 if side == "single":
-                    starts.append(cold_start(Deployment.objects.get(name="blue"), args.instances))
+                    starts.append(start_by_hand(Deployment.objects.get(name="blue"), args.instances))
                     seconds, rows = single_process(artifact, files, Path(data_dir) / "single")
                     singles.append(rows / seconds)
                     print(f"round {run + 1}: single process {rows / seconds:10,.0f} rows/s ({seconds:.2f} s)",
@@ -248,12 +167,7 @@ def main() -> None:
                           f"({result['scoring_s']:.2f} s scoring, {result['total_s']:.2f} s in all, "
                           f"overhead {result['overhead_s']:.2f} s)", flush=True)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-        stop_instances(Path(data_dir))
+        stop_studio(data_dir, [worker])
 
     single = statistics.median(singles)
     job_rate = statistics.median(j["rows_per_s"] for j in jobs)

@@ -123,11 +123,16 @@ def ready(port: int, path: str, headers: dict[str, str] | None = None) -> bool:
 def start_by_hand(deployment, count: int = 1) -> float:
     """Seconds from Popen to the first ready server, starting `count` of the deployment's model
     server by hand at once, as the controller would: same argv, environment and sandbox."""
+    from django.conf import settings
+
     from endpoints_app.controller.placement import _bindable
     from endpoints_app.runtime import sandbox
     from endpoints_app.runtime.launch import launch_spec
 
-    ports = [p for p in range(31000, 32000) if _bindable("127.0.0.1", p)][:count]
+    # The studio's own instance port range (STUDIO_INSTANCE_PORT_MIN/MAX), from its top down: runs
+    # that share a machine keep to their own ranges.
+    low, high = settings.STUDIO_INSTANCE_PORTS
+    ports = [p for p in range(high, low - 1, -1) if _bindable("127.0.0.1", p)][:count]
     specs = [launch_spec(deployment, port) for port in ports]
     for spec in specs:
         sandbox.prepare(spec.sandbox)
