@@ -13,6 +13,15 @@ from tests.live import live_gateway, live_gateway_workers, live_worker, live_wor
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache: a /metrics snapshot or a login-failure count that an
+    earlier test left would make a test's outcome depend on the order tests run in."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def instance_types(db):
     seed_instance_types()

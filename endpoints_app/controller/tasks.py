@@ -41,8 +41,10 @@ HEARTBEAT_SECONDS = 10
 
 def paused() -> bool:
     """An operator's switch: while $STUDIO_DATA_DIR/run/controller-paused exists, this node's
-    worker neither plans nor touches processes nor heartbeats (running instances keep serving).
-    The test suite pauses its live worker between the tests that use it."""
+    worker neither plans nor touches processes nor heartbeats nor runs its scheduled batch and
+    metering work (running instances keep serving; the first rollup after resuming catches up).
+    The test suite pauses its live worker between the tests that use it, so that the worker's
+    transactions never meet another test's database flush."""
     return (Path(settings.DATA_DIR) / "run" / PAUSE_FILE).exists()
 
 

@@ -22,8 +22,11 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 @shared_task(name="metering.rollup", ignore_result=True)
 def rollup() -> None:
+    from endpoints_app.controller.tasks import paused
     from endpoints_app.services.usage import check_all_budgets
 
+    if paused():  # the first rollup after resuming catches up from its cursor
+        return
     cursor = rollup_usage()
     log.debug("usage rolled up until %s", cursor)
     check_all_budgets()
@@ -70,4 +73,7 @@ def sample_instances(interval: float = 1.0) -> int:
 
 @shared_task(name="metering.sample_instances", ignore_result=True)
 def sample() -> None:
-    sample_instances()
+    from endpoints_app.controller.tasks import paused
+
+    if not paused():
+        sample_instances()
