@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import secrets
-import signal
 import socket
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 NODE = "bench-cli"
 
-from bench.common import percentile, wait  # noqa: E402
+from bench.common import percentile, stop_studio, wait  # noqa: E402
 
 
 def free_port() -> int:
@@ -146,15 +145,7 @@ print(ApiToken.objects.create(user=user)[1])
             time.sleep(3)
             rollout(cli_env, data_dir)
     finally:
-        for proc in reversed(procs):
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        from portal.supervisor import stop_instances
-
-        stop_instances(data_dir)
+        stop_studio(data_dir, list(reversed(procs)))
     return 0
 
 
