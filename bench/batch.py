@@ -17,7 +17,13 @@ machine's cores). Each round, alternating the order:
   input row once. Rate = rows / (job finished - first mini-batch started); fixed overhead =
   first mini-batch finished - invoke (model servers start from zero: none runs between jobs),
   next to the same servers' cold start by hand (as many at once, time to the first ready).
-Prints the figures and writes bench/results/batch-<time>.json."""
+Prints the figures and writes bench/results/batch-<time>.json.
+
+With --azurite: the same files also in an Azure Blob container on Azurite (the Azure Storage
+emulator, installed by `make install-test`), named by a datastore; each round runs one job on the
+built-in data asset and one on azureml://datastores/blobs/paths/rows (alternating the order), and
+compares their rows per second end to end (invoke -> Completed: the Azurite job includes fetching its
+files). Goal: the Azurite job's rate >= 0.8 x the built-in one's."""
 
 from __future__ import annotations
 
@@ -111,6 +117,48 @@ def studio_job(api, asset: str, expected_rows: int, instances: int) -> dict:
             "overhead_s": round(first_done - began, 3), "mini_batches": len(batches)}
 
 
+def studio_job_end_to_end(api, path: str, expected_rows: int, instances: int) -> float:
+    """Rows per second from invoke to Completed (what a user waits for)."""
+    result = studio_job(api, path, expected_rows, instances)
+    return result["rows"] / result["total_s"]
+
+
+def compare_datastores(api, files: list[Path], asset: str, rows_total: int, args) -> None:
+    from tests.storage_servers import start_azurite, stop
+
+    azurite, proc, folder = start_azurite()
+    try:
+        container = azurite.container("bench")
+        for path in files:
+            with open(path, "rb") as fh:
+                container.upload_blob(f"rows/{path.name}", fh, overwrite=True)
+        created = api.post("/api/v1/workspaces/bench/datastores", azurite.spec("blobs", "bench"), format="json")
+        assert created.status_code == 201, created.content
+        rates: dict[str, list[float]] = {"builtin": [], "azurite": []}
+        paths = {"builtin": asset, "azurite": "azureml://datastores/blobs/paths/rows"}
+        for run in range(args.repeat):
+            for side in (("builtin", "azurite") if run % 2 == 0 else ("azurite", "builtin")):
+                wait(lambda: not _running_batch_servers(), 60, 0.2, "batch servers stopped")
+                rate = studio_job_end_to_end(api, paths[side], rows_total, args.instances)
+                rates[side].append(rate)
+                print(f"round {run + 1}: {side:8s} {rate:10,.0f} rows/s end to end", flush=True)
+    finally:
+        stop(proc)
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+    builtin, blob = statistics.median(rates["builtin"]), statistics.median(rates["azurite"])
+    print(f"\nmodel {args.model}, {rows_total:,} rows in {args.files} files, {args.instances} instances")
+    print(f"built-in datastore {builtin:10,.0f} rows/s (median of {len(rates['builtin'])}, invoke -> Completed)")
+    print(f"Azure Blob (Azurite) {blob:8,.0f} rows/s = {blob / builtin:.2f} x built-in   goal >= 0.80   "
+          f"{'OK' if blob >= 0.8 * builtin else 'MISSED'}   load average {os.getloadavg()[0]:.1f}")
+    out = ROOT / "bench" / "results" / f"batch-azurite-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": args.model, "rows": rows_total, "files": args.files,
+                               "instances": args.instances, "rates": rates, "ratio": blob / builtin}, indent=2))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="iris-classifier")
@@ -118,6 +166,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--instances", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--azurite", action="store_true",
+                        help="compare inputs on Azurite (Azure Blob) with the built-in datastore")
     args = parser.parse_args()
 
     data_dir = setup_studio("batch", STUDIO_NODE_NAME=NODE, STUDIO_MAX_UPLOAD_MB="1000")
@@ -145,6 +195,12 @@ def main() -> None:
                     format="json").status_code == 201
 
     worker = start_worker(data_dir, NODE)
+    if args.azurite:
+        try:
+            compare_datastores(api, files, asset, rows_total, args)
+        finally:
+            stop_studio(data_dir, [worker])
+        return
     cores_used = min(args.instances, os.cpu_count() or 1)
     singles, jobs, starts = [], [], []
     try:

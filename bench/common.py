@@ -121,27 +121,40 @@ def ready(port: int, path: str, headers: dict[str, str] | None = None) -> bool:
 
 
 def start_by_hand(deployment, count: int = 1) -> float:
-    """Seconds from Popen to the first ready server, starting `count` of the deployment's model
-    server by hand at once, as the controller would: same argv, environment and sandbox."""
+    """Seconds from the start to the first ready server, starting `count` of the deployment's model
+    server by hand at once, as the controller would: same argv, environment and sandbox (each on its
+    own socket, reached as the controller's probes reach it)."""
     from django.conf import settings
 
     from endpoints_app.controller.placement import _bindable
-    from endpoints_app.runtime import sandbox
+    from endpoints_app.runtime import channel, sandbox
     from endpoints_app.runtime.launch import launch_spec
 
     # The studio's own instance port range (STUDIO_INSTANCE_PORT_MIN/MAX), from its top down: runs
-    # that share a machine keep to their own ranges.
+    # that share a machine keep to their own ranges (the port names the instance and its secret).
     low, high = settings.STUDIO_INSTANCE_PORTS
     ports = [p for p in range(high, low - 1, -1) if _bindable("127.0.0.1", p)][:count]
-    specs = [launch_spec(deployment, port) for port in ports]
+    names = [f"by-hand-{port}" for port in ports]
+    specs = [launch_spec(deployment, port, name=name) for port, name in zip(ports, names, strict=True)]
+    began = time.monotonic()
     for spec in specs:
         sandbox.prepare(spec.sandbox)
-    began = time.monotonic()
-    procs = [subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, **spec.sandbox.popen_kwargs()) for spec in specs]
+    procs = [sandbox.popen(spec.sandbox, spec.argv, spec.env, spec.cwd, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL) for spec in specs]
+
+    def ready_over_socket(name: str, spec) -> bool:
+        conn = channel.connection(Path(settings.DATA_DIR), name, 2)
+        try:
+            conn.request("GET", spec.ready_path, headers=spec.probe_headers)
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
     try:
-        servers = list(zip(ports, specs, strict=True))
-        wait(lambda: any(ready(port, spec.ready_path, spec.probe_headers) for port, spec in servers)
+        servers = list(zip(names, specs, strict=True))
+        wait(lambda: any(ready_over_socket(name, spec) for name, spec in servers)
              or all(p.poll() is not None for p in procs), 300, 0.05, "ready by hand")
         if all(p.poll() is not None for p in procs):
             raise RuntimeError(f"the server exited with {procs[0].returncode}: {specs[0].argv}")
@@ -149,7 +162,9 @@ def start_by_hand(deployment, count: int = 1) -> float:
     finally:
         for proc, spec in zip(procs, specs, strict=True):
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-            sandbox.kill_uid(spec.sandbox.uid)
+                sandbox.signal_sandbox(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                sandbox.signal_sandbox(proc.pid, signal.SIGKILL)
             sandbox.remove(spec.sandbox)

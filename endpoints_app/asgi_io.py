@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from html import escape
 
 
 async def read_body(receive, limit: int) -> bytes | None:
@@ -32,10 +33,12 @@ class BodyLimit:
     and the app a disconnect (Django then drops the request, the gateway stops reading). A body that
     stalls for `read_timeout` seconds between chunks gets a 408 the same way."""
 
-    def __init__(self, app, limit_for, read_timeout: float = 30.0) -> None:
+    def __init__(self, app, limit_for, read_timeout: float = 30.0, describe=None) -> None:
         self.app = app
         self.limit_for = limit_for
         self.read_timeout = read_timeout
+        # describe(path, limit): the 413's message (default: the limit in bytes).
+        self.describe = describe or (lambda path, limit: f"Request bodies here are limited to {limit} bytes.")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -45,10 +48,14 @@ class BodyLimit:
         if limit is None:  # an app that enforces its own limits as it reads (the gateway)
             await self.app(scope, receive, send)
             return
+        refusal = self.describe(scope["path"], limit)
+        # A browser's form post (not the API) gets a page it can show, not JSON.
+        html = not scope["path"].startswith("/api/") and any(
+            name == b"accept" and b"text/html" in value for name, value in scope["headers"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
-                    await _too_large(send, limit)
+                    await _too_large(send, refusal, html)
                     return
                 break
         state = {"seen": 0, "answered": False, "done": False}
@@ -70,7 +77,7 @@ class BodyLimit:
                 state["seen"] += len(message.get("body", b""))
                 if state["seen"] > limit:
                     state["answered"] = True
-                    await _too_large(send, limit)
+                    await _too_large(send, refusal, html)
                     return {"type": "http.disconnect"}
                 if not message.get("more_body"):
                     state["done"] = True
@@ -83,13 +90,19 @@ class BodyLimit:
         await self.app(scope, guarded_receive, guarded_send)
 
 
-async def _too_large(send, limit: int) -> None:
-    await _error_response(send, 413, "PayloadTooLarge", f"Request bodies here are limited to {limit} bytes.")
+async def _too_large(send, message: str, html: bool = False) -> None:
+    await _error_response(send, 413, "PayloadTooLarge", message, html)
 
 
-async def _error_response(send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _error_response(send, status: int, code: str, message: str, html: bool = False) -> None:
+    if html:
+        body = (f"<!doctype html><meta charset=\"utf-8\"><title>{status} {code}</title>"
+                f"<h1>{status} {code}</h1><p>{escape(message)}</p><p>Go back and try again.</p>").encode()
+        content_type = b"text/html; charset=utf-8"
+    else:
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        content_type = b"application/json"
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"content-type", content_type), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

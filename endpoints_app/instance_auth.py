@@ -15,6 +15,11 @@ import hmac
 from django.conf import settings
 
 ENV_NAME = "STUDIO_INSTANCE_SECRET"
+# Node rows of a Ray compute have this queue prefix (controller/ray_backend.py). Their instances learn
+# their port (the relay's) only once started, so their secret is derived with port 0.
+RAY_QUEUE_PREFIX = "ray:"
+# Tokens a Ray node presents for one artifact file (controller/ray_backend.py, views/node_artifacts.py).
+ARTIFACT_SALT = "studio.node-artifact"
 
 
 def instance_secret(name: str, port: int) -> str:
@@ -24,3 +29,8 @@ def instance_secret(name: str, port: int) -> str:
 
 def auth_header(name: str, port: int) -> dict[str, str]:
     return {"Authorization": f"Bearer {instance_secret(name, port)}"}
+
+
+def secret_port(port: int, node_queue: str = "") -> int:
+    """The port an instance's secret is derived with: its own, or 0 on a Ray node."""
+    return 0 if (node_queue or "").startswith(RAY_QUEUE_PREFIX) else int(port)

@@ -1,5 +1,7 @@
 """The UI's current workspace: kept in the session, switched from the header."""
 
+from django.conf import settings
+
 from endpoints_app.models import Membership
 
 SESSION_KEY = "workspace"
@@ -31,4 +33,6 @@ def workspace_context(request) -> dict:
         "workspace": getattr(request, "workspace", None),
         "workspace_role": getattr(request, "workspace_role", None),
         "memberships": getattr(request, "memberships", []),
+        # Upload forms check the size before sending (base.html): STUDIO_MAX_UPLOAD_MB.
+        "upload_limit_mb": settings.STUDIO_MAX_UPLOAD_BYTES // (1024 * 1024),
     }

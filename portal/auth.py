@@ -4,6 +4,7 @@ that are not an HTTP sign-in (management commands, the test client's login()).""
 
 from axes.backends import AxesStandaloneBackend
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.shortcuts import render
 
 
@@ -35,3 +36,13 @@ def lockout_response(request, original_response=None, credentials=None):
     )
     response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
     return response
+
+
+class LocalAccountBackend(ModelBackend):
+    """Username and password, unless STUDIO_LOCAL_LOGIN is off (then only the OpenID provider signs
+    people in). Sessions of every user load through it, however they signed in."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if not settings.STUDIO_LOCAL_LOGIN:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

@@ -6,13 +6,17 @@ that instant moves the still empty file away, fails to decode it and stops with 
 error: JSONDecodeError". Short re-queued steps (provisioning, batch jobs) send many messages, so
 the race was hit in practice. Likewise kombu creates a queue's exchange table by opening it for
 writing (empty) before it locks it, so a process declaring the same queue at that instant read an
-empty table: here the table comes into being whole. Importing this module registers the transport
-for `filesystem://`."""
+empty table: here the table comes into being whole. And kombu's filesystem transport keeps one
+binding table per process (`global_state`) that `queue_bind` fills before it writes the binding to
+the exchange file, so another thread declaring the same queue at that instant saw the binding,
+skipped the file, published, found no route in the file and dropped its messages: binding is done
+under one lock per process. Importing this module registers the transport for `filesystem://`."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from time import monotonic
 
@@ -22,6 +26,8 @@ from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
 log = logging.getLogger("studio.broker")
+
+_BIND_LOCK = threading.Lock()
 
 
 class Channel(filesystem.Channel):
@@ -36,6 +42,10 @@ class Channel(filesystem.Channel):
             os.replace(temp, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def queue_bind(self, *args, **kwargs):
+        with _BIND_LOCK:
+            return super().queue_bind(*args, **kwargs)
 
     def _queue_bind(self, exchange, routing_key, pattern, queue):
         table = self._exchange_file(exchange)

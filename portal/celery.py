@@ -11,12 +11,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# Controller tasks live in endpoints_app/controller/tasks.py (provisioning, reconcile).
+# Controller tasks live in endpoints_app/controller/tasks.py (provisioning, reconcile, batch jobs).
 app.autodiscover_tasks(["endpoints_app.controller"])
 # Metering tasks: endpoints_app/metering/tasks.py (rollups, instance samples).
 app.autodiscover_tasks(["endpoints_app.metering"])
-# Batch job tasks: endpoints_app/batch/tasks.py (mini-batches, job steps, the batch tick).
-app.autodiscover_tasks(["endpoints_app.batch"])
 
 
 @worker_process_init.connect

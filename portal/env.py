@@ -75,3 +75,16 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 def env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return (Path(value) if value else default).expanduser().resolve()
+
+
+def env_url(name: str) -> str:
+    """An http(s) URL without a trailing slash, or "" when unset."""
+    value = (os.environ.get(name) or "").strip()
+    if not value:
+        return ""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ImproperEnv(f"{name}={value!r} is not an http(s) URL")
+    return value.rstrip("/")

@@ -1,12 +1,13 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.http import FileResponse
 from django.urls import include, path, re_path
 from django.views.decorators.cache import cache_control
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal import errors
+from endpoints_app.api.job_invocation import invoke_job
+from endpoints_app.views.node_artifacts import node_artifact
+from portal import errors, oidc
 from portal.health import healthz
 from portal.metrics import metrics
 
@@ -20,13 +21,19 @@ def favicon(request):
 urlpatterns = [
     path("favicon.ico", favicon, name="favicon"),
     path("healthz", healthz, name="healthz"),
+    # Ray nodes fetch a model's files here, each with a token the controller signed (docs/cluster.md).
+    path("internal/node-artifacts/<str:token>", node_artifact, name="node-artifact"),
     path("metrics", metrics, name="metrics"),
-    path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", oidc.LoginView.as_view(), name="login"),
+    path("login/oidc/", oidc.start, name="oidc-start"),
+    path("oidc/callback/", oidc.callback, name="oidc-callback"),
+    path("logout/", oidc.sign_out, name="logout"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("endpoints_app.api.urls")),
+    # A batch endpoint's scoring_uri: the one path under /inference/ that Django answers (portal/dispatch.py).
+    path("inference/<str:name>/jobs", invoke_job, name="batch-scoring-uri"),
     # Near misses under /api/ (a trailing slash, a typo) get the API's JSON 404, also with DEBUG on.
     re_path(r"^api/", errors.api_not_found),
     path("", include("endpoints_app.views.urls")),

@@ -6,17 +6,31 @@ it, new requests get a 503 at once instead of piling up idle connections until m
 Idle keep-alive connections close after gunicorn's --keep-alive seconds; a request body that
 stalls is cut off by portal.asgi's BodyLimit (408)."""
 
-import os
-
 from uvicorn_worker import UvicornWorker
+
+from portal.env import ImproperEnv, env_bool, env_int
 
 
 def _max_connections() -> int:
-    raw = os.environ.get("STUDIO_MAX_CONNECTIONS", "1000")
-    if not raw.isdigit() or int(raw) < 1:
-        raise SystemExit(f"STUDIO_MAX_CONNECTIONS must be a whole number of at least 1, not {raw!r}")
-    return int(raw)
+    """STUDIO_MAX_CONNECTIONS through portal.env's typed helper (this module loads before Django's
+    settings, so portal/settings.py cannot hand it over)."""
+    try:
+        return env_int("STUDIO_MAX_CONNECTIONS", 1000, minimum=1)
+    except ImproperEnv as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _behind_proxy() -> bool:
+    """STUDIO_BEHIND_PROXY, as portal/settings.py reads it (this module loads before Django's settings).
+
+    Off (the default), uvicorn ignores X-Forwarded-For and X-Forwarded-Proto from every caller: by
+    default it trusts them from 127.0.0.1, so any process on the host could pick the address sign-in
+    throttling counts (a new one per attempt: no lockout ever). On, it trusts them from the proxy's
+    addresses (gunicorn's --forwarded-allow-ips / FORWARDED_ALLOW_IPS, by default this host's loopback)
+    and takes the client address the proxy appended."""
+    return env_bool("STUDIO_BEHIND_PROXY", False)
 
 
 class StudioUvicornWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "limit_concurrency": _max_connections()}
+    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "limit_concurrency": _max_connections(),
+                     "proxy_headers": _behind_proxy()}

@@ -122,8 +122,10 @@ class _Refused(Exception):
 class Transport:
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 60, retries: int = 3,
                  backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep,
-                 user_agent: str = USER_AGENT) -> None:
+                 user_agent: str = USER_AGENT, token_provider: Callable[[], str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # A service principal's identity tokens (studio_client.identity), fetched again as they expire.
+        self.token_provider = token_provider
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -191,6 +193,8 @@ class Transport:
             if query:
                 url += ("&" if "?" in url else "?") + query
         all_headers = dict(self.headers)
+        if self.token_provider is not None:
+            all_headers["Authorization"] = f"Bearer {self.token_provider()}"
         body: bytes | None = None
         if files is not None:
             body, all_headers["Content-Type"] = multipart(data if isinstance(data, dict) else None, files)

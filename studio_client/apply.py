@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from studio_client import specs
-from studio_client.client import StudioClient
+from studio_client.client import StudioClient, check_deployments
 from studio_client.errors import NotFoundError, StudioError
 
 ORDER = {
@@ -76,6 +76,7 @@ def collect(paths: list[str]) -> list[tuple[str, dict, str]]:
         else:
             raise specs.SpecError("no such file or folder", file=raw)
     found = []
+    problems: list[specs.SpecError] = []
     seen: dict[tuple, str] = {}
     for f in files:
         for doc in specs.load_documents(f):
@@ -90,7 +91,11 @@ def collect(paths: list[str]) -> list[tuple[str, dict, str]]:
             if kind == "batch-job":
                 raise specs.SpecError("apply does not run batch jobs; use `studio batch-endpoint invoke -f`",
                                       "kind", doc.key_lines.get("kind", doc.line), file)
-            specs.validate(doc, kind, file)
+            try:
+                specs.validate(doc, kind, file)
+            except specs.SpecError as exc:
+                problems.extend(getattr(exc, "errors", [exc]))  # every file's problems, in one run
+                continue
             if kind == "marketplace-subscription" and not doc.get("name"):
                 doc["name"] = specs.subscription_name(doc["model_id"])
             if kind.endswith("-deployment") and not doc.get("endpoint_name"):
@@ -102,6 +107,8 @@ def collect(paths: list[str]) -> list[tuple[str, dict, str]]:
                                       doc.key_lines.get("name", doc.line), file)
             seen[identity] = file
             found.append((kind, doc, file))
+    if problems:
+        raise specs.SpecErrors(problems)
     if not found:
         raise specs.SpecError("no .yml or .yaml specs found", file=", ".join(paths))
     return found
@@ -277,6 +284,22 @@ def execute(client: StudioClient, step: Step, no_wait: bool) -> None:
         client.data.create(step.name, [str(Path(step.file).parent / spec["path"])])
 
 
+def check_resources(client: StudioClient, changes: list[Step]) -> None:
+    """Every deployment the plan creates or updates, checked together against quota and node capacity
+    before the first change (a 409 stops the plan with nothing changed)."""
+    asks = []
+    for step in changes:
+        if step.kind not in ("online-deployment", "batch-deployment"):
+            continue
+        ask = {"kind": step.kind.split("-")[0], "endpoint_name": step.endpoint, "name": step.name}
+        for key in ("instance_type", "instance_count", "scale_settings"):
+            if step.spec.get(key) is not None and (step.action == "create" or key in step.fields):
+                ask[key] = specs.plain(step.spec[key])
+        asks.append(ask)
+    if asks:
+        check_deployments(client, asks)
+
+
 SYMBOL = {"create": "+", "update": "~", "unchanged": "="}
 
 
@@ -290,6 +313,7 @@ def apply_command(client: StudioClient, args) -> dict:
     print(f"plan: {sum(s.action == 'create' for s in steps)} to create, "
           f"{sum(s.action == 'update' for s in steps)} to update, "
           f"{sum(s.action == 'unchanged' for s in steps)} unchanged", file=sys.stderr, flush=True)
+    check_resources(client, changes)
     if not args.dry_run:
         for s in changes:
             execute(client, s, args.no_wait)

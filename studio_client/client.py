@@ -1,4 +1,4 @@
-"""StudioClient: typed methods for every resource of the studio's REST API (CONTRACT.md).
+"""StudioClient: typed methods for every resource of the studio's REST API (OpenAPI schema: /api/schema/).
 
     from studio_client import StudioClient
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json as jsonlib
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from studio_client import config as config_mod
 from studio_client._transport import Response, Transport, seg
@@ -109,20 +109,70 @@ class Models(_Resource):
         return self._t.json("GET", self._ws(f"models/{seg(name)}"), params=params or None)
 
     def create(self, name: str, path: str | os.PathLike, *, format: str | None = None, task: str | None = None,
-               description: str | None = None, scoring_script: str | None = None) -> dict:
-        """Register a model: a scikit-learn joblib/pickle, an ONNX file, or a zip holding score.py."""
+               description: str | None = None, scoring_script: str | None = None,
+               sample_request: str | None = None, type: str | None = None, environment: str | None = None) -> dict:
+        """Register a model: a scikit-learn joblib/pickle, an ONNX file, a zip holding score.py, or (type
+        mlflow_model) an MLflow model's folder or zip. A folder is zipped on the way. `sample_request`
+        (JSON text) is what its Test tab opens with."""
         data = {"name": name}
         for key, value in (("format", format), ("task", task), ("description", description),
-                           ("scoring_script", scoring_script)):
+                           ("scoring_script", scoring_script), ("sample_request", sample_request), ("type", type),
+                           ("environment", environment)):
             if value:
                 data[key] = value
+        if Path(path).is_dir():
+            import io
+            import zipfile
+
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+                for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+                    zf.write(file, file.relative_to(path).as_posix())
+            buffer.seek(0)
+            return self._t.json("POST", self._ws("models"), data=data,
+                                files={"file": (Path(path).name + ".zip", buffer)})
         with open(path, "rb") as fh:
             return self._t.json("POST", self._ws("models"), data=data, files={"file": (Path(path).name, fh)})
+
+
+    def update(self, name: str, version: int, *, sample_request: str | dict | None = None,
+               description: str | None = None) -> dict:
+        """Attach a sample request (JSON text or an object) or a description to a registered model version."""
+        body: dict[str, Any] = {}
+        if sample_request is not None:
+            body["sample_request"] = sample_request
+        if description is not None:
+            body["description"] = description
+        return self._t.json("PATCH", self._ws(f"models/{seg(name)}/versions/{int(version)}"), json=body)
+
+    def delete(self, name: str, version: int) -> None:
+        """Delete a registered model version (refused while a deployment uses it)."""
+        self._t.json("DELETE", self._ws(f"models/{seg(name)}/versions/{int(version)}"))
 
 
 class InstanceTypes(_Resource):
     def list(self) -> list[dict]:
         return list(self._t.pages("/api/v1/instance-types"))
+
+
+class Computes(_Resource):
+    """Computes: where deployments run (the built-in `local`, Ray clusters). Visible to everyone; IT
+    (staff) creates, updates and deletes them. Each carries its `state` and `nodes`."""
+
+    def list(self) -> list[dict]:
+        return list(self._t.pages("/api/v1/computes"))
+
+    def get(self, name: str) -> dict:
+        return self._t.json("GET", f"/api/v1/computes/{seg(name)}")
+
+    def create(self, spec: dict) -> dict:
+        return self._t.json("POST", "/api/v1/computes", json=_body(spec))
+
+    def update(self, name: str, changes: dict) -> dict:
+        return self._t.json("PATCH", f"/api/v1/computes/{seg(name)}", json=_body(changes))
+
+    def delete(self, name: str) -> None:
+        self._t.json("DELETE", f"/api/v1/computes/{seg(name)}")
 
 
 class Tokens(_Resource):
@@ -189,8 +239,14 @@ class _Endpoints(_Resource):
         return self._t.json("POST", f"{self._path(name)}/token")
 
     def get_credentials(self, name: str, endpoint: dict | None = None) -> dict:
-        """Keys for a key endpoint, a fresh token for an aml_token endpoint."""
+        """Keys for a key endpoint, a fresh token for an aml_token endpoint, and for an aad_token endpoint
+        the identity token this client signs in with (a service principal's, studio_client.identity)."""
         endpoint = endpoint or self.get(name)
+        if endpoint.get("auth_mode") == "aad_token":
+            if self._t.token_provider is None:
+                raise ConfigurationError(f"endpoint '{name}' takes identity tokens: sign in as a service principal "
+                                         "(`studio login --issuer URL --client-id ID --client-secret SECRET`)")
+            return {"access_token": self._t.token_provider(), "token_type": "Bearer"}
         if endpoint.get("auth_mode") == "aml_token":
             return self.get_token(name)
         return self.list_keys(name)
@@ -228,10 +284,14 @@ class BatchEndpoints(_Endpoints):
     label = "batch endpoint"
 
     def begin_invoke(self, name: str, *, input_path: str, input_type: str = "uri_folder",
-                     deployment_name: str | None = None, settings: dict | None = None) -> Poller:
-        """Start a batch job (= POST jobs); the poller follows the job's `status`."""
+                     deployment_name: str | None = None, settings: dict | None = None,
+                     inputs: dict | None = None, outputs: dict | None = None) -> Poller:
+        """Start a batch job (= POST jobs); the poller follows the job's `status`. `input_path` is a data
+        asset id or azureml://datastores/<ds>/paths/<path>; `inputs` adds a score.py's other inputs and
+        `outputs` places the output ({"score": {"type": "uri_file", "path": "azureml://..."}})."""
         return self._client.jobs.begin_create(name, input_path=input_path, input_type=input_type,
-                                              deployment_name=deployment_name, settings=settings)
+                                              deployment_name=deployment_name, settings=settings,
+                                              inputs=inputs, outputs=outputs)
 
 
 class _Deployments(_Resource):
@@ -273,6 +333,13 @@ class _Deployments(_Resource):
         return text if isinstance(text, str) else jsonlib.dumps(text)
 
 
+def check_deployments(client: StudioClient, deployments: list[dict]) -> dict:
+    """Quota and node capacity for every deployment of a plan at once (nothing is written); raises the
+    API's 409 naming what does not fit."""
+    return client.transport.json("POST", f"/api/v1/workspaces/{seg(client.workspace)}/deployment-check",
+                                 json={"deployments": deployments})
+
+
 class OnlineDeployments(_Deployments):
     endpoints = "online-endpoints"
     label = "online deployment"
@@ -284,7 +351,7 @@ class BatchDeployments(_Deployments):
 
 
 JOB_SETTINGS = ("mini_batch_size", "instance_count", "max_concurrency_per_instance", "error_threshold",
-                "output_file_name")
+                "output_file_name", "output_columns")
 
 
 class Jobs(_Resource):
@@ -303,8 +370,12 @@ class Jobs(_Resource):
         return self._t.json("GET", self._path(endpoint, name))
 
     def begin_create(self, endpoint: str, *, input_path: str, input_type: str = "uri_folder",
-                     deployment_name: str | None = None, settings: dict | None = None) -> Poller:
-        body: dict[str, Any] = {"inputs": {"input_data": {"type": input_type, "path": input_path}}}
+                     deployment_name: str | None = None, settings: dict | None = None,
+                     inputs: dict | None = None, outputs: dict | None = None) -> Poller:
+        body: dict[str, Any] = {"inputs": {**(inputs or {}),
+                                           "input_data": {"type": input_type, "path": input_path}}}
+        if outputs:
+            body["outputs"] = outputs
         if deployment_name:
             body["deployment_name"] = deployment_name
         if settings:
@@ -328,7 +399,12 @@ class Jobs(_Resource):
         """Stream one output file of a job to `destination` (a folder or a file path)."""
         target = Path(destination)
         if target.is_dir():
-            target = target / Path(file).name
+            # A score.py's files keep their folders under the destination, never above it.
+            inner = PurePosixPath(file)
+            if inner.is_absolute() or ".." in inner.parts:
+                raise ValueError(f"output file {file!r} points outside {target}")
+            target = target.joinpath(*inner.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
         response = self._t.request("GET", f"{self._path(endpoint, name)}/outputs/{seg(file)}", stream=True)
         tmp = target.with_name(f".{target.name}.part")
         with open(tmp, "wb") as fh:
@@ -358,6 +434,13 @@ class Data(_Resource):
             path += f"/versions/{int(version)}"
         return self._t.json("GET", path)
 
+    def create_reference(self, name: str, path: str, type: str = "uri_folder", description: str = "") -> dict:
+        """A version that points at a datastore path (azureml://datastores/<ds>/paths/<path>), not copied."""
+        body = {"name": name, "path": path, "type": type}
+        if description:
+            body["description"] = description
+        return self._t.json("POST", self._ws("data"), json=body)
+
     def create(self, name: str, files: Iterable[str | os.PathLike]) -> dict:
         """Upload one or more files (a folder is expanded to the files in it) as a new version."""
         paths: list[Path] = []
@@ -377,6 +460,63 @@ class Data(_Resource):
         finally:
             for fh in handles:
                 fh.close()
+
+
+class Datastores(_Resource):
+    """Datastores: the built-in workspaceblobstore, Azure Blob containers, S3 buckets, allowed folders.
+    Answers never carry credentials."""
+
+    def _path(self, name: str = "") -> str:
+        return self._ws(f"datastores/{seg(name)}" if name else "datastores")
+
+    def list(self) -> list[dict]:
+        return list(self._t.pages(self._path()))
+
+    def get(self, name: str) -> dict:
+        return self._t.json("GET", self._path(name))
+
+    def create(self, spec: dict) -> dict:
+        return self._t.json("POST", self._path(), json=_body(spec))
+
+    def delete(self, name: str) -> None:
+        self._t.json("DELETE", self._path(name))
+
+    def browse(self, name: str, path: str = "") -> list[dict]:
+        """The folders and files directly under `path`."""
+        return self._t.json("GET", f"{self._path(name)}/browse", params={"path": path} if path else None)
+
+
+class Environments(_Resource):
+    """Environments: the packages a model needs, built once per distinct content."""
+
+    def list(self, name: str | None = None) -> list[dict]:
+        """Latest version of each environment (every version of one with `name`)."""
+        return [_with_build_state(e) for e in self._t.pages(self._ws("environments"), {"name": name} if name else None)]
+
+    def get(self, name: str, version: str | int | None = None) -> dict:
+        path = self._ws(f"environments/{seg(name)}")
+        if version is not None:
+            path += f"/versions/{seg(str(version))}"
+        return _with_build_state(self._t.json("GET", path))
+
+    def build_log(self, name: str, version: str | int) -> str:
+        text = self._t.json("GET", self._ws(f"environments/{seg(name)}/versions/{seg(str(version))}/build-log"))
+        return text if isinstance(text, str) else jsonlib.dumps(text)
+
+    def begin_create(self, spec: dict) -> Poller:
+        """Create a version; the poller follows its build (NotStarted, Building, Succeeded or Failed)."""
+        created = _with_build_state(self._t.json("POST", self._ws("environments"), json=spec))
+        name, version = created["name"], created["version"]
+        fetch = lambda: self.get(name, version)  # noqa: E731
+        if created["build_state"] in ("Succeeded", "Failed"):
+            return DonePoller(f"environment {name}:{version}", created, state_field="build_state")
+        return Poller(f"environment {name}:{version}", fetch, created, state_field="build_state",
+                      interval=self._client.poll_interval, on_progress=self._client.on_progress)
+
+
+def _with_build_state(env: dict) -> dict:
+    """The environment with its build's state at the top (what a Poller follows)."""
+    return {**env, "build_state": (env.get("build") or {}).get("state")}
 
 
 class MarketplaceSubscriptions(_Resource):
@@ -429,9 +569,19 @@ class StudioClient:
 
     def __init__(self, url: str | None = None, token: str | None = None, workspace: str | None = None, *,
                  timeout: float = 60, retries: int = 3, poll_interval: float = 1.0,
-                 on_progress: ProgressCallback | None = None, user_agent: str | None = None) -> None:
+                 on_progress: ProgressCallback | None = None, user_agent: str | None = None,
+                 token_provider=None) -> None:
+        """`token_provider`: a callable returning a current identity token (e.g.
+        studio_client.identity.ClientCredentials), used instead of an API token."""
         settings = config_mod.resolve(url, token, workspace)
-        if not settings.token:
+        provider = token_provider
+        if provider is not None:
+            settings.token = None
+        elif not settings.token and settings.credentials:
+            from studio_client.identity import ClientCredentials
+
+            provider = ClientCredentials(**settings.credentials)
+        if not settings.token and provider is None:
             raise ConfigurationError(
                 "no API token: set STUDIO_TOKEN, run `studio login`, or pass token= "
                 "(`python manage.py drf_create_token <user>` prints one)"
@@ -440,12 +590,13 @@ class StudioClient:
         self.workspace = settings.workspace
         self.poll_interval = poll_interval
         self.on_progress = on_progress
-        self.transport = Transport(self.url, settings.token, timeout=timeout, retries=retries,
+        self.transport = Transport(self.url, settings.token, timeout=timeout, retries=retries, token_provider=provider,
                                    **({"user_agent": user_agent} if user_agent else {}))
         self.workspaces = Workspaces(self)
         self.members = Members(self)
         self.models = Models(self)
         self.instance_types = InstanceTypes(self)
+        self.computes = Computes(self)
         self.tokens = Tokens(self)
         self.online_endpoints = OnlineEndpoints(self)
         self.online_deployments = OnlineDeployments(self)
@@ -453,6 +604,8 @@ class StudioClient:
         self.batch_deployments = BatchDeployments(self)
         self.jobs = Jobs(self)
         self.data = Data(self)
+        self.datastores = Datastores(self)
+        self.environments = Environments(self)
         self.marketplace_subscriptions = MarketplaceSubscriptions(self)
         self.serverless_endpoints = ServerlessEndpoints(self)
 

@@ -1,6 +1,7 @@
 """Where the client finds its URL, token and workspace.
 
-Order: explicit arguments, then STUDIO_URL / STUDIO_TOKEN / STUDIO_WORKSPACE, then the
+Order: explicit arguments, then STUDIO_URL / STUDIO_TOKEN / STUDIO_WORKSPACE (or a service
+principal's STUDIO_ISSUER / STUDIO_CLIENT_ID / STUDIO_CLIENT_SECRET / STUDIO_SCOPE), then the
 config file `studio login` writes: $STUDIO_CONFIG, else $XDG_CONFIG_HOME/studio/config.json,
 else ~/.config/studio/config.json (mode 0600: it holds a token)."""
 
@@ -58,10 +59,12 @@ def write_config(values: dict, path: Path | None = None) -> Path:
 class Settings:
     """Where to call and as whom (a plain class: dataclasses cost start-up time)."""
 
-    __slots__ = ("url", "token", "workspace")
+    __slots__ = ("url", "token", "workspace", "credentials")
 
-    def __init__(self, url: str, token: str | None, workspace: str) -> None:
+    def __init__(self, url: str, token: str | None, workspace: str, credentials: dict | None = None) -> None:
         self.url, self.token, self.workspace = url, token, workspace
+        # A service principal's {issuer, client_id, client_secret, scope?} when it signs in by itself.
+        self.credentials = credentials
 
 
 def resolve(url: str | None = None, token: str | None = None, workspace: str | None = None) -> Settings:
@@ -74,8 +77,21 @@ def resolve(url: str | None = None, token: str | None = None, workspace: str | N
         value = file_values.get(key)
         return str(value) if value else None
 
+    token = token or os.environ.get("STUDIO_TOKEN")
+    credentials = None
+    if not token:
+        # A service principal: STUDIO_ISSUER + STUDIO_CLIENT_ID + STUDIO_CLIENT_SECRET, else `studio login --issuer`.
+        if os.environ.get("STUDIO_CLIENT_ID"):
+            credentials = {"issuer": os.environ.get("STUDIO_ISSUER", ""), "client_id": os.environ["STUDIO_CLIENT_ID"],
+                           "client_secret": os.environ.get("STUDIO_CLIENT_SECRET", ""),
+                           "scope": os.environ.get("STUDIO_SCOPE") or None}
+        else:
+            token = from_file("token")
+            if not token and from_file("client_id"):
+                credentials = {k: from_file(k) for k in ("issuer", "client_id", "client_secret", "scope")}
     return Settings(
         url=url or os.environ.get("STUDIO_URL") or from_file("url") or DEFAULT_URL,
-        token=token or os.environ.get("STUDIO_TOKEN") or from_file("token"),
+        token=token,
         workspace=workspace or os.environ.get("STUDIO_WORKSPACE") or from_file("workspace") or DEFAULT_WORKSPACE,
+        credentials=credentials,
     )

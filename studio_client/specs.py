@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 KINDS = (
     "online-endpoint", "online-deployment", "batch-endpoint", "batch-deployment", "serverless-endpoint",
-    "marketplace-subscription", "data", "batch-job",
+    "marketplace-subscription", "data", "batch-job", "datastore", "environment", "model", "compute",
 )
 SCHEMA_KINDS = {
     "managedonlineendpoint": "online-endpoint",
@@ -38,6 +38,10 @@ SCHEMA_KINDS = {
     "marketplacesubscription": "marketplace-subscription",
     "data": "data",
     "batchjob": "batch-job",
+    "azureblob": "datastore",
+    "datastore": "datastore",
+    "environment": "environment",
+    "compute": "compute",
 }
 
 
@@ -59,6 +63,18 @@ class SpecError(Exception):
             where += f":{self.line}"
         field_text = f" {self.path}:" if self.path else ""
         return f"{where}:{field_text} {self.message}"
+
+
+class SpecErrors(SpecError):
+    """Several problems at once (one line each), so a spec is fixed in one go; it is the first one too."""
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (e.file or "", e.line or 0))
+        first = self.errors[0]
+        super().__init__(first.message, first.path, first.line, first.file)
+
+    def __str__(self) -> str:
+        return "\n".join(SpecError.__str__(e) for e in self.errors)
 
 
 # -- YAML with line numbers ----------------------------------------------------------------------------------
@@ -221,8 +237,9 @@ SCALAR = Type("scalar")
 ANY = Type("any")
 
 
-def Obj(fields: dict[str, Type], required: tuple[str, ...] = ()) -> Type:
-    return Type("obj", fields=fields, required=required)
+def Obj(fields: dict[str, Type], required: tuple[str, ...] = (), extra: Type | None = None) -> Type:
+    """A mapping of known fields; with `extra`, other keys are allowed and hold that type."""
+    return Type("obj", fields=fields, required=required, values=extra)
 
 
 def MapOf(values: Type) -> Type:
@@ -233,14 +250,14 @@ PROBE = Obj({k: INT for k in ("initial_delay", "period", "timeout", "success_thr
 COMMON = {"$schema": S(), "kind": S(*KINDS)}
 
 ONLINE_ENDPOINT = Obj({
-    **COMMON, "name": S(), "auth_mode": S("key", "aml_token"), "description": S(), "tags": MapOf(SCALAR),
+    **COMMON, "name": S(), "auth_mode": S("key", "aml_token", "aad_token"), "description": S(), "tags": MapOf(SCALAR),
     "traffic": MapOf(INT), "mirror_traffic": MapOf(INT),
 }, required=("name",))
 
 _DEPLOYMENT_FIELDS = {
     **COMMON,
     "name": S(), "endpoint_name": S(), "model": S(), "description": S(), "tags": MapOf(SCALAR), "type": S(),
-    "app_insights_enabled": BOOL, "environment": ANY,
+    "app_insights_enabled": BOOL, "environment": ANY, "compute": S(),
     "code_configuration": Obj({"code": S(), "scoring_script": S()}),
     "environment_variables": MapOf(SCALAR),
     "instance_type": S(), "instance_count": INT,
@@ -257,11 +274,16 @@ ONLINE_DEPLOYMENT = Obj(_DEPLOYMENT_FIELDS, required=("name", "model"))
 BATCH_ENDPOINT = Obj({
     **COMMON, "name": S(), "description": S(), "tags": MapOf(SCALAR), "defaults": Obj({"deployment_name": S()}),
 }, required=("name",))
-BATCH_DEPLOYMENT = Obj({
-    **_DEPLOYMENT_FIELDS,
+_BATCH_SETTINGS = {
     "mini_batch_size": INT, "max_concurrency_per_instance": INT, "error_threshold": INT,
     "retry_settings": Obj({"max_retries": INT, "timeout": INT}),
-    "output_action": S("append_row", "summary_only"), "output_file_name": S(),
+    "output_action": S("append_row", "summary_only"), "output_file_name": S(), "output_columns": ANY,
+    "logging_level": S(),
+}
+BATCH_DEPLOYMENT = Obj({
+    **_DEPLOYMENT_FIELDS, **_BATCH_SETTINGS,
+    # As the cloud CLI's deployment.yml nests them.
+    "settings": Obj(_BATCH_SETTINGS), "resources": Obj({"instance_count": INT}),
 }, required=("name", "model"))
 SERVERLESS_ENDPOINT = Obj({**COMMON, "name": S(), "model_id": S()}, required=("name", "model_id"))
 # A subscription is named after its model: `name` may be left out (the studio refuses any other name).
@@ -269,13 +291,34 @@ MARKETPLACE_SUBSCRIPTION = Obj({**COMMON, "name": S(), "model_id": S()}, require
 DATA = Obj({**COMMON, "name": S(), "path": S(), "type": S("uri_folder", "uri_file"), "description": S()},
            required=("name", "path"))
 JOB_SETTINGS = Obj({"mini_batch_size": INT, "instance_count": INT, "max_concurrency_per_instance": INT,
-                    "error_threshold": INT, "output_file_name": S()})
+                    "error_threshold": INT, "output_file_name": S(), "output_columns": ANY,
+                    "retry_settings": Obj({"max_retries": INT, "timeout": INT}),
+                    "output_action": S("append_row", "summary_only")})
 BATCH_JOB = Obj({
     **COMMON, "endpoint_name": S(), "deployment_name": S(),
-    "inputs": Obj({"input_data": Obj({"type": S("uri_folder", "uri_file"), "path": S()}, required=("path",))},
-                  required=("input_data",)),
+    # input_data is what the model scores; a score.py may take more inputs, literal or uri, by any name.
+    "inputs": Obj({"input_data": Obj({"type": S("uri_folder", "uri_file"), "path": S(), "mode": S()},
+                                     required=("path",))}, required=("input_data",), extra=ANY),
+    "outputs": Obj({"score": Obj({"type": S("uri_file", "uri_folder"), "path": S(), "mode": S()})}),
     "settings": JOB_SETTINGS,
 }, required=("inputs",))
+DATASTORE = Obj({
+    **COMMON, "name": S(), "type": S("azure_blob", "s3", "local"), "description": S(),
+    "account_name": S(), "container_name": S(), "account_url": S(), "endpoint": S(), "protocol": S("https", "http"),
+    "bucket": S(), "endpoint_url": S(), "region": S(), "path": S(),
+    "credentials": Obj({"account_key": S(), "sas_token": S(), "access_key_id": S(), "secret_access_key": S()}),
+}, required=("name", "type"))
+
+MODEL = Obj({**COMMON, "name": S(), "version": SCALAR, "path": S(), "type": S("custom_model", "mlflow_model"),
+             "description": S(), "tags": MapOf(SCALAR), "environment": S()}, required=("name", "path"))
+# `image` is checked by the studio, which answers that images are not supported yet.
+ENVIRONMENT = Obj({
+    **COMMON, "name": S(), "version": SCALAR, "description": S(), "tags": MapOf(SCALAR), "conda_file": ANY,
+    "pip_requirements": ANY, "python_version": SCALAR, "image": ANY,
+}, required=("name",))
+
+# `type` is checked by the command (compute_cmd), which names Ray for the cloud's other compute types.
+COMPUTE = Obj({**COMMON, "name": S(), "type": S(), "address": S(), "description": S()}, required=("name", "type"))
 
 SHAPES: dict[str, Type] = {
     "online-endpoint": ONLINE_ENDPOINT,
@@ -286,6 +329,10 @@ SHAPES: dict[str, Type] = {
     "marketplace-subscription": MARKETPLACE_SUBSCRIPTION,
     "data": DATA,
     "batch-job": BATCH_JOB,
+    "datastore": DATASTORE,
+    "environment": ENVIRONMENT,
+    "model": MODEL,
+    "compute": COMPUTE,
 }
 
 
@@ -297,7 +344,9 @@ def _line_of(container: Any, key: Any) -> int | None:
     return getattr(container, "line", None)
 
 
-def _check(value: Any, shape: Type, path: str, line: int | None, file: str, required: bool) -> None:
+def _check(value: Any, shape: Type, path: str, line: int | None, file: str, required: bool,
+           errors: list[SpecError]) -> None:
+    """Append to `errors` every problem of `value` (all of them, so one run names them all)."""
     kind = shape.kind
     if kind == "any":
         return
@@ -312,26 +361,34 @@ def _check(value: Any, shape: Type, path: str, line: int | None, file: str, requ
     }[kind]
     if not ok:
         shown = "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)
-        raise SpecError(f"must be {shape.describe()}, not {shown}", path, line, file)
+        errors.append(SpecError(f"must be {shape.describe()}, not {shown}", path, line, file))
+        return
     if shape.choices and value not in shape.choices:
-        raise SpecError(f"must be one of {', '.join(shape.choices)}; got {value!r}", path, line, file)
+        errors.append(SpecError(f"must be one of {', '.join(shape.choices)}; got {value!r}", path, line, file))
     if kind == "map" and shape.values is not None:
         for key, item in value.items():
-            _check(item, shape.values, f"{path}.{key}" if path else str(key), _line_of(value, key), file, required)
+            _check(item, shape.values, f"{path}.{key}" if path else str(key), _line_of(value, key), file, required,
+                   errors)
     if kind == "obj":
         for key, item in value.items():
             child_path = f"{path}.{key}" if path else str(key)
+            if key not in shape.fields and shape.values is not None:
+                if item is not None:
+                    _check(item, shape.values, child_path, _line_of(value, key), file, required)
+                continue
             if key not in shape.fields:
                 known = ", ".join(k for k in sorted(shape.fields) if k not in COMMON)
-                raise SpecError(f"unknown field; known fields here: {known}", child_path, _line_of(value, key), file)
+                errors.append(SpecError(f"unknown field; known fields here: {known}", child_path,
+                                        _line_of(value, key), file))
+                continue
             if item is None:
                 continue  # `field:` with nothing after it: left out
-            _check(item, shape.fields[key], child_path, _line_of(value, key), file, required)
+            _check(item, shape.fields[key], child_path, _line_of(value, key), file, required, errors)
         if required:
             for key in shape.required:
                 if value.get(key) in (None, ""):
                     child_path = f"{path}.{key}" if path else key
-                    raise SpecError("is required", child_path, getattr(value, "line", line), file)
+                    errors.append(SpecError("is required", child_path, getattr(value, "line", line), file))
 
 
 def kind_of(spec: Any, file: str = "spec") -> str | None:
@@ -356,7 +413,7 @@ def kind_of(spec: Any, file: str = "spec") -> str | None:
 
 
 def validate(spec: Any, kind: str, file: str = "spec", *, for_create: bool = True) -> dict:
-    """Check `spec` against `kind`'s shape; SpecError names the first problem (path and line)."""
+    """Check `spec` against `kind`'s shape; SpecErrors names every problem (path and line), in file order."""
     if not isinstance(spec, dict):
         raise SpecError(f"must hold a mapping of fields (a {kind} spec)", line=getattr(spec, "line", 1), file=file)
     declared = kind_of(spec, file)
@@ -367,7 +424,10 @@ def validate(spec: Any, kind: str, file: str = "spec", *, for_create: bool = Tru
     shape = SHAPES[kind]
     if not for_create:
         shape = Obj(shape.fields, required=("name",) if "name" in shape.required else ())
-    _check(spec, shape, "", getattr(spec, "line", 1), file, required=True)
+    errors: list[SpecError] = []
+    _check(spec, shape, "", getattr(spec, "line", 1), file, True, errors)
+    if errors:
+        raise SpecErrors(errors)
     return spec
 
 
@@ -392,3 +452,23 @@ def body(spec: dict, drop: Iterable[str] = ("$schema", "kind")) -> dict:
     """The spec as the API wants it: without the file's bookkeeping fields and empty values."""
     dropped = set(drop)
     return {k: plain(v) for k, v in spec.items() if k not in dropped and v is not None}
+
+
+def read_environment_files(env: Any, file: str | None) -> Any:
+    """An environment spec (or a deployment's inline `environment`) with `conda_file` and a
+    `pip_requirements` given as file paths read in (paths resolve relative to the YAML file)."""
+    if not isinstance(env, dict):
+        return env
+    base = Path(file).parent if file and file != "--set" else Path.cwd()
+    for key in ("conda_file", "pip_requirements"):
+        value = env.get(key)
+        if not isinstance(value, str) or "\n" in value:
+            continue
+        path = base / value
+        if path.is_file():
+            text = path.read_text()
+            env[key] = text if key == "conda_file" else [
+                line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+        elif value.endswith((".yml", ".yaml", ".txt")):
+            raise SpecError(f"no such file: {path}", key, _line_of(env, key), file)
+    return env

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from endpoints_app.catalog.instance_types import seed_instance_types
 from endpoints_app.models import ApiToken, Membership, Role, RouteVersion, Workspace
+from tests.identity_provider import identity_provider  # noqa: F401  (the tests' OpenID provider, from npm)
 from tests.live import live_gateway, live_gateway_workers, live_worker, live_worker_process  # noqa: F401  (real worker and gateway: tests/live.py)
 
 PASSWORD = "correct horse battery staple"

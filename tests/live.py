@@ -97,6 +97,25 @@ def purge_broker() -> None:
                 pass
 
 
+def stop_session_worker() -> None:
+    """Stop this session's live worker if it runs (tests that start a studio of their own on the same Redis
+    queues); the `live_worker` fixture starts it again when a later test needs it."""
+    marker = f"STUDIO_DATA_DIR={settings.DATA_DIR}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = entry.joinpath("cmdline").read_bytes().replace(b"\0", b" ")
+            environ = entry.joinpath("environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"celery" in argv and f"worker@{NODE_NAME}".encode() in argv and marker in environ:
+            try:
+                os.killpg(int(entry.name), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 def pause_file() -> Path:
     from endpoints_app.controller.tasks import PAUSE_FILE
 
@@ -266,8 +285,27 @@ def init():
 
 def run(raw_data):
     data = json.loads(raw_data)["data"]
-    return {"result": [x * factor for x in data], "pid": os.getpid()}
+    return {"result": [x * factor for x in data], "uid": os.getuid()}
 '''
+
+
+def served_by(instance: dict) -> int:
+    """The uid SCORE_PY answers with when the instance's own process serves it: its sandbox's uid (the
+    uid of the process the controller recorded), unique among live sandboxes when the studio is root."""
+    from endpoints_app.runtime import sandbox
+
+    return sandbox.uid_of(instance["pid"])
+
+
+def score_instance(instance: dict, data) -> dict:
+    """Straight to the model server over its own socket, with the instance secret the gateway sends."""
+    from endpoints_app.instance_auth import auth_header
+    from tests.runtime.conftest import over_socket
+
+    answer = over_socket(instance["name"], "POST", "/score", auth_header(instance["name"], instance["port"]),
+                         json_body={"data": data}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 def make_custom_model(workspace, folder: Path, name: str = "doubler", source: str = SCORE_PY, version: int = 1):
@@ -311,7 +349,7 @@ def live_gateway_workers(live_worker, tmp_path):
     yield from _run_gateway(tmp_path, workers=3)
 
 
-def _run_gateway(tmp_path, workers: int):
+def _run_gateway(tmp_path, workers: int, **env: str):
     import requests
 
     port = free_port()
@@ -323,7 +361,7 @@ def _run_gateway(tmp_path, workers: int):
                 "portal.workers.StudioUvicornWorker", "-w", str(workers), "-b", f"127.0.0.1:{port}",
                 "--graceful-timeout", "5"]
     log = open(tmp_path / "gateway.log", "wb")  # closed below, after the process
-    proc = subprocess.Popen(argv, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(argv, cwd=ROOT, env=worker_env(**env), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

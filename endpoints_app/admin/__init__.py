@@ -9,4 +9,14 @@ admin.site.site_title = "Studio admin"
 admin.site.index_title = "IT administration"
 admin.site.site_url = "/"
 
-from endpoints_app.admin import accounts, catalog, resources, serverless, usage  # noqa: E402, F401 - they register
+from endpoints_app.admin import (  # noqa: E402, F401 - they register
+    accounts,
+    catalog,
+    computes,
+    datastores,
+    environments,
+    identity,
+    resources,
+    serverless,
+    usage,
+)

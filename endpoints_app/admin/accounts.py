@@ -15,11 +15,11 @@ from endpoints_app.models import (
     InstanceType,
     Membership,
     QuotaLimit,
-    RouteVersion,
     ServerlessRateLimit,
     Workspace,
 )
-from endpoints_app.services.audit import Actor, record
+from endpoints_app.services.audit import Actor
+from endpoints_app.services.ratelimits import do_overrides_changed
 
 User = get_user_model()
 
@@ -122,8 +122,7 @@ class WorkspaceAdmin(AuditedAdmin):
         super().save_related(request, form, formsets, change)
         for formset in formsets:
             if formset.model is ServerlessRateLimit and formset.has_changed():
-                record(Actor.from_request(request), "rate_limit.override", form.instance, form.instance)
-                RouteVersion.bump()
+                do_overrides_changed(Actor.from_request(request), form.instance)
 
     @admin.display(description="Members", ordering="_members")
     def member_count(self, obj):

@@ -5,8 +5,9 @@ from decimal import Decimal
 from django.contrib import admin
 
 from endpoints_app.admin.common import AuditedAdmin
-from endpoints_app.models import CatalogModel, InstanceType, RouteVersion
-from endpoints_app.services.audit import Actor, record
+from endpoints_app.models import CatalogModel, InstanceType
+from endpoints_app.services.audit import Actor
+from endpoints_app.services.ratelimits import do_change_offer_rate_limits
 from endpoints_app.services.usage import do_change_instance_price, do_change_token_price
 
 
@@ -16,6 +17,7 @@ class InstanceTypeAdmin(AuditedAdmin):
     list_filter = ["family", "is_active"]
     search_fields = ["name", "family"]
     list_editable = ["price_per_hour", "is_active"]
+    audited_by_service = ("price_per_hour",)  # the service's "price.change" entry has old and new
 
     def save_model(self, request, obj, form, change):
         # A price change applies from its minute on, with a history row: the service records it.
@@ -54,6 +56,7 @@ class CatalogModelAdmin(AuditedAdmin):
     search_fields = ["name", "display_name", "summary", "publisher"]
     readonly_fields = ["asset_id", "created_at", "created_by"]
     autocomplete_fields = ["workspace"]
+    audited_by_service = ("price_input_per_1k", "price_output_per_1k")
     fieldsets = [
         (None, {"fields": ["asset_id", "registry", "workspace", "name", "version", "display_name", "publisher"]}),
         ("Card", {"fields": ["task", "format", "license", "summary", "description", "intended_use", "limitations"]}),
@@ -68,10 +71,7 @@ class CatalogModelAdmin(AuditedAdmin):
 
     def save_model(self, request, obj, form, change):
         if {"rate_limit_requests_per_minute", "rate_limit_tokens_per_minute"} & set(form.changed_data):
-            record(Actor.from_request(request), "rate_limit.change", obj, None,
-                   requests_per_minute=obj.rate_limit_requests_per_minute,
-                   tokens_per_minute=obj.rate_limit_tokens_per_minute)
-            RouteVersion.bump()  # gateways reload the offer's limits with their routes
+            do_change_offer_rate_limits(Actor.from_request(request), obj)
         fields = {"price_input_per_1k", "price_output_per_1k"}
         if change and fields & set(form.changed_data):
             new = (obj.price_input_per_1k, obj.price_output_per_1k)

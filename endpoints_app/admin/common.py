@@ -15,6 +15,9 @@ STATE_COLOURS = {
     "Starting": ("#fef3c7", "#b45309"),
     "Failed": ("#fee2e2", "#b91c1c"),
     "Unhealthy": ("#fee2e2", "#b91c1c"),
+    "Unreachable": ("#fee2e2", "#b91c1c"),
+    "Alive": ("#dcfce7", "#15803d"),
+    "Dead": ("#fee2e2", "#b91c1c"),
 }
 
 
@@ -43,18 +46,43 @@ class AuditedAdmin(admin.ModelAdmin):
         actor = Actor(user=request.user, via=AuditLog.Via.ADMIN)
         record(actor, f"admin.{obj._meta.model_name}.{verb}", obj, workspace, **details)
 
+    # Fields whose change a service audits itself (with old and new values): not audited twice.
+    audited_by_service: tuple[str, ...] = ()
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            # Old and new values of what the form changed, for the audit entry (log_change has only names).
+            changes = {f: {"old": _shown(form.initial.get(f)), "new": _shown(form.cleaned_data.get(f))}
+                       for f in form.changed_data}
+            request.studio_admin_changes = {**getattr(request, "studio_admin_changes", {}), obj.pk: changes}
+        super().save_model(request, obj, form, change)
+
     def log_addition(self, request, obj, message):
         self._audit(request, "add", obj, change=message)
         return super().log_addition(request, obj, message)
 
     def log_change(self, request, obj, message):
-        self._audit(request, "change", obj, change=message)
+        changes = getattr(request, "studio_admin_changes", {}).get(obj.pk, {})
+        rest = {f: v for f, v in changes.items() if f not in self.audited_by_service}
+        if rest or not changes:
+            self._audit(request, "change", obj, change=message, changes=rest)
         return super().log_change(request, obj, message)
 
     def log_deletions(self, request, queryset):
         for obj in queryset:
             self._audit(request, "delete", obj)
         return super().log_deletions(request, queryset)
+
+
+def _shown(value) -> str:
+    """A form value as the audit log shows it (a related object by its name)."""
+    if value is None:
+        return ""
+    if hasattr(value, "all") and callable(value.all):
+        return ", ".join(str(v) for v in value.all())
+    if isinstance(value, (list, tuple, set)):
+        return ", ".join(str(v) for v in value)
+    return str(value)[:200]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -13,17 +13,42 @@ from endpoints_app.models import AuditLog, Deployment, Endpoint, Instance, Insta
 
 @admin.register(AuditLog)
 class AuditLogAdmin(ReadOnlyAdmin):
-    list_display = ["when", "username", "workspace", "action", "object_type", "object_name", "via"]
+    # Object type and name share a column, so every column (Object, Old → new, Via) fits at 1400 px.
+    list_display = ["when", "who", "workspace", "action", "object", "values", "via"]
     list_filter = ["via", "action", "object_type", "workspace"]
     list_select_related = ["workspace"]
     search_fields = ["username", "object_name", "action"]
     date_hierarchy = "time"
     fields = ["time", "user", "username", "workspace", "via", "action", "object_type", "object_name", "details"]
 
+    @admin.display(description="User", ordering="username")
+    def who(self, obj):
+        return obj.username or ("system" if obj.via == AuditLog.Via.SYSTEM else "—")
+
+    @admin.display(description="Object", ordering="object_name")
+    def object(self, obj):
+        return format_html('<span class="small muted">{}</span><br>{}', obj.object_type, obj.object_name)
+
+    @admin.display(description="Old → new")
+    def values(self, obj):
+        """What changed, from the entry's details (a service's old/new, or the console's per-field changes)."""
+        details = obj.details or {}
+        parts = []
+        if "old" in details and "new" in details:
+            parts.append(f"{_flat(details['old'])} → {_flat(details['new'])}")
+        for field, change in (details.get("changes") or {}).items():
+            if isinstance(change, dict):
+                parts.append(f"{field}: {change.get('old', '')} → {change.get('new', '')}")
+        return "; ".join(parts)[:200] or "—"
+
     @admin.display(description="Time", ordering="time")
     def when(self, obj):
         # Whole and short, so the columns fit at 1400 px and the time never wraps.
         return format_html('<span class="nowrap">{}</span>', timezone.localtime(obj.time).strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _flat(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 # --- Endpoints, deployments, instances, nodes -----------------------------------------

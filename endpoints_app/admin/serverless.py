@@ -3,8 +3,9 @@
 from django.contrib import admin
 
 from endpoints_app.admin.common import ReadOnlyAdmin
-from endpoints_app.models import CatalogModel, MarketplaceSubscription, RouteVersion, ServerlessRateLimit
-from endpoints_app.services.audit import Actor, record
+from endpoints_app.models import CatalogModel, MarketplaceSubscription, ServerlessRateLimit
+from endpoints_app.services.audit import Actor
+from endpoints_app.services.ratelimits import do_delete_rate_limit_override, do_save_rate_limit_override
 
 
 def serverless_offers():
@@ -40,15 +41,10 @@ class ServerlessRateLimitAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        record(Actor.from_request(request), "rate_limit.override", obj, obj.workspace, model=obj.model.asset_id,
-               requests_per_minute=obj.requests_per_minute, tokens_per_minute=obj.tokens_per_minute)
-        RouteVersion.bump()
+        do_save_rate_limit_override(Actor.from_request(request), obj)
 
     def delete_model(self, request, obj):
-        record(Actor.from_request(request), "rate_limit.override_delete", obj, obj.workspace)
-        super().delete_model(request, obj)
-        RouteVersion.bump()
+        do_delete_rate_limit_override(Actor.from_request(request), obj)
 
 
 @admin.register(MarketplaceSubscription)

@@ -46,9 +46,9 @@ class MirrorComparisonAdmin(ReadOnlyAdmin):
 
 @admin.register(PriceChange)
 class PriceChangeAdmin(ReadOnlyAdmin):
-    list_display = ["effective", "instance_type", "catalog_model", "price_per_hour", "price_input_per_1k",
-                    "price_output_per_1k", "created_at"]
-    list_filter = ["instance_type"]
+    # What is priced and its price in one column each, so the row (Created at included) fits at 1400 px.
+    list_display = ["effective", "priced", "price", "created"]
+    list_filter = ["instance_type", "catalog_model"]
     list_select_related = ["instance_type", "catalog_model"]
     ordering = ["-effective_from"]
 
@@ -58,6 +58,20 @@ class PriceChangeAdmin(ReadOnlyAdmin):
         if obj.effective_from == costs.EPOCH:
             return "the start (price before the first change)"
         return timezone.localtime(obj.effective_from).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description="Instance type or model")
+    def priced(self, obj):
+        return obj.instance_type or obj.catalog_model or "—"
+
+    @admin.display(description="Price")
+    def price(self, obj):
+        if obj.instance_type_id:
+            return f"${obj.price_per_hour} per hour"
+        return f"${obj.price_input_per_1k} in / ${obj.price_output_per_1k} out per 1K tokens"
+
+    @admin.display(description="Created at", ordering="created_at")
+    def created(self, obj):
+        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M")
 
 
 @admin.register(WorkspaceCost)

@@ -10,9 +10,11 @@ from knox.auth import TokenAuthentication
 from knox.crypto import hash_token
 from knox.settings import CONSTANTS
 from rest_framework import exceptions
-from rest_framework.authentication import get_authorization_header
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
+from endpoints_app import oidc
 from endpoints_app.models import ApiToken
+from endpoints_app.services.identity import user_for_identity
 
 KEYWORDS = (b"token", b"bearer")
 # last_used is a hint, not a log: one write a minute per token keeps reads write-free.
@@ -69,3 +71,42 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
             "description": "`Authorization: Bearer <token>` (or `Token <token>`); tokens from /api/v1/tokens, "
                            "the Tokens page or `manage.py drf_create_token <user>`.",
         }
+
+
+class OidcTokenAuthentication(BaseAuthentication):
+    """`Authorization: Bearer <JWT from the configured OpenID provider>`: validated by endpoints_app.oidc
+    (PyJWT, the provider's keys), then the person linked at their first sign-in or the registered
+    service principal. Anything that is not a JWT is left to the API token authentication."""
+
+    def authenticate(self, request):
+        validator = oidc.validator()
+        token = oidc.bearer(get_authorization_header(request))
+        if validator is None or not oidc.looks_like_jwt(token):
+            return None
+        try:
+            identity = validator.validate(token)
+        except oidc.TokenRejected as exc:
+            raise exceptions.AuthenticationFailed(f"{exc.code}: {exc.message}") from None
+
+        user = user_for_identity(identity)
+        if user is None:
+            raise exceptions.AuthenticationFailed(
+                f"{identity.describe()} is not known to the studio: a person signs in to the portal once; a "
+                "service principal is registered by a workspace Owner or IT."
+            )
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("This account is deactivated.")
+        return user, identity
+
+    def authenticate_header(self, request) -> str:
+        return "Bearer"
+
+
+class OidcTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "endpoints_app.api.auth.OidcTokenAuthentication"
+    name = "identityToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "`Authorization: Bearer <token>` from the studio's OpenID provider "
+                               "(STUDIO_OIDC_ISSUER)."}

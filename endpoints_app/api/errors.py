@@ -1,5 +1,6 @@
 """One error shape for the whole API: {"error": {"code", "message", "field"?}}."""
 
+import errno
 import logging
 
 from django.core.exceptions import PermissionDenied
@@ -8,7 +9,9 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from endpoints_app.audit import Actor
 from endpoints_app.errors import StudioError
+from endpoints_app.models import AuditLog, Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ CODES = {
     429: "TooManyRequests",
     500: "InternalServerError",
     503: "ServiceUnavailable",
+    507: "InsufficientStorage",
 }
 
 
@@ -52,6 +56,30 @@ def _first_validation_error(detail, prefix: str = "") -> tuple[str | None, str]:
 
 
 def exception_handler(exc, context):
+    response = _response(exc, context)
+    if response is not None and response.status_code == status.HTTP_403_FORBIDDEN:
+        _audit_denied(context.get("request"), context.get("kwargs") or {}, response.data)
+    return response
+
+
+def _audit_denied(request, kwargs: dict, body: dict) -> None:
+    """A signed-in caller refused a call: the audit log keeps who (with their provider identity), what
+    and where, as it keeps every write."""
+    if request is None or not getattr(request.user, "is_authenticated", False):
+        return
+    actor = Actor.from_request(request)
+    workspace = Workspace.objects.filter(name=kwargs.get("ws") or "").first()
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    details = {"method": request.method, "path": request.path[:500], "status": 403,
+               "code": error.get("code", ""), "message": str(error.get("message", ""))[:500]}
+    if actor.identity:
+        details["identity"] = actor.identity
+    AuditLog.objects.create(user=request.user, username=request.user.get_username(), workspace=workspace,
+                            action="api.denied", object_type="request", object_name=request.path[:200],
+                            via=actor.via, details=details)
+
+
+def _response(exc, context):
     if isinstance(exc, StudioError):
         return Response(exc.as_dict(), status=exc.status)
     if isinstance(exc, DjangoValidationError):
@@ -73,6 +101,11 @@ def exception_handler(exc, context):
             exc.status_code = status.HTTP_401_UNAUTHORIZED
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return Response(error_body(exc.status_code, detail), status=exc.status_code, headers=headers)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A full disk is the operator's to fix, not a bug: say so (the write that failed left nothing behind).
+        logger.error("storage full: %s", exc)
+        return Response(error_body(507, "The studio's storage is full; nothing was saved. Try again once space "
+                                        "is freed."), status=507)
     logger.exception("Unhandled API error")
     return Response(error_body(500, "Internal server error."), status=500)
 

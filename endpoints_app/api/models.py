@@ -11,21 +11,20 @@ When a workspace registers a model with the name of a shared one, `?registry=` p
 between them; without it the workspace's own model wins."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view, parser_classes
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 
+from endpoints_app.api.common import WorkspaceViewSet, request_body
 from endpoints_app.api.pagination import StudioPagination
+from endpoints_app.api.parsers import StudioJSONParser
 from endpoints_app.filters import CatalogFilterForm, filter_catalog, find_model
-from endpoints_app.models import CatalogModel, Role
-from endpoints_app.permissions import check_workspace
+from endpoints_app.models import CatalogModel
 from endpoints_app.services.audit import Actor
-from endpoints_app.services.models import do_register_model
+from endpoints_app.services.models import do_delete_model, do_register_model, do_update_model
 
 
 class PricingSerializer(serializers.Serializer):
@@ -38,6 +37,8 @@ class CatalogModelSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="asset_id", read_only=True)
     workspace = serializers.SerializerMethodField()
     pricing = serializers.SerializerMethodField()
+    environment = serializers.CharField(source="environment.asset_id", default=None, read_only=True,
+                                        help_text="azureml:<name>:<version> of the environment it runs in, if any.")
 
     class Meta:
         model = CatalogModel
@@ -63,6 +64,7 @@ class CatalogModelSerializer(serializers.ModelSerializer):
             "sample_response",
             "pricing",
             "tags",
+            "environment",
             "created_at",
         ]
 
@@ -99,35 +101,19 @@ FILTER_PARAMETERS = [
     OpenApiParameter("offset", OpenApiTypes.INT, description="Rows to skip."),
 ]
 
-RegisterSerializer = inline_serializer(
-    "ModelRegister",
-    fields={
-        "name": serializers.CharField(),
-        "file": serializers.FileField(help_text="A scikit-learn joblib/pickle, an ONNX file, or a zip with score.py."),
-        "format": serializers.ChoiceField(choices=["sklearn", "onnx", "custom"], required=False),
-        "task": serializers.ChoiceField(choices=CatalogModel.Task.values, required=False),
-        "description": serializers.CharField(required=False),
-        "scoring_script": serializers.CharField(required=False, help_text="For a zip: the script's name (score.py)."),
-    },
-)
-
-
-class _NoFormatOverride:
-    """DRF settings with the `?format=` renderer override off: `format` is a filter here."""
-
-    URL_FORMAT_OVERRIDE = None
-
-    def __getattr__(self, name):
-        return getattr(api_settings, name)
-
-
-class FormatIsAFilter(DefaultContentNegotiation):
-    settings = _NoFormatOverride()
-
-
-def format_is_a_filter(func):
-    func.content_negotiation_class = FormatIsAFilter
-    return func
+class ModelRegisterSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    file = serializers.FileField(help_text="A scikit-learn joblib/pickle, an ONNX file, a zip with score.py, "
+                                           "or (type mlflow_model) a zip of an MLflow model folder with MLmodel.")
+    format = serializers.ChoiceField(choices=["sklearn", "onnx", "custom", "mlflow"], required=False)
+    type = serializers.ChoiceField(choices=["custom_model", "mlflow_model"], required=False,
+                                   help_text="As in model.yml: mlflow_model for an MLflow model.")
+    environment = serializers.CharField(required=False, help_text="azureml:<name>:<version>: check and serve "
+                                        "the model in this environment (it must be built).")
+    task = serializers.ChoiceField(choices=CatalogModel.Task.values, required=False)
+    description = serializers.CharField(required=False)
+    scoring_script = serializers.CharField(required=False, help_text="For a zip: the script's name (score.py).")
+    sample_request = serializers.CharField(required=False, help_text="JSON: the body the Test tab opens with.")
 
 
 def _validated_filters(request) -> None:
@@ -137,46 +123,93 @@ def _validated_filters(request) -> None:
         raise ValidationError({field: messages})
 
 
-@extend_schema(methods=["GET"], operation_id="models_list", parameters=FILTER_PARAMETERS, responses=CatalogModelPage)
-@extend_schema(
-    methods=["POST"],
-    operation_id="models_create",
-    request={"multipart/form-data": RegisterSerializer},
-    responses={201: CatalogModelSerializer},
+class ModelUpdateSerializer(serializers.Serializer):
+    sample_request = serializers.JSONField(required=False, help_text="The body the Test tab opens with.")
+    description = serializers.CharField(required=False)
+
+
+# -- views -------------------------------------------------------------------------------------------
+
+_REGISTRY = [OpenApiParameter("registry", str, description="'studio' or the workspace's name.")]
+
+
+def _text(request, field: str) -> str | None:
+    return (request.data.get(field) or "").strip() or None
+
+
+@extend_schema_view(
+    list=extend_schema(operation_id="models_list", parameters=FILTER_PARAMETERS, responses=CatalogModelPage),
+    create=extend_schema(operation_id="models_create", request={"multipart/form-data": ModelRegisterSerializer},
+                         responses={201: CatalogModelSerializer}),
+    retrieve=extend_schema(operation_id="models_get", responses=CatalogModelSerializer, parameters=[
+        OpenApiParameter("version", OpenApiTypes.INT, description="A version; the latest when left out."),
+        OpenApiParameter("registry", str, description="'studio' for the shared catalog or the workspace's name."),
+    ]),
 )
-@api_view(["GET", "POST"])
-@parser_classes([MultiPartParser, FormParser])
-@format_is_a_filter
-def models(request, ws: str):
-    if request.method == "POST":
-        return _register(request, ws)
-    workspace = check_workspace(request.user, ws)
-    _validated_filters(request)
-    _, queryset = filter_catalog(workspace, request.query_params)
-    paginator = StudioPagination()
-    page = paginator.paginate_queryset(queryset, request)
-    return paginator.get_paginated_response(CatalogModelSerializer(page, many=True).data)
+class CatalogModelViewSet(WorkspaceViewSet):
+    """`workspaces/<ws>/models[/<name>[/versions/<n>]]`: the shared catalog and the workspace's own models
+    (register: multipart; filters shared with the catalog page, `endpoints_app/filters.py`)."""
 
+    parser_classes = [MultiPartParser, FormParser]
 
-def _register(request, ws: str) -> Response:
-    workspace = check_workspace(request.user, ws, Role.CONTRIBUTOR)
-    upload = request.FILES.get("file")
-    if upload is None:
-        raise ValidationError({"file": ["Upload the model file as the multipart field 'file'."]})
-    name = (request.data.get("name") or "").strip()
-    if not name:
-        raise ValidationError({"name": ["Give the model a name."]})
-    model = do_register_model(
-        Actor.from_request(request),
-        workspace,
-        name=name,
-        file=upload,
-        format=(request.data.get("format") or "").strip() or None,
-        task=(request.data.get("task") or "").strip() or None,
-        description=request.data.get("description") or "",
-        scoring_script=(request.data.get("scoring_script") or "").strip() or None,
-    )
-    return Response(CatalogModelSerializer(model).data, status=status.HTTP_201_CREATED)
+    def list(self, request, ws: str) -> Response:
+        workspace = self.workspace()
+        _validated_filters(request)
+        _, queryset = filter_catalog(workspace, request.query_params)
+        paginator = StudioPagination()
+        page = paginator.paginate_queryset(queryset, request)
+        return paginator.get_paginated_response(CatalogModelSerializer(page, many=True).data)
+
+    def create(self, request, ws: str) -> Response:
+        workspace = self.workspace()
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ValidationError({"file": ["Upload the model file as the multipart field 'file'."]})
+        name = (request.data.get("name") or "").strip()
+        if not name:
+            raise ValidationError({"name": ["Give the model a name."]})
+        model = do_register_model(
+            Actor.from_request(request),
+            workspace,
+            name=name,
+            file=upload,
+            format=_text(request, "format"),
+            task=_text(request, "task"),
+            description=request.data.get("description") or "",
+            scoring_script=_text(request, "scoring_script"),
+            sample_request=request.data.get("sample_request"),
+            environment=_text(request, "environment"),
+            type=_text(request, "type"),
+        )
+        return Response(CatalogModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, ws: str, name: str) -> Response:
+        workspace = self.workspace()
+        found = find_model(workspace, name, _version_param(request), request.query_params.get("registry"))
+        return Response(CatalogModelSerializer(found).data)
+
+    @extend_schema(methods=["GET"], operation_id="models_get_version", parameters=_REGISTRY,
+                   responses={200: CatalogModelSerializer})
+    @extend_schema(methods=["PATCH"], operation_id="models_update_version", parameters=_REGISTRY,
+                   request=ModelUpdateSerializer, responses={200: CatalogModelSerializer})
+    @extend_schema(methods=["DELETE"], operation_id="models_delete_version", parameters=_REGISTRY,
+                   responses={204: None})
+    @action(detail=True, methods=["get", "patch", "delete"], url_path="versions/<int:version>",
+            parser_classes=[StudioJSONParser, MultiPartParser, FormParser])
+    def version(self, request, ws: str, name: str, version: int) -> Response:
+        """GET a version; PATCH attaches a sample request or a description to a workspace's own model;
+        DELETE removes a workspace's own model version (409 while a deployment uses it)."""
+        workspace = self.workspace()
+        found = find_model(workspace, name, version, request.query_params.get("registry"))
+        actor = Actor.from_request(request)
+        if request.method == "DELETE":
+            do_delete_model(actor, workspace, found)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        if request.method == "PATCH":
+            data = request_body(request)
+            found = do_update_model(actor, workspace, found, sample_request=data.get("sample_request"),
+                                    description=data.get("description"))
+        return Response(CatalogModelSerializer(found).data)
 
 
 def _version_param(request) -> int | None:
@@ -186,30 +219,3 @@ def _version_param(request) -> int | None:
     if not raw.isdigit():
         raise ValidationError({"version": ["A version is a positive whole number."]})
     return int(raw)
-
-
-@extend_schema(
-    operation_id="models_get",
-    parameters=[
-        OpenApiParameter("version", OpenApiTypes.INT, description="A version; the latest when left out."),
-        OpenApiParameter("registry", str, description="'studio' for the shared catalog or the workspace's name."),
-    ],
-    responses=CatalogModelSerializer,
-)
-@api_view(["GET"])
-def model(request, ws: str, name: str):
-    workspace = check_workspace(request.user, ws)
-    found = find_model(workspace, name, _version_param(request), request.query_params.get("registry"))
-    return Response(CatalogModelSerializer(found).data)
-
-
-@extend_schema(
-    operation_id="models_get_version",
-    parameters=[OpenApiParameter("registry", str, description="'studio' or the workspace's name.")],
-    responses=CatalogModelSerializer,
-)
-@api_view(["GET"])
-def model_version(request, ws: str, name: str, version: int):
-    workspace = check_workspace(request.user, ws)
-    found = find_model(workspace, name, version, request.query_params.get("registry"))
-    return Response(CatalogModelSerializer(found).data)

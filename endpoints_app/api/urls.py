@@ -1,118 +1,57 @@
+"""The REST API's URLs under /api/v1/: a viewset per resource on the router (its list, detail and action
+routes), and a function view each for what is no resource (a listing of the caller's own, a check, a
+report, the workspace's inference keys)."""
+
 from django.urls import path
 
 from endpoints_app.api import batch as batch_api
+from endpoints_app.api import computes as computes_api
 from endpoints_app.api import data as data_api
+from endpoints_app.api import datastores as datastores_api
 from endpoints_app.api import endpoints as endpoints_api
+from endpoints_app.api import environments as environments_api
+from endpoints_app.api import identity as identity_api
 from endpoints_app.api import mirror as mirror_api
 from endpoints_app.api import models as models_api
 from endpoints_app.api import serverless as serverless_api
 from endpoints_app.api import tokens as tokens_api
 from endpoints_app.api import usage as usage_api
-from endpoints_app.api import workspaces
+from endpoints_app.api import workspaces as workspaces_api
+from endpoints_app.api.common import StudioRouter
+
+WS = "workspaces/<str:ws>"
+
+router = StudioRouter()
+router.register("tokens", tokens_api.ApiTokenViewSet, basename="api-token")
+router.register("computes", computes_api.ComputeViewSet, basename="api-compute")
+router.register(f"{WS}/members", workspaces_api.MemberViewSet, basename="api-member")
+router.register(f"{WS}/service-principals", identity_api.ServicePrincipalViewSet, basename="api-service-principal")
+router.register(f"{WS}/models", models_api.CatalogModelViewSet, basename="api-model")
+router.register(f"{WS}/online-endpoints", endpoints_api.EndpointViewSet, basename="api-online-endpoint")
+router.register(f"{WS}/online-endpoints/<str:name>/deployments", endpoints_api.DeploymentViewSet,
+                basename="api-deployment")
+router.register(f"{WS}/marketplace-subscriptions", serverless_api.SubscriptionViewSet, basename="api-subscription")
+router.register(f"{WS}/serverless-endpoints", serverless_api.ServerlessEndpointViewSet,
+                basename="api-serverless-endpoint")
+router.register(f"{WS}/data", data_api.DataAssetViewSet, basename="api-data-asset")
+router.register(f"{WS}/datastores", datastores_api.DatastoreViewSet, basename="api-datastore")
+router.register(f"{WS}/environments", environments_api.EnvironmentViewSet, basename="api-environment")
+router.register(f"{WS}/batch-endpoints", batch_api.BatchEndpointViewSet, basename="api-batch-endpoint")
+router.register(f"{WS}/batch-endpoints/<str:name>/deployments", batch_api.BatchDeploymentViewSet,
+                basename="api-batch-deployment")
+router.register(f"{WS}/batch-endpoints/<str:name>/jobs", batch_api.JobViewSet, basename="api-batch-job")
+# Jobs by name alone (names are unique), for `studio job show|cancel|download -n <id>`.
+router.register(f"{WS}/jobs", batch_api.WorkspaceJobViewSet, basename="api-job")
 
 urlpatterns = [
-    path("instance-types", workspaces.instance_types, name="api-instance-types"),
-    path("tokens", tokens_api.tokens, name="api-tokens"),
-    path("tokens/<int:token_id>", tokens_api.token, name="api-token"),
-    path("workspaces", workspaces.workspaces, name="api-workspaces"),
-    path("workspaces/<str:ws>/members", workspaces.members, name="api-members"),
-    path("workspaces/<str:ws>/members/<str:username>", workspaces.member, name="api-member"),
-    path("workspaces/<str:ws>/models", models_api.models, name="api-models"),
-    path("workspaces/<str:ws>/models/<str:name>", models_api.model, name="api-model"),
-    path(
-        "workspaces/<str:ws>/models/<str:name>/versions/<int:version>",
-        models_api.model_version,
-        name="api-model-version",
-    ),
-    path("workspaces/<str:ws>/usage", usage_api.usage, name="api-usage"),
-    # Online endpoints and deployments (endpoints_app/api/endpoints.py).
-    path("workspaces/<str:ws>/online-endpoints", endpoints_api.online_endpoints, name="api-online-endpoints"),
-    path("workspaces/<str:ws>/online-endpoints/<str:name>", endpoints_api.online_endpoint, name="api-online-endpoint"),
-    path("workspaces/<str:ws>/online-endpoints/<str:name>/list-keys", endpoints_api.list_keys, name="api-list-keys"),
-    path(
-        "workspaces/<str:ws>/online-endpoints/<str:name>/regenerate-keys",
-        endpoints_api.regenerate_keys,
-        name="api-regenerate-keys",
-    ),
-    path("workspaces/<str:ws>/online-endpoints/<str:name>/token", endpoints_api.token, name="api-endpoint-token"),
-    path(
-        "workspaces/<str:ws>/online-endpoints/<str:name>/mirror-comparison",
-        mirror_api.mirror_comparison,
-        name="api-mirror-comparison",
-    ),
-    path(
-        "workspaces/<str:ws>/online-endpoints/<str:name>/deployments",
-        endpoints_api.deployments,
-        name="api-deployments",
-    ),
-    path(
-        "workspaces/<str:ws>/online-endpoints/<str:name>/deployments/<str:deployment_name>",
-        endpoints_api.deployment,
-        name="api-deployment",
-    ),
-    path(
-        "workspaces/<str:ws>/online-endpoints/<str:name>/deployments/<str:deployment_name>/logs",
-        endpoints_api.deployment_logs,
-        name="api-deployment-logs",
-    ),
-    # Serverless: marketplace subscriptions, serverless endpoints, the unified endpoint's keys.
-    path("workspaces/<str:ws>/marketplace-subscriptions", serverless_api.subscriptions, name="api-subscriptions"),
-    path(
-        "workspaces/<str:ws>/marketplace-subscriptions/<str:name>",
-        serverless_api.subscription,
-        name="api-subscription",
-    ),
-    path(
-        "workspaces/<str:ws>/serverless-endpoints", serverless_api.serverless_endpoints, name="api-serverless-endpoints"
-    ),
-    path(
-        "workspaces/<str:ws>/serverless-endpoints/<str:name>",
-        serverless_api.serverless_endpoint,
-        name="api-serverless-endpoint",
-    ),
-    path(
-        "workspaces/<str:ws>/serverless-endpoints/<str:name>/list-keys",
-        serverless_api.list_keys,
-        name="api-serverless-list-keys",
-    ),
-    path(
-        "workspaces/<str:ws>/serverless-endpoints/<str:name>/regenerate-keys",
-        serverless_api.regenerate_keys,
-        name="api-serverless-regenerate-keys",
-    ),
-    path("workspaces/<str:ws>/list-inference-keys", serverless_api.list_inference_keys, name="api-inference-keys"),
-    path(
-        "workspaces/<str:ws>/regenerate-inference-keys",
-        serverless_api.regenerate_inference_keys,
-        name="api-regenerate-inference-keys",
-    ),
-    # Data assets (endpoints_app/api/data.py).
-    path("workspaces/<str:ws>/data", data_api.data_assets, name="api-data"),
-    path("workspaces/<str:ws>/data/<str:name>", data_api.data_asset, name="api-data-asset"),
-    path("workspaces/<str:ws>/data/<str:name>/versions/<int:version>", data_api.data_asset_version,
-         name="api-data-asset-version"),
-    path("workspaces/<str:ws>/data/<str:name>/versions/<int:version>/preview", data_api.data_asset_preview,
-         name="api-data-asset-preview"),
-    # Batch endpoints, deployments and jobs (endpoints_app/api/batch.py).
-    path("workspaces/<str:ws>/batch-endpoints", batch_api.batch_endpoints, name="api-batch-endpoints"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>", batch_api.batch_endpoint, name="api-batch-endpoint"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/list-keys", batch_api.list_keys,
-         name="api-batch-list-keys"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/token", batch_api.token, name="api-batch-token"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments", batch_api.batch_deployments,
-         name="api-batch-deployments"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/deployments/<str:deployment_name>",
-         batch_api.batch_deployment, name="api-batch-deployment"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs", batch_api.jobs, name="api-batch-jobs"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>", batch_api.job, name="api-batch-job"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>/cancel", batch_api.cancel_job,
-         name="api-batch-job-cancel"),
-    path("workspaces/<str:ws>/batch-endpoints/<str:name>/jobs/<str:job_name>/outputs/<path:file>",
-         batch_api.job_output, name="api-batch-job-output"),
-    # Jobs by name alone (names are unique), for `studio job show|cancel|download -n <id>`.
-    path("workspaces/<str:ws>/jobs", batch_api.workspace_jobs, name="api-jobs"),
-    path("workspaces/<str:ws>/jobs/<str:job_name>", batch_api.workspace_job, name="api-job"),
-    path("workspaces/<str:ws>/jobs/<str:job_name>/cancel", batch_api.workspace_job_cancel, name="api-job-cancel"),
-    path("workspaces/<str:ws>/jobs/<str:job_name>/outputs/<path:file>", batch_api.workspace_job_output,
-         name="api-job-output"),
+    path("instance-types", workspaces_api.instance_types, name="api-instance-types"),
+    path("workspaces", workspaces_api.workspaces, name="api-workspaces"),
+    path(f"{WS}/usage", usage_api.usage, name="api-usage"),
+    path(f"{WS}/deployment-check", endpoints_api.deployment_check, name="api-deployment-check"),
+    path(f"{WS}/online-endpoints/<str:name>/mirror-comparison", mirror_api.mirror_comparison,
+         name="api-mirror-comparison"),
+    path(f"{WS}/list-inference-keys", serverless_api.list_inference_keys, name="api-inference-keys"),
+    path(f"{WS}/regenerate-inference-keys", serverless_api.regenerate_inference_keys,
+         name="api-regenerate-inference-keys"),
+    *router.urls,
 ]

@@ -4,8 +4,8 @@ from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
+from endpoints_app.api.common import WorkspaceViewSet, resource_schema
 from endpoints_app.models import InstanceType, Membership, Role
-from endpoints_app.permissions import check_workspace
 from endpoints_app.services.audit import Actor
 from endpoints_app.services.workspaces import do_add_member, do_change_member_role, do_remove_member
 
@@ -59,36 +59,43 @@ def workspaces(request):
     return Response(WorkspaceMembershipSerializer(rows, many=True).data)
 
 
-@extend_schema(methods=["GET"], operation_id="workspaces_members_list", responses=MemberSerializer(many=True))
-@extend_schema(methods=["POST"], request=MemberCreateSerializer, responses={201: MemberSerializer})
-@api_view(["GET", "POST"])
-def members(request, ws: str):
-    if request.method == "GET":
-        workspace = check_workspace(request.user, ws)
-        rows = workspace.memberships.select_related("user")
+@resource_schema(MemberSerializer, MemberUpdateSerializer, put=(200,), deleted=(204,),
+                 list=extend_schema(operation_id="workspaces_members_list", responses=MemberSerializer(many=True)),
+                 create=extend_schema(request=MemberCreateSerializer, responses={201: MemberSerializer}))
+class MemberViewSet(WorkspaceViewSet):
+    """`workspaces/<ws>/members[/<username>]`: members read them, Owners add, change and remove them."""
+
+    lookup_field = "username"
+    write_role = Role.OWNER
+
+    def found(self, username: str) -> Membership:
+        members = Membership.objects.select_related("user")
+        return get_object_or_404(members, workspace=self.workspace(), user__username=username)
+
+    def list(self, request, ws: str) -> Response:
+        rows = self.workspace().memberships.select_related("user")
         return Response(MemberSerializer(rows, many=True).data)
-    workspace = check_workspace(request.user, ws, Role.OWNER)
-    body = MemberCreateSerializer(data=request.data)
-    body.is_valid(raise_exception=True)
-    membership = do_add_member(Actor.from_request(request), workspace, **body.validated_data)
-    return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
+    def create(self, request, ws: str) -> Response:
+        workspace = self.workspace()
+        body = MemberCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        membership = do_add_member(Actor.from_request(request), workspace, **body.validated_data)
+        return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
-@extend_schema(methods=["GET"], responses=MemberSerializer)
-@extend_schema(methods=["PATCH", "PUT"], request=MemberUpdateSerializer, responses=MemberSerializer)
-@extend_schema(methods=["DELETE"], responses={204: None})
-@api_view(["GET", "PATCH", "PUT", "DELETE"])
-def member(request, ws: str, username: str):
-    need = Role.READER if request.method == "GET" else Role.OWNER
-    workspace = check_workspace(request.user, ws, need)
-    members = Membership.objects.select_related("user")
-    membership = get_object_or_404(members, workspace=workspace, user__username=username)
-    if request.method == "GET":
+    def retrieve(self, request, ws: str, username: str) -> Response:
+        return Response(MemberSerializer(self.found(username)).data)
+
+    def update(self, request, ws: str, username: str) -> Response:
+        membership = self.found(username)
+        body = MemberUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        membership = do_change_member_role(Actor.from_request(request), membership, body.validated_data["role"])
         return Response(MemberSerializer(membership).data)
-    if request.method == "DELETE":
-        do_remove_member(Actor.from_request(request), membership)
+
+    def partial_update(self, request, ws: str, username: str) -> Response:
+        return self.update(request, ws, username)
+
+    def destroy(self, request, ws: str, username: str) -> Response:
+        do_remove_member(Actor.from_request(request), self.found(username))
         return Response(status=status.HTTP_204_NO_CONTENT)
-    body = MemberUpdateSerializer(data=request.data)
-    body.is_valid(raise_exception=True)
-    membership = do_change_member_role(Actor.from_request(request), membership, body.validated_data["role"])
-    return Response(MemberSerializer(membership).data)

@@ -104,43 +104,79 @@ def node_loads(nodes: list[Node]) -> list[NodeLoad]:
     return list(loads.values())
 
 
-def check_capacity(instance_type: InstanceType, instances: int, exclude: Deployment | None = None) -> None:
-    """Refuse when the live nodes cannot hold `instances` more of `instance_type` on top of
-    what every deployment already reserves (its instance count, running or not)."""
-    if instances <= 0:
-        return
+@dataclass
+class Capacity:
+    """What the live nodes offer and what deployments reserve of it (their instance counts, running or
+    not), as the capacity check counts them: shown where quota is shown."""
+
+    nodes: list[Node]
+    total_cores: int
+    total_memory_gb: Decimal
+    used_cores: int
+    used_memory_gb: Decimal
+
+    @property
+    def free_cores(self) -> int:
+        return max(0, self.total_cores - self.used_cores)
+
+    @property
+    def free_memory_gb(self) -> Decimal:
+        return max(Decimal(0), self.total_memory_gb - self.used_memory_gb)
+
+
+def capacity(exclude: list[Deployment] | None = None) -> Capacity:
     nodes = live_nodes()
-    if not nodes:
-        raise QuotaExceeded(
-            "No node is online to run instances: start a worker (make run starts one on this machine).",
-            field="instance_count",
-        )
-    total_cores = sum(n.cores for n in nodes)
-    total_memory = sum((n.memory_gb for n in nodes), Decimal(0))
     reserved = Deployment.objects.exclude(provisioning_state="Deleting").filter(
         endpoint__kind__in=PROVISIONED_KINDS
     )
-    if exclude is not None and exclude.pk:
-        reserved = reserved.exclude(pk=exclude.pk)
+    excluded = [d.pk for d in exclude or [] if d is not None and d.pk]
+    if excluded:
+        reserved = reserved.exclude(pk__in=excluded)
     used_cores = 0
     used_memory = Decimal(0)
     for d in reserved.select_related("instance_type"):
         used_cores += d.instance_type.cores * d.instance_count
         used_memory += d.instance_type.memory_gb * d.instance_count
-    asked_cores = instance_type.cores * instances
-    asked_memory = instance_type.memory_gb * instances
-    biggest = max(nodes, key=lambda n: n.cores)
-    if instance_type.cores > biggest.cores or instance_type.memory_gb > max(n.memory_gb for n in nodes):
+    return Capacity(nodes, sum(n.cores for n in nodes), sum((n.memory_gb for n in nodes), Decimal(0)),
+                    used_cores, used_memory)
+
+
+def check_capacity(instance_type: InstanceType, instances: int, exclude: Deployment | None = None) -> None:
+    """Refuse when the live nodes cannot hold `instances` more of `instance_type` on top of
+    what every deployment already reserves (its instance count, running or not)."""
+    check_capacity_for([(instance_type, instances)], [exclude] if exclude is not None else [])
+
+
+def check_capacity_for(asks: list[tuple[InstanceType, int]], exclude: list[Deployment]) -> None:
+    """check_capacity() for several asks at once (a plan of changes), `exclude` being the deployments
+    they replace."""
+    asks = [(t, n) for t, n in asks if n > 0]
+    if not asks:
+        return
+    room = capacity(exclude)
+    if not room.nodes:
         raise QuotaExceeded(
-            f"No node can hold one {instance_type.name} instance ({cores(instance_type.cores)}, "
-            f"{instance_type.memory_gb} GB): the largest node has {cores(biggest.cores)} and {biggest.memory_gb} GB.",
-            field="instance_type",
+            "No node is online to run instances: start a worker (make run starts one on this machine).",
+            field="instance_count",
         )
-    if used_cores + asked_cores > total_cores or used_memory + asked_memory > total_memory:
+    biggest = max(room.nodes, key=lambda n: n.cores)
+    largest_memory = max(n.memory_gb for n in room.nodes)
+    for instance_type, _ in asks:
+        if instance_type.cores > biggest.cores or instance_type.memory_gb > largest_memory:
+            raise QuotaExceeded(
+                f"No node can hold one {instance_type.name} instance ({cores(instance_type.cores)}, "
+                f"{instance_type.memory_gb} GB): the largest node has {cores(biggest.cores)} and "
+                f"{biggest.memory_gb} GB.",
+                field="instance_type",
+            )
+    asked_cores = sum(t.cores * n for t, n in asks)
+    asked_memory = sum((t.memory_gb * n for t, n in asks), Decimal(0))
+    if room.used_cores + asked_cores > room.total_cores or room.used_memory_gb + asked_memory > room.total_memory_gb:
+        what = " + ".join(f"{n} x {t.name}" for t, n in asks)
         raise QuotaExceeded(
-            f"Not enough capacity on the nodes: {instances} x {instance_type.name} asks for {cores(asked_cores)} "
-            f"and {asked_memory} GB; the nodes have {cores(total_cores)} and {total_memory} GB, "
-            f"of which deployments use {cores(used_cores)} and {used_memory} GB.",
+            f"Not enough capacity on the nodes: {what} asks for {cores(asked_cores)} "
+            f"and {asked_memory} GB; the nodes have {cores(room.total_cores)} and {room.total_memory_gb} GB, "
+            f"of which deployments use {cores(room.used_cores)} and {room.used_memory_gb} GB.",
             field="instance_count",
         )
 

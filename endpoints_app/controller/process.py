@@ -9,9 +9,10 @@ model servers at shutdown. A process is recognised as an instance's by the
 STUDIO_INSTANCE variable in its environment, so a recycled pid is never
 mistaken for a live instance after a worker restart.
 
-Instances run sandboxed (runtime/sandbox.py): started with the spec's sandbox
-(its own uid when the studio is root), and stopped by group and then by uid, so
-a process that left the group with setsid() goes too."""
+Instances run sandboxed (runtime/sandbox.py: bubblewrap, their own uid, cgroups when
+root), are probed over their own Unix socket (runtime/channel.py), and stopped by
+signalling what runs below their bwrap process, then by cgroup and uid, so a
+process that left the group with setsid() goes too."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from endpoints_app.runtime import channel
 from endpoints_app.runtime import sandbox as sb
 
 # Popen objects this process started, so it reaps its own children (no zombies).
@@ -54,33 +56,41 @@ def pid_file(name: str) -> Path:
 
 def start(name: str, argv: list[str], env: dict[str, str], cwd: str | None, note: str = "",
           sandbox: sb.SandboxSpec | None = None) -> int:
-    """Start one model server; returns its pid. Output is appended to the instance log."""
+    """Start one model server in its sandbox; returns its pid (the outer bwrap process, which ends with
+    the server). Output is appended to the instance log, rotated here once it passed half its cap (a
+    running server cannot write past the cap: RLIMIT_FSIZE)."""
     reap()
     path = log_path(name)
     env = dict(env)
     env["STUDIO_INSTANCE"] = name
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    kwargs: dict = {"start_new_session": True, "close_fds": True}
     if sandbox is not None:
+        # Level-triggered: whatever of its folder, uid or cgroups is missing or left over, made afresh.
         sb.prepare(sandbox)
-        kwargs = sandbox.popen_kwargs()
+        rotate(path, sandbox.limits.file_bytes // 2)
     with open(path, "ab") as log:
         log.write(f"=== {stamp} UTC starting instance {name}{(' ' + note) if note else ''} ===\n".encode())
         if sandbox is not None:
             log.write(f"=== {sb.describe(sandbox.limits)} ===\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            **kwargs,
-        )
+        if sandbox is not None:
+            proc = sb.popen(sandbox, argv, env, cwd, marker=name, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT)
+        else:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     _children[proc.pid] = proc
     pid_file(name).write_text(str(proc.pid))
     return proc.pid
+
+
+def rotate(path: Path, limit: int) -> None:
+    """Keep one previous log (<name>.log.1) once the log passed `limit` bytes."""
+    try:
+        if path.stat().st_size > limit:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
 
 
 def note(name: str, message: str) -> None:
@@ -135,22 +145,16 @@ def is_running(pid: int | None, name: str) -> bool:
 
 
 def signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    """`sig` to the instance: its shim (`pid`, runtime/sandbox_exec.py) passes SIGTERM on to the server
+    inside the sandbox; with SIGKILL, the whole sandbox dies with it."""
+    sb.signal_sandbox(pid, sig)
 
 
 def stop(pid: int | None, name: str, grace: float = 5.0) -> None:
     """SIGTERM the instance's process group, SIGKILL after `grace` seconds; remove its pid file."""
     if not pid:
         return
-    uid = None
     if is_running(pid, name):
-        uid = sb.uid_of(pid)
         signal_group(pid, signal.SIGTERM)
         # Identity is checked once, above: an exiting process's environ reads empty
         # before it is gone, so from here on wait for the pid itself to end.
@@ -162,16 +166,8 @@ def stop(pid: int | None, name: str, grace: float = 5.0) -> None:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.05)
-    if uid is not None:
-        # Whatever of this sandbox uid is left (children that left the group): only that instance uses it.
-        sb.kill_uid(uid)
+    # forget() removes what is left: processes of its cgroup and uid, the cgroups, its folder and uid.
     forget(name, pid)
-
-
-def kill_sandbox(port: int | None) -> None:
-    """Kill what is left of the sandbox uid of the instance that had this port (see sandbox.instance_sandbox)."""
-    if port:
-        sb.kill_uid(sb.UID_BASE + int(port))
 
 
 def _alive(pid: int) -> bool:
@@ -192,51 +188,58 @@ def forget(name: str, pid: int | None = None) -> None:
             reap()
             return
     path.unlink(missing_ok=True)
+    # Its processes, cgroups, uid and folder (the tmpfs home, /tmp and /dev/shm went with its namespace).
     sb.remove_named(Path(settings.DATA_DIR), name)
     reap()
 
 
-def probe(host: str, port: int | None, path: str, timeout: float, headers: dict[str, str] | None = None) -> bool:
-    """One HTTP GET; True on a 2xx answer."""
-    if not port:
+def probe(host: str, port: int | None, path: str, timeout: float, headers: dict[str, str] | None = None,
+          name: str = "") -> bool:
+    """One HTTP GET; True on a 2xx answer. With `name`, over the instance's own socket, checking that
+    its server answers there (runtime/channel.py); else to host:port."""
+    if name:
+        conn = channel.connection(Path(settings.DATA_DIR), name, timeout)
+    elif port:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    else:
         return False
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        response.read()
-        return 200 <= response.status < 300
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    return channel.answers_2xx(conn, path, headers)
 
 
 # Readiness and liveness probes of llama.cpp's server land in its access log every few seconds.
 PROBE_LINE = '"GET /v1/models HTTP/1.1" 200'
 
 
-def tail(path: str | Path, lines: int) -> str:
+# The Logs API and failure causes read this much of a log's end, never the whole file.
+TAIL_BYTES = 4 * 1024 * 1024
+
+
+def _end_lines(path: str | Path, max_bytes: int = TAIL_BYTES) -> list[str]:
     try:
-        with open(path, errors="replace") as fh:
-            return "".join(deque(fh, maxlen=lines))
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read(max_bytes)
     except FileNotFoundError:
-        return ""
+        return []
+    lines = data.decode(errors="replace").splitlines(keepends=True)
+    return lines[1:] if size > max_bytes and lines else lines  # the first may be cut
+
+
+def tail(path: str | Path, lines: int) -> str:
+    return "".join(_end_lines(path)[-lines:]) if lines > 0 else ""
 
 
 def tail_without_probes(path: str | Path, lines: int) -> tuple[list[str], int]:
-    """The last `lines` lines that are not probe lines, and how many probe lines the file holds."""
+    """The last `lines` lines that are not probe lines, and how many probe lines the end of the file
+    (its last TAIL_BYTES) holds."""
     probes = 0
     kept: deque[str] = deque(maxlen=lines)
-    try:
-        with open(path, errors="replace") as fh:
-            for line in fh:
-                if PROBE_LINE in line:
-                    probes += 1
-                else:
-                    kept.append(line)
-    except FileNotFoundError:
-        pass
+    for line in _end_lines(path):
+        if PROBE_LINE in line:
+            probes += 1
+        else:
+            kept.append(line)
     return list(kept), probes
 
 

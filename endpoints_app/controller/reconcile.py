@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import signal
 from datetime import timedelta
 
@@ -29,7 +30,8 @@ from django.db.models import Exists, Max, OuterRef, Sum
 from django.utils import timezone
 
 from endpoints_app.audit import SYSTEM, record
-from endpoints_app.controller import placement, process
+from endpoints_app.controller import backends, placement, process
+from endpoints_app.controller.backends import Backend
 from endpoints_app.models import (
     Deployment,
     Endpoint,
@@ -41,6 +43,8 @@ from endpoints_app.models import (
     RouteVersion,
     UsageMinute,
 )
+from endpoints_app.runtime.environments import EnvironmentPending
+from endpoints_app.runtime.launch import launch_spec
 
 log = logging.getLogger("studio.controller")
 
@@ -54,10 +58,13 @@ NODE_LOST = 2 * placement.NODE_TIMEOUT
 ORPHAN_GRACE_SECONDS = 15
 
 
-def _instance_name(deployment: Deployment) -> str:
-    import secrets
+def instance_name(base: str) -> str:
+    """A new instance's name: what it serves (a deployment, a batch job) and a random suffix."""
+    return f"{base}-{secrets.token_hex(3)}"
 
-    return f"{deployment.endpoint.name[:24]}-{deployment.name[:24]}-{secrets.token_hex(3)}"
+
+def _instance_name(deployment: Deployment) -> str:
+    return instance_name(f"{deployment.endpoint.name[:24]}-{deployment.name[:24]}")
 
 
 def _mark_stopping(instances: list[Instance]) -> bool:
@@ -90,7 +97,7 @@ def plan_all_deleted_endpoints() -> None:
     deleting = Endpoint.objects.filter(provisioning_state=ProvisioningState.DELETING).exclude(Exists(live_deployments))
     for endpoint in deleting:
         endpoint.mark_deleted()
-        RouteVersion.bump()
+        RouteVersion.bump(acknowledge=False)
 
 
 def plan_deployment(deployment_id: int) -> None:
@@ -98,7 +105,7 @@ def plan_deployment(deployment_id: int) -> None:
     with transaction.atomic():
         deployment = (
             Deployment.objects.select_for_update(of=("self",))
-            .select_related("endpoint", "endpoint__workspace", "instance_type")
+            .select_related("endpoint", "endpoint__workspace", "instance_type", "compute")
             .filter(pk=deployment_id)
             .first()
         )
@@ -117,14 +124,14 @@ def plan_deployment(deployment_id: int) -> None:
                 bump = True
         else:
             # Stopped and failed rows stay: they are the instance-hours that costs are billed from.
+            # Scaling only changes instance_count; the instance plan below does any route change.
             if endpoint.workspace.is_platform:
-                bump |= _plan_pool(deployment)
+                _scale_pool(deployment)
             else:
-                # Autoscale only changes instance_count; the instance plan below does any route change.
                 _autoscale(deployment)
             bump |= _plan_instances(deployment)
     if bump:
-        RouteVersion.bump()
+        RouteVersion.bump(acknowledge=False)
     if not deleting:
         refresh_deployment_state(deployment_id)
 
@@ -150,7 +157,7 @@ def _plan_instances(deployment: Deployment) -> bool:
     desired = deployment.instance_count
     if deployment.provisioning_state != ProvisioningState.FAILED:
         for _ in range(desired - len(current)):
-            node = placement.choose_node(deployment.instance_type)
+            node = backends.for_deployment(deployment).place(deployment)
             if node is None:
                 log.warning("no live node for an instance of %s", deployment)
                 break
@@ -244,33 +251,44 @@ def measured_in_flight(deployment: Deployment) -> float:
     return busy_ms / 1000.0 / window
 
 
-def _autoscale(deployment: Deployment) -> None:
+def _wanted_by_load(deployment: Deployment, low: int, high: int, now) -> tuple[int, float, float] | None:
+    """The one rule for online autoscale and serverless pools: instances for the measured load at the
+    target utilization, between `low` and `high`, as (desired, in flight, target in flight per instance);
+    None while the last scale's cooldown lasts."""
     scale = deployment.scale_settings or {}
-    if scale.get("type") != "target_utilization" or deployment.provisioning_state != ProvisioningState.SUCCEEDED:
-        return
-    now = timezone.now()
     cooldown = timedelta(seconds=int(scale.get("cooldown_seconds", 60)))
     if deployment.last_scaled_at and now - deployment.last_scaled_at < cooldown:
-        return
+        return None
     per_instance = int((deployment.request_settings or {}).get("max_concurrent_requests_per_instance") or 1)
     target = max(0.01, per_instance * int(scale.get("target_utilization_percentage", 70)) / 100.0)
     in_flight = measured_in_flight(deployment)
-    low, high = int(scale.get("min_instances", 1)), int(scale.get("max_instances", 1))
-    desired = max(low, min(high, math.ceil(in_flight / target) if in_flight > 0 else low))
-    if desired == deployment.instance_count:
-        return
+    return max(low, min(high, math.ceil(in_flight / target) if in_flight > 0 else low)), in_flight, target
+
+
+def _scale_to(deployment: Deployment, desired: int, now, action: str, **details) -> None:
+    """Set the instance count (the instance plan does the rest) and audit why."""
     before = deployment.instance_count
     deployment.instance_count = desired
     deployment.last_scaled_at = now
     if desired > before:
         deployment.provisioning_state = ProvisioningState.UPDATING
     deployment.save(update_fields=["instance_count", "last_scaled_at", "provisioning_state", "updated_at"])
-    record(
-        SYSTEM, "deployment.autoscale", deployment, deployment.endpoint.workspace,
-        from_instances=before, to_instances=desired, in_flight=round(in_flight, 3),
-        target_in_flight_per_instance=round(target, 3),
-    )
-    log.info("autoscale %s: %s -> %s instances (in flight %.2f)", deployment, before, desired, in_flight)
+    record(SYSTEM, action, deployment, deployment.endpoint.workspace, from_instances=before, to_instances=desired,
+           **details)
+    log.info("%s %s: %s -> %s instances (%s)", action, deployment, before, desired, details)
+
+
+def _autoscale(deployment: Deployment) -> None:
+    scale = deployment.scale_settings or {}
+    if scale.get("type") != "target_utilization" or deployment.provisioning_state != ProvisioningState.SUCCEEDED:
+        return
+    now = timezone.now()
+    wanted = _wanted_by_load(deployment, int(scale.get("min_instances", 1)), int(scale.get("max_instances", 1)), now)
+    if wanted is None or wanted[0] == deployment.instance_count:
+        return
+    desired, in_flight, target = wanted
+    _scale_to(deployment, desired, now, "deployment.autoscale", in_flight=round(in_flight, 3),
+              target_in_flight_per_instance=round(target, 3))
 
 
 # -- serverless pools -------------------------------------------------------------------------------
@@ -290,9 +308,9 @@ def pool_last_wanted(pool: Deployment):
     return max(times) if times else None
 
 
-def _plan_pool(pool: Deployment) -> bool:
+def _scale_pool(pool: Deployment) -> None:
     """A pool runs while a serverless endpoint uses it and it had a request in the last
-    STUDIO_SERVERLESS_IDLE_MINUTES, scaled like target_utilization between 1 and its maximum;
+    STUDIO_SERVERLESS_IDLE_MINUTES, scaled by load (_wanted_by_load) between 1 and its maximum;
     otherwise it stops (instance_count 0). A stopped pool starts again only when woken
     (Deployment.wake_pool: an endpoint created or called)."""
     now = timezone.now()
@@ -301,34 +319,16 @@ def _plan_pool(pool: Deployment) -> bool:
     ).exists()
     last = pool_last_wanted(pool)
     idle_for = settings.STUDIO_SERVERLESS_IDLE_MINUTES
-    idle = last is None or now - last > timedelta(minutes=idle_for)
-    before = pool.instance_count
-    if not in_use or idle:
-        desired = 0
-    elif before == 0:
-        return False
-    else:
-        scale = pool.scale_settings or {}
-        cooldown = timedelta(seconds=int(scale.get("cooldown_seconds", 60)))
-        if pool.last_scaled_at and now - pool.last_scaled_at < cooldown:
-            return False
-        per_instance = int((pool.request_settings or {}).get("max_concurrent_requests_per_instance") or 1)
-        target = max(0.01, per_instance * int(scale.get("target_utilization_percentage", 70)) / 100.0)
-        high = max(1, int(scale.get("max_instances", 1)))
-        desired = max(1, min(high, math.ceil(measured_in_flight(pool) / target)))
-    if desired == before:
-        return False
-    pool.instance_count = desired
-    pool.last_scaled_at = now
-    if desired > before:
-        pool.provisioning_state = ProvisioningState.UPDATING
-    pool.save(update_fields=["instance_count", "last_scaled_at", "provisioning_state", "updated_at"])
-    reason = "scaled with load" if desired else ("no serverless endpoint uses it" if not in_use
-                                                 else f"no request for {idle_for} min")
-    record(SYSTEM, "pool.scale", pool, pool.endpoint.workspace, from_instances=before, to_instances=desired,
-           reason=reason)
-    log.info("serverless pool %s: %s -> %s instances (%s)", pool, before, desired, reason)
-    return False
+    if not in_use or last is None or now - last > timedelta(minutes=idle_for):
+        if pool.instance_count:
+            _scale_to(pool, 0, now, "pool.scale", reason="no serverless endpoint uses it" if not in_use
+                      else f"no request for {idle_for} min")
+        return
+    if pool.instance_count == 0:
+        return  # stopped: only a wake starts it
+    wanted = _wanted_by_load(pool, 1, max(1, int((pool.scale_settings or {}).get("max_instances", 1))), now)
+    if wanted is not None and wanted[0] != pool.instance_count:
+        _scale_to(pool, wanted[0], now, "pool.scale", reason="scaled with load")
 
 
 # -- converging processes on this node ---------------------------------------------------------------
@@ -336,114 +336,144 @@ def _plan_pool(pool: Deployment) -> bool:
 def converge_node(node: Node, deployment_id: int | None = None, starting_only: bool = False) -> set[int]:
     """Make this node's processes match its Instance rows. Returns the deployments touched."""
     rows = Instance.objects.filter(node=node).select_related(
-        "deployment", "deployment__model", "deployment__instance_type", "deployment__endpoint"
+        "deployment", "deployment__model", "deployment__instance_type", "deployment__endpoint", "node"
     )
     if deployment_id is not None:
         rows = rows.filter(deployment_id=deployment_id)
     if starting_only:
         rows = rows.filter(state=InstanceState.STARTING)
-    touched: set[int] = set()
-    for instance in rows:
-        try:
-            if instance.state == InstanceState.STARTING:
-                _converge_starting(node, instance)
-            elif instance.state in (InstanceState.READY, InstanceState.UNHEALTHY):
-                _converge_running(node, instance)
-            elif instance.state == InstanceState.STOPPING:
-                _converge_stopping(instance)
-            elif instance.pid and process.is_running(instance.pid, instance.name):
-                # Stopped or Failed rows must hold no process.
-                process.stop(instance.pid, instance.name, grace=2)
-            touched.add(instance.deployment_id)
-        except Exception:
-            log.exception("converging instance %s failed", instance.name)
+    touched = converge_rows(rows, backends.LOCAL)
     if deployment_id is None and not starting_only:
         sweep_orphans(node)
     return touched
 
 
-def _specs(node: Node, instance: Instance):
-    from endpoints_app.runtime.launch import launch_spec
+def converge_clusters(deployment_id: int | None = None, starting_only: bool = False) -> set[int]:
+    """Make the instances of deployments on Ray computes match their rows (any worker may: every
+    transition is claimed as on a node). Returns the deployments touched."""
+    from endpoints_app.controller import ray_backend
 
-    return launch_spec(instance.deployment, instance.port or 0, host=node.host, name=instance.name)
+    touched: set[int] = set()
+    for backend, rows in ray_backend.rows_by_compute(deployment_id, starting_only):
+        try:
+            backend.ray  # noqa: B018 - connects this process's driver
+        except Exception as exc:  # an unreachable cluster waits for the next pass; local compute goes on
+            log.warning("Ray compute %s is unreachable: %s", backend.compute.name, exc)
+            continue
+        touched |= converge_rows(rows, backend)
+    return touched
 
 
-def _launch(node: Node, instance: Instance) -> None:
+def starting_in_clusters(deployment_id: int | None = None) -> bool:
+    rows = Instance.objects.filter(state=InstanceState.STARTING, deployment__compute__type="ray")
+    if deployment_id is not None:
+        rows = rows.filter(deployment_id=deployment_id)
+    return rows.exists()
+
+
+def converge_rows(rows, backend: Backend) -> set[int]:
+    """Make what runs match these Instance rows, through `backend`. Returns the deployments touched."""
+    touched: set[int] = set()
+    for instance in rows:
+        try:
+            instance = backend.refresh(instance)
+            if instance.state == InstanceState.STARTING:
+                _converge_starting(backend, instance)
+            elif instance.state in (InstanceState.READY, InstanceState.UNHEALTHY):
+                _converge_running(backend, instance)
+            elif instance.state == InstanceState.STOPPING:
+                _converge_stopping(backend, instance)
+            elif instance.pid is not None and backend.running(instance):
+                # Stopped or Failed rows must hold no process.
+                backend.stop(instance, grace=2)
+            touched.add(instance.deployment_id)
+        except Exception:
+            log.exception("converging instance %s failed", instance.name)
+    return touched
+
+
+def _specs(backend: Backend, instance: Instance):
+    return launch_spec(instance.deployment, backend.spec_port(instance), host=instance.node.host, name=instance.name)
+
+
+def _launch(backend: Backend, instance: Instance) -> None:
     with transaction.atomic():
         row = (
             Instance.objects.select_for_update(of=("self",))
-            .select_related("deployment", "deployment__model", "deployment__instance_type", "deployment__endpoint")
+            .select_related("deployment", "deployment__model", "deployment__instance_type", "deployment__endpoint",
+                            "node")
             .filter(pk=instance.pk, state=InstanceState.STARTING, pid__isnull=True)
             .first()
         )
         if row is None:
             return  # another pass launched it
-        port = placement.pick_port(node)
+        port = backend.reserve_port(row)
         row.port = port
         try:
-            spec = _specs(node, row)
-        except Exception as exc:  # no runtime for this model: nothing to retry
+            spec = _specs(backend, row)
+        except EnvironmentPending:
+            return  # its environment is being built: a later pass launches it
+        except Exception as exc:  # no runtime for this model, a failed environment: nothing to retry
             row.state = InstanceState.FAILED
             row.last_error = str(exc)
             row.save(update_fields=["state", "last_error", "port"])
             return
         attempt = f"(attempt {row.restarts + 1}, port {port})"
         try:
-            row.pid = process.start(row.name, spec.argv, spec.env, spec.cwd, note=attempt, sandbox=spec.sandbox)
+            row.pid = backend.launch(row, spec, attempt)
         except OSError as exc:  # the runtime's executable or working directory is missing
             process.note(row.name, f"could not start: {exc}")
             row.state = InstanceState.FAILED
             row.last_error = f"could not start the model server: {exc}"
             row.save(update_fields=["state", "last_error", "port"])
             return
-        row.log_path = str(process.log_path(row.name))
+        row.log_path = backend.log_path(row)
         row.launched_at = timezone.now()
         row.started_at = row.started_at or row.launched_at
         row.probe_failures = 0
         row.last_probe_at = None
         row.save(update_fields=[
-            "pid", "port", "log_path", "started_at", "launched_at", "probe_failures", "last_probe_at",
+            "pid", "port", "node", "log_path", "started_at", "launched_at", "probe_failures", "last_probe_at",
         ])
     log.info("started %s pid %s port %s", row.name, row.pid, row.port)
 
 
-def _converge_starting(node: Node, instance: Instance) -> None:
+def _converge_starting(backend: Backend, instance: Instance) -> None:
     if instance.pid is None:
-        _launch(node, instance)
+        _launch(backend, instance)
         return
-    if not process.is_running(instance.pid, instance.name):
-        code = process.exit_code(instance.pid)
+    if not backend.running(instance):
+        code = backend.exit_code(instance)
         reason = f"exited{f' with status {code}' if code is not None else ''} before it was ready"
-        _fail(instance, reason)
+        _fail(backend, instance, reason)
         return
     probe = instance.deployment.readiness_probe or {}
     started = instance.launched_at or instance.started_at or timezone.now()
     elapsed = (timezone.now() - started).total_seconds()
     if elapsed < int(probe.get("initial_delay", 0)):
         return
-    spec = _specs(node, instance)
+    spec = _specs(backend, instance)
     timeout = float(probe.get("timeout", 2))
     successes = int(probe.get("success_threshold", 1))
-    ok = all(process.probe(node.host, instance.port, spec.ready_path, timeout, spec.probe_headers)
-             for _ in range(successes))
+    ok = all(backend.probe(instance, spec.ready_path, timeout, spec.probe_headers) for _ in range(successes))
     if ok:
         updated = Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid=instance.pid).update(
             state=InstanceState.READY, ready_at=timezone.now(), probe_failures=0, last_probe_at=timezone.now()
         )
         if updated:
             log.info("%s is ready after %.1fs", instance.name, elapsed)
-            RouteVersion.bump()
+            RouteVersion.bump(acknowledge=False)
         return
     period, threshold = int(probe.get("period", 1)), int(probe.get("failure_threshold", 180))
     deadline = int(probe.get("initial_delay", 0)) + period * threshold
     if elapsed > deadline:
-        _fail(instance, f"was not ready after {deadline} s (readiness probe {spec.ready_path})")
+        _fail(backend, instance, f"was not ready after {deadline} s (readiness probe {spec.ready_path})")
 
 
-def _converge_running(node: Node, instance: Instance) -> None:
-    if not process.is_running(instance.pid, instance.name):
-        code = process.exit_code(instance.pid) if instance.pid else None
-        _fail(instance, f"process exited{f' with status {code}' if code is not None else ''}")
+def _converge_running(backend: Backend, instance: Instance) -> None:
+    if not backend.running(instance):
+        code = backend.exit_code(instance)
+        _fail(backend, instance, f"process exited{f' with status {code}' if code is not None else ''}")
         return
     probe = instance.deployment.liveness_probe or {}
     now = timezone.now()
@@ -453,13 +483,13 @@ def _converge_running(node: Node, instance: Instance) -> None:
     launched = instance.launched_at or instance.started_at
     if launched and (now - launched).total_seconds() < int(probe.get("initial_delay", 0)):
         return
-    spec = _specs(node, instance)
+    spec = _specs(backend, instance)
     timeout = float(probe.get("timeout", 2))
-    live = process.probe(node.host, instance.port, spec.live_path, timeout, spec.probe_headers)
-    ready = live and process.probe(node.host, instance.port, spec.ready_path, timeout, spec.probe_headers)
+    live = backend.probe(instance, spec.live_path, timeout, spec.probe_headers)
+    ready = live and backend.probe(instance, spec.ready_path, timeout, spec.probe_headers)
     failures = 0 if live else instance.probe_failures + 1
     if failures >= int(probe.get("failure_threshold", 3)):
-        _fail(instance, f"liveness probe {spec.live_path} failed {failures} times")
+        _fail(backend, instance, f"liveness probe {spec.live_path} failed {failures} times")
         return
     state = InstanceState.READY if ready else InstanceState.UNHEALTHY
     updated = Instance.objects.filter(pk=instance.pk, pid=instance.pid, state__in=(InstanceState.READY,
@@ -468,14 +498,14 @@ def _converge_running(node: Node, instance: Instance) -> None:
     )
     if updated and state != instance.state:
         log.info("%s is now %s", instance.name, state)
-        RouteVersion.bump()
+        RouteVersion.bump(acknowledge=False)
 
 
-def _fail(instance: Instance, reason: str) -> None:
+def _fail(backend: Backend, instance: Instance, reason: str) -> None:
     """The process died or failed its probes: restart it, or give up after quick repeated failures."""
-    if instance.pid:
-        process.stop(instance.pid, instance.name, grace=2)
-    cause = process.last_attempt(instance.log_path or process.log_path(instance.name))
+    if instance.pid is not None:
+        backend.stop(instance, grace=2)
+    cause = process.last_attempt(instance.log_path or backend.log_path(instance))
     now = timezone.now()
     with transaction.atomic():
         row = (
@@ -508,32 +538,31 @@ def _fail(instance: Instance, reason: str) -> None:
         row.save(update_fields=["state", "last_error", "pid", "port", "probe_failures", "restarts", "stopped_at"])
     log.warning("%s %s (restarts %s, now %s)", instance.name, reason, row.restarts, row.state)
     if was_ready:
-        RouteVersion.bump()
+        RouteVersion.bump(acknowledge=False)
 
 
-def _converge_stopping(instance: Instance) -> None:
+def _converge_stopping(backend: Backend, instance: Instance) -> None:
     now = timezone.now()
     requested = instance.stop_requested_at or now
     # Only an instance the gateway may have routed to needs draining.
     drain = settings.STUDIO_DRAIN_SECONDS if instance.ready_at else 0
     if (now - requested).total_seconds() < drain:
         return
-    if instance.pid and process.is_running(instance.pid, instance.name):
+    if instance.pid is not None and backend.running(instance):
         timeout_ms = int((instance.deployment.request_settings or {}).get("request_timeout_ms") or 5000)
         grace = timeout_ms / 1000.0 + 2
         if instance.stopped_at is None:
             # One SIGTERM only (a second one makes uvicorn drop requests in flight); claimed so passes agree.
             claimed = Instance.objects.filter(pk=instance.pk, stopped_at__isnull=True).update(stopped_at=now)
             if claimed:
-                process.signal_group(instance.pid, signal.SIGTERM)
+                backend.signal(instance, signal.SIGTERM)
                 process.note(instance.name, "stopping instance (SIGTERM)")
             return
         if (now - instance.stopped_at).total_seconds() > grace:
-            process.signal_group(instance.pid, signal.SIGKILL)
+            backend.signal(instance, signal.SIGKILL)
             process.note(instance.name, "instance did not stop in time (SIGKILL)")
         return
-    process.kill_sandbox(instance.port)
-    process.forget(instance.name, instance.pid)
+    backend.forget(instance)
     Instance.objects.filter(pk=instance.pk, state=InstanceState.STOPPING).update(
         state=InstanceState.STOPPED, pid=None, stopped_at=instance.stopped_at or now
     )

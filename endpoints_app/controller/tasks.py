@@ -9,7 +9,11 @@
 - reconcile_deployment (after a delete): the same steps, until the deployment is gone.
 - wake_serverless_pool (the gateway, when a serverless endpoint's pool has no ready instance):
   start the stopped pool and provision it.
-- converge_node (on a node's queue `node.<name>`): that node's processes."""
+- converge_node (on a node's queue `node.<name>`): that node's processes.
+- advance_job, run_mini_batch, tick (batch jobs, controller/jobs.py): one step of a job, one
+  mini-batch (and the ones it chains), and the periodic batch pass. Their names keep the old
+  `endpoints_app.batch.tasks.*` so messages queued before an upgrade still route. Each sends what
+  its step put in the outbox (mini-batches to run, other nodes to converge) when the step is over."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from endpoints_app.controller import placement
+from endpoints_app.controller import jobs, placement
 from endpoints_app.controller import reconcile as rc
 from endpoints_app.models import Deployment, Instance, InstanceState, Node, ProvisioningState
 
@@ -37,6 +41,11 @@ PROVISION_MAX_SECONDS = 15 * 60
 DELETE_MAX_SECONDS = 120
 # The worker's heartbeat thread keeps its node live (a silent node's instances are replaced elsewhere).
 HEARTBEAT_SECONDS = 10
+# While a job's model servers start, look again this often (the first row waits on it).
+JOB_STARTING_POLL_SECONDS = 0.2
+# ...probing them in the task itself for this long first (a short step), every JOB_PROBE_SECONDS.
+JOB_STARTING_INLINE_SECONDS = 1.5
+JOB_PROBE_SECONDS = 0.05
 
 
 def paused() -> bool:
@@ -83,11 +92,23 @@ def _remote_nodes(local: Node, deployment_id: int | None = None) -> list[Node]:
     return [n for n in nodes if n.pk != local.pk]
 
 
+def _converge_on(node_name: str, queue: str, deployment_id: int | None = None) -> None:
+    converge_node.apply_async(
+        args=[node_name, deployment_id], queue=queue, expires=settings.STUDIO_RECONCILE_SECONDS * 2
+    )
+
+
 def _dispatch(nodes: list[Node], deployment_id: int | None = None) -> None:
     for node in nodes:
-        converge_node.apply_async(
-            args=[node.name, deployment_id], queue=node.queue, expires=settings.STUDIO_RECONCILE_SECONDS * 2
-        )
+        _converge_on(node.name, node.queue, deployment_id)
+
+
+def send(out: jobs.Outbox) -> None:
+    """Send what a batch step put in its outbox."""
+    for mini_batch_id, attempt in out.mini_batches:
+        run_mini_batch.apply_async(args=[mini_batch_id, attempt])
+    for node_name, queue, deployment_id in out.converge:
+        _converge_on(node_name, queue, deployment_id)
 
 
 @shared_task(name="endpoints_app.controller.tasks.reconcile")
@@ -96,16 +117,17 @@ def reconcile() -> None:
         return
     node = placement.register_node()
     rc.plan_all()
-    touched = rc.converge_node(node)
+    touched = rc.converge_node(node) | rc.converge_clusters()
     _dispatch(_remote_nodes(node))
     for deployment_id in touched:
         rc.refresh_deployment_state(deployment_id)
-    # Watch instances that are starting here closely for most of the interval, so a restarted
-    # instance is back in rotation as soon as it is ready rather than one interval later.
+    # Watch instances that are starting here (or on a Ray compute) closely for most of the interval, so a
+    # restarted instance is back in rotation as soon as it is ready rather than one interval later.
     deadline = time.monotonic() + settings.STUDIO_RECONCILE_SECONDS * 0.8
-    while time.monotonic() < deadline and rc.starting_here(node) and not paused():
+    while time.monotonic() < deadline and not paused() and (rc.starting_here(node) or rc.starting_in_clusters()):
         time.sleep(POLL_SECONDS)
-        for deployment_id in rc.converge_node(node, starting_only=True):
+        touched = rc.converge_node(node, starting_only=True) | rc.converge_clusters(starting_only=True)
+        for deployment_id in touched:
             rc.refresh_deployment_state(deployment_id)
 
 
@@ -134,6 +156,7 @@ def provision_deployment(deployment_id: int, began: float | None = None) -> str:
     if first:
         _dispatch(_remote_nodes(node, deployment_id), deployment_id)
     rc.converge_node(node, deployment_id=deployment_id)
+    rc.converge_clusters(deployment_id=deployment_id)
     rc.refresh_deployment_state(deployment_id)
     deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
     if deployment is None:
@@ -171,6 +194,7 @@ def reconcile_deployment(deployment_id: int, began: float | None = None) -> str:
         _dispatch(_remote_nodes(node, deployment_id), deployment_id)
     rc.plan_deployment(deployment_id)
     rc.converge_node(node, deployment_id=deployment_id)
+    rc.converge_clusters(deployment_id=deployment_id)
     deployment = Deployment.objects.filter(pk=deployment_id).only("provisioning_state").first()
     if deployment is None:
         rc.plan_all_deleted_endpoints()
@@ -196,3 +220,43 @@ def converge_node(node_name: str, deployment_id: int | None = None) -> None:
     node = placement.register_node()
     for touched in rc.converge_node(node, deployment_id=deployment_id):
         rc.refresh_deployment_state(touched)
+
+
+@shared_task(name="endpoints_app.batch.tasks.advance_job")
+def advance_job(job_id: int) -> str:
+    if paused():
+        return "paused"
+    out = jobs.Outbox()
+    state = jobs.advance(job_id, out)
+    deadline = time.monotonic() + JOB_STARTING_INLINE_SECONDS
+    # Servers that had work handed out by the last step. Another step may record one Ready first
+    # (reconcile watches starting instances too): any server ready since the last step means a step now.
+    seen = jobs.ready_ids(job_id) if state == "starting" else set()
+    while state == "starting" and time.monotonic() < deadline:
+        time.sleep(JOB_PROBE_SECONDS)
+        if jobs.ready_or_answering(job_id) - seen:
+            state = jobs.advance(job_id, out)
+            seen = jobs.ready_ids(job_id)
+    send(out)
+    if state in ("starting", "staging"):
+        advance_job.apply_async(args=[job_id], countdown=JOB_STARTING_POLL_SECONDS, expires=60)
+    return state
+
+
+@shared_task(name="endpoints_app.batch.tasks.run_mini_batch", acks_late=True)
+def run_mini_batch(mini_batch_id: int, attempt: int) -> str:
+    if paused():
+        return "paused"
+    out = jobs.Outbox()
+    outcome = jobs.run_mini_batch(mini_batch_id, attempt, out)
+    send(out)
+    return outcome
+
+
+@shared_task(name="endpoints_app.batch.tasks.tick")
+def tick() -> None:
+    if paused():
+        return
+    out = jobs.Outbox()
+    jobs.tick(out)
+    send(out)

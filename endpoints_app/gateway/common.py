@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 
-from endpoints_app import keys
+from endpoints_app import jsonbody, keys
 from endpoints_app.gateway.routes import EndpointRoute
 
 # Checked at start-up with every other setting (portal/settings.py).
@@ -80,7 +80,10 @@ def presented_credentials(auth: bytes | None, api_key: bytes | None) -> list[str
 
 def authorized(endpoint: EndpointRoute, auth: bytes | None, api_key: bytes | None) -> bool:
     """A key (primary or secondary, by digest, constant time) or, for aml_token endpoints, an unexpired token.
-    Either header may carry it; clients such as azure-ai-inference send both."""
+    Either header may carry it; clients such as azure-ai-inference send both. aad_token endpoints take
+    identity tokens only (gateway/identity.py), never a key."""
+    if endpoint.auth_mode == "aad_token":
+        return False
     for credential in presented_credentials(auth, api_key):
         if endpoint.auth_mode == "aml_token":
             if keys.verify_token(credential, endpoint.id, endpoint.token_generation):
@@ -95,7 +98,7 @@ def tokens_of(data: bytes) -> tuple[int, int]:
     if b'"usage"' not in data:
         return 0, 0
     try:
-        usage = json.loads(data).get("usage") or {}
+        usage = jsonbody.loads(data).get("usage") or {}
         return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     except (ValueError, AttributeError, TypeError):
         return 0, 0

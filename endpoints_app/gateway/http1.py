@@ -15,6 +15,8 @@ from collections import deque
 
 import httptools
 
+from endpoints_app.runtime import channel
+
 
 class UpstreamConnectionError(ConnectionError):
     """The connection failed or closed before a whole response arrived."""
@@ -79,20 +81,23 @@ class _Connection(asyncio.Protocol):
 
 
 class Http1Pool:
-    """Keep-alive connections per (host, port)."""
+    """Keep-alive connections per (host, port), or per instance socket (and uid)."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], deque[_Connection]] = {}
+        self._idle: dict[tuple, deque[_Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def post(self, host: str, port: int, head: bytes, body: bytes) -> tuple[int, bytes, str]:
-        """POST to host:port; head is the request line and headers up to (not including) Content-Length.
+    async def post(self, host: str, port: int, head: bytes, body: bytes, socket: str = "",
+                   uid: int | None = None) -> tuple[int, bytes, str]:
+        """POST to the Unix socket `socket` whose server must run as `uid` (a sandboxed instance), else
+        to host:port; head is the request line and headers up to (not including) Content-Length.
         Returns (status, body, content type)."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
-        idle = self._idle.get((host, port))
+        key = (socket, uid) if socket else (host, port)
+        idle = self._idle.get(key)
         if idle is None:
-            idle = self._idle[(host, port)] = deque()
+            idle = self._idle[key] = deque()
         conn = None
         reused = False
         while idle:
@@ -101,10 +106,7 @@ class Http1Pool:
                 conn, reused = candidate, True
                 break
         if conn is None:
-            try:
-                _, conn = await loop.create_connection(lambda: _Connection(idle), host, port)
-            except OSError as exc:
-                raise UpstreamConnectionError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+            conn = await self._connect(loop, idle, host, port, socket, uid)
         conn.chunks = []
         conn.content_type = b"application/json"
         waiter = conn.waiter = loop.create_future()
@@ -126,6 +128,25 @@ class Http1Pool:
         else:
             conn.transport.close()
         return status, data, conn.content_type.decode("latin-1")
+
+    @staticmethod
+    async def _connect(loop, idle: deque, host: str, port: int, socket: str, uid: int | None) -> _Connection:
+        try:
+            if not socket:
+                _, conn = await loop.create_connection(lambda: _Connection(idle), host, port)
+                return conn
+            transport, conn = await loop.create_unix_connection(lambda: _Connection(idle),
+                                                                channel.connect_path(socket))
+        except OSError as exc:
+            raise UpstreamConnectionError(f"cannot connect to {socket or f'{host}:{port}'}: "
+                                          f"{exc.strerror or exc}") from None
+        try:
+            # Once per connection: the kernel's word on who listens there.
+            channel.check_peer(transport.get_extra_info("socket"), uid)
+        except (OSError, channel.WrongPeer) as exc:
+            transport.close()
+            raise UpstreamConnectionError(f"refused {socket}: {exc}") from None
+        return conn
 
     def close(self) -> None:
         for idle in self._idle.values():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import time
 
+from endpoints_app import jsonbody
+
 DONE_LINE = b"data: [DONE]"
 
 # llama-cpp-python (OpenAI) error codes -> the contract's codes.
@@ -65,7 +67,7 @@ class StreamReader:
 
     def _read_event(self, raw: bytes) -> None:
         try:
-            event = json.loads(raw)
+            event = jsonbody.loads(raw)
         except ValueError:
             return
         if not isinstance(event, dict):
@@ -125,7 +127,7 @@ def usage_request(route: str, payload: dict, completion_text: str) -> bytes:
 def contract_error(status: int, data: bytes) -> bytes:
     """A model server's error body in the contract's shape {"error": {"code", "message", "field"?}}."""
     try:
-        parsed = json.loads(data)
+        parsed = jsonbody.loads(data)
     except (ValueError, UnicodeDecodeError):
         parsed = None
     error: dict = {"code": "ModelError" if status >= 500 else "BadRequest",

@@ -1,4 +1,5 @@
-"""Limits that hold across gateway workers and processes.
+"""Limits that hold across gateway workers and processes, and every 429 the gateway answers: the
+relay (gateway/relay.py) asks here whether a call may go on and sends the Refusal it gets back.
 
 - Serverless endpoints: requests and tokens per minute over a sliding window of the last 60 seconds
   (one-second buckets), so no 60 seconds ever see more than the limit, bursts included. A request
@@ -15,6 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from endpoints_app.gateway.common import request_id
+
+if TYPE_CHECKING:
+    from endpoints_app.gateway.routes import DeploymentRoute, EndpointRoute
 
 log = logging.getLogger("studio.gateway.limits")
 
@@ -82,6 +89,39 @@ class Verdict:
     remaining_tokens: int = 0
     which: str = ""  # "requests" or "tokens" when refused
     second: int = 0  # the window bucket a settle goes to
+
+
+class Refusal(NamedTuple):
+    """A 429 as the relay sends it (gateway/common.error)."""
+
+    message: str
+    headers: tuple
+    status: int = 429
+    code: str = "TooManyRequests"
+
+
+def rate_headers(verdict: Verdict) -> tuple:
+    """What a serverless call is told of its per-minute limits, on every answer."""
+    return (
+        (b"x-ratelimit-remaining-requests", str(verdict.remaining_requests).encode()),
+        (b"x-ratelimit-remaining-tokens", str(verdict.remaining_tokens).encode()),
+    )
+
+
+def rate_refusal(endpoint: EndpointRoute, verdict: Verdict) -> Refusal:
+    """The 429 of a serverless endpoint past its requests or tokens per minute."""
+    limit = (f"{endpoint.requests_per_minute} requests" if verdict.which == "requests"
+             else f"{endpoint.tokens_per_minute} tokens")
+    return Refusal(f"Endpoint '{endpoint.name}' is limited to {limit} per minute; retry after "
+                   f"{verdict.retry_after} s.", ((b"retry-after", str(verdict.retry_after).encode()),
+                                                *rate_headers(verdict)))
+
+
+def slots_refusal(deployment: DeploymentRoute, who: str, headers: tuple = ()) -> Refusal:
+    """The 429 of a deployment (or serverless pool, `who` "The model") at its requests in flight."""
+    return Refusal(
+        f"{who} has {deployment.capacity} requests in flight, its limit (2 x max_concurrent_requests_per_instance "
+        f"x {len(deployment.instances)} ready instances).", ((b"retry-after", b"1"), *headers))
 
 
 def estimate_tokens(payload: dict, route: str) -> int:
@@ -196,6 +236,20 @@ class Limiter:
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             return None
+
+    async def take_slot(self, deployment: DeploymentRoute) -> str | bool | None:
+        """A place among the deployment's requests in flight: across every worker through Redis when
+        it is configured, else in this worker. None when the deployment is at its limit."""
+        if self.redis is not None:
+            slot = request_id()
+            shared = await self.acquire(deployment.id, deployment.capacity, slot)
+            if shared is not None:
+                return slot if shared else None
+        return None if deployment.inflight >= deployment.capacity else True
+
+    async def give_slot(self, deployment: DeploymentRoute, slot: str | bool) -> None:
+        if isinstance(slot, str):
+            await self.release(deployment.id, slot)
 
     async def release(self, deployment_id: int, request_id: str) -> None:
         try:

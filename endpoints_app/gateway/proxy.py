@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 
 from endpoints_app.gateway.http1 import Http1Pool, UpstreamConnectionError
 from endpoints_app.gateway.routes import FAILED_INSTANCE_BACKOFF_S, DeploymentRoute, InstanceRoute
+from endpoints_app.runtime import channel
 
 
 class NoReadyInstance(Exception):
@@ -29,23 +30,66 @@ class UpstreamTimeout(Exception):
     pass
 
 
+class CheckedUnixConnector(aiohttp.UnixConnector):
+    """aiohttp over an instance's socket, checking on each new connection that its server runs as the
+    instance's uid (runtime/channel.py)."""
+
+    def __init__(self, path: str, uid: int | None) -> None:
+        super().__init__(path=channel.connect_path(path), limit=0, keepalive_timeout=30)
+        self._uid = uid
+
+    async def _create_connection(self, req, traces, timeout):
+        proto = await super()._create_connection(req, traces, timeout)
+        try:
+            channel.check_peer(proto.transport.get_extra_info("socket"), self._uid)
+        except (OSError, channel.WrongPeer) as exc:
+            proto.transport.close()
+            raise aiohttp.ClientConnectionError(str(exc)) from None
+        return proto
+
+
+class Sessions:
+    """aiohttp sessions: one over TCP, one per instance socket (a UnixConnector serves one path)."""
+
+    def __init__(self) -> None:
+        self._tcp: aiohttp.ClientSession | None = None
+        self._unix: dict[tuple[str, int | None], aiohttp.ClientSession] = {}
+
+    @staticmethod
+    def _session(connector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                     cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                                     skip_auto_headers=("User-Agent", "Accept-Encoding"))
+
+    def get(self, inst: InstanceRoute) -> aiohttp.ClientSession:
+        if inst.socket:
+            key = (inst.socket, inst.uid)
+            session = self._unix.get(key)
+            if session is None or session.closed:
+                session = self._unix[key] = self._session(CheckedUnixConnector(inst.socket, inst.uid))
+            return session
+        if self._tcp is None or self._tcp.closed:
+            # limit=0: the gateway's own 429 bounds concurrency.
+            self._tcp = self._session(aiohttp.TCPConnector(limit=0, keepalive_timeout=30,
+                                                           enable_cleanup_closed=True))
+        return self._tcp
+
+    async def close(self) -> None:
+        for session in [self._tcp, *self._unix.values()]:
+            if session is not None:
+                await session.close()
+        self._tcp, self._unix = None, {}
+
+
 class AiohttpClient:
     def __init__(self) -> None:
-        # limit=0: the gateway's own 429 bounds concurrency.
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        self.sessions = Sessions()
 
     async def post(self, inst: InstanceRoute, path: str, body: bytes, request_id: bytes) -> tuple[int, bytes, str]:
         headers = CIMultiDict(inst.headers)
         headers["x-request-id"] = request_id.decode("latin-1")
         try:
-            async with self.session.post(inst.url(path), data=body, headers=headers) as resp:
+            async with self.sessions.get(inst).post(inst.url(path), data=body, headers=headers) as resp:
                 data = await resp.read()
                 return resp.status, data, resp.headers.get("Content-Type", "application/json")
         except aiohttp.ServerDisconnectedError as exc:
@@ -54,7 +98,7 @@ class AiohttpClient:
             raise UpstreamConnectionError(str(exc)) from None
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.sessions.close()
 
 
 class Http1Client:
@@ -63,7 +107,7 @@ class Http1Client:
 
     async def post(self, inst: InstanceRoute, path: str, body: bytes, request_id: bytes) -> tuple[int, bytes, str]:
         head = b"%sx-request-id: %s\r\n" % (inst.request_head(path), request_id)
-        return await self.pool.post(inst.host, inst.port, head, body)
+        return await self.pool.post(inst.host, inst.port, head, body, inst.socket, inst.uid)
 
     async def close(self) -> None:
         self.pool.close()

@@ -14,12 +14,15 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from django.conf import settings as django_settings
 from django.db import close_old_connections, transaction
 from multidict import CIMultiDict
 from yarl import URL
 
 from endpoints_app import keys
+from endpoints_app.runtime import channel
 
 # Defaults of the cloud ML CLI v2 request_settings, used when a deployment omits them.
 DEFAULT_REQUEST_TIMEOUT_MS = 5000
@@ -57,6 +60,10 @@ class InstanceRoute:
     port: int
     # The instance's secret (instance_auth.py): model servers answer only callers that present it.
     secret: str = ""
+    # A sandboxed instance of this node is reached on its Unix socket only, and answers there only as
+    # the uid it was started with (runtime/channel.py); host:port serve as the Host header then.
+    socket: str = ""
+    uid: int | None = None
     base_url: str = ""
     score_url: URL | None = None
     headers: CIMultiDict | None = None
@@ -168,6 +175,7 @@ class EndpointRoute:
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
     pool_id: int = 0
+    created: int = 0  # Unix time, for GET .../models
 
     def __post_init__(self) -> None:
         names, cumulative, total = [], [], 0
@@ -219,6 +227,10 @@ class RouteTable:
     # endpoints by lower-case name (and by lower-case model name when no endpoint has that name).
     unified_keys: dict[str, int] = field(default_factory=dict)
     serverless: dict[int, dict[str, EndpointRoute]] = field(default_factory=dict)
+    # Identity tokens (gateway/identity.py): workspace id -> {identity key (oidc.user_key/app_key): role},
+    # and workspace names for the messages that deny a call.
+    identity_roles: dict[int, dict[str, str]] = field(default_factory=dict)
+    workspace_names: dict[int, str] = field(default_factory=dict)
 
     def adopt(self, old: RouteTable) -> None:
         """Keep live counters of instances that are still the same process address (a serverless
@@ -227,11 +239,11 @@ class RouteTable:
         for ep in old.endpoints.values():
             for dep in ep.deployments.values():
                 for inst in dep.instances:
-                    previous[(inst.name, inst.host, inst.port)] = inst
+                    previous[(inst.name, inst.host, inst.port, inst.socket, inst.uid)] = inst
         for ep in self.endpoints.values():
             for dep in ep.deployments.values():
                 for index, inst in enumerate(dep.instances):
-                    kept = previous.get((inst.name, inst.host, inst.port))
+                    kept = previous.get((inst.name, inst.host, inst.port, inst.socket, inst.uid))
                     if kept is not None:
                         dep.instances[index] = kept
 
@@ -268,7 +280,7 @@ def _max_concurrent(settings: dict) -> int:
 
 def load_route_table() -> RouteTable:
     """Read everything the gateway routes on, in one consistent snapshot (blocking ORM; run off the loop)."""
-    from endpoints_app.instance_auth import instance_secret
+    from endpoints_app.instance_auth import instance_secret, secret_port
     from endpoints_app.models import (
         Deployment,
         Endpoint,
@@ -289,7 +301,7 @@ def load_route_table() -> RouteTable:
                 "id", "name", "kind", "auth_mode", "traffic", "mirror_traffic",
                 "primary_key_nonce", "secondary_key_nonce", "token_generation",
                 "workspace_id", "pool_id", "model_id", "model__name", "unhealthy_reason",
-                "model__rate_limit_requests_per_minute", "model__rate_limit_tokens_per_minute",
+                "model__rate_limit_requests_per_minute", "model__rate_limit_tokens_per_minute", "created_at",
             )
         )
         ids = [e["id"] for e in endpoints]
@@ -308,7 +320,7 @@ def load_route_table() -> RouteTable:
                 deployment_id__in=[d["id"] for d in deployments], state=InstanceState.READY, port__isnull=False
             )
             .order_by("name")
-            .values("deployment_id", "name", "port", "node__host")
+            .values("deployment_id", "name", "port", "node__host", "node__queue")
         )
         overrides = {
             (o["workspace_id"], o["model_id"]): o
@@ -318,12 +330,17 @@ def load_route_table() -> RouteTable:
         unified = list(
             Workspace.all_objects.values("id", "inference_primary_key_nonce", "inference_secondary_key_nonce")
         )
+        identity_roles, workspace_names = _identity_roles()
 
     by_deployment: dict[int, list[InstanceRoute]] = {}
+    data_dir = Path(django_settings.DATA_DIR)
     for inst in instances:
+        # An instance the controller started here has a recorded uid: its socket is then the only way in.
+        uid = channel.expected_uid(data_dir, inst["name"])
         by_deployment.setdefault(inst["deployment_id"], []).append(
             InstanceRoute(name=inst["name"], host=inst["node__host"] or "127.0.0.1", port=int(inst["port"]),
-                          secret=instance_secret(inst["name"], int(inst["port"])))
+                          secret=instance_secret(inst["name"], secret_port(inst["port"], inst["node__queue"])), uid=uid,
+                          socket=str(channel.socket_path(data_dir, inst["name"])) if uid is not None else "")
         )
     by_endpoint: dict[int, dict[str, DeploymentRoute]] = {}
     by_id: dict[int, DeploymentRoute] = {}
@@ -350,7 +367,8 @@ def load_route_table() -> RouteTable:
             model_provider=str(tags.get("model_provider_name") or ""),
             dimensions=_int(tags.get("dimensions"), 0),
         )
-    table = RouteTable(version=version, loaded_at=time.monotonic())
+    table = RouteTable(version=version, loaded_at=time.monotonic(), identity_roles=identity_roles,
+                       workspace_names=workspace_names)
     for ws in unified:
         # Like endpoint keys: each slot's key under SECRET_KEY and every fallback (blank nonces give none).
         for digest in keys.accepted_digests((ws["inference_primary_key_nonce"], ws["inference_secondary_key_nonce"])):
@@ -368,6 +386,7 @@ def load_route_table() -> RouteTable:
             traffic={k: int(v) for k, v in (ep["traffic"] or {}).items() if isinstance(v, int | float)},
             mirror_traffic={k: int(v) for k, v in (ep["mirror_traffic"] or {}).items() if isinstance(v, int | float)},
             workspace_id=ep["workspace_id"],
+            created=int(ep["created_at"].timestamp()) if ep.get("created_at") else 0,
         )
         if ep["kind"] == "serverless":
             _serverless_route(route, ep, by_id.get(ep["pool_id"] or 0), overrides)
@@ -394,3 +413,23 @@ def _serverless_route(route: EndpointRoute, ep: dict, pool: DeploymentRoute | No
         route.deployments = {pool.name: pool}
         route.traffic = {pool.name: 100}
         route.__post_init__()
+
+
+def _identity_roles() -> tuple[dict[int, dict[str, str]], dict[int, str]]:
+    """Who may present identity tokens in each workspace: every member linked to an OpenID identity
+    (by issuer and subject) and every service principal (by client id), with their role."""
+    from endpoints_app.models import Membership, OidcIdentity, ServicePrincipal, Workspace
+    from endpoints_app.oidc import app_key, user_key
+
+    keys_of: dict[int, list[str]] = {}
+    for row in OidcIdentity.objects.values("user_id", "issuer", "subject"):
+        keys_of.setdefault(row["user_id"], []).append(user_key(row["issuer"], row["subject"]))
+    for row in ServicePrincipal.objects.values("user_id", "client_id"):
+        keys_of.setdefault(row["user_id"], []).append(app_key(row["client_id"]))
+    roles: dict[int, dict[str, str]] = {}
+    if keys_of:
+        for row in Membership.objects.filter(user_id__in=list(keys_of)).values("workspace_id", "user_id", "role"):
+            by_key = roles.setdefault(row["workspace_id"], {})
+            for key in keys_of[row["user_id"]]:
+                by_key[key] = row["role"]
+    return roles, dict(Workspace.all_objects.values_list("id", "name"))

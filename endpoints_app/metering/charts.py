@@ -132,7 +132,8 @@ def errors_figure(rows: dict, buckets: list[int], x: list[str], totals_4xx: list
     for (b, _, _), acc in rows.items():
         merge_codes(codes_by_bucket[b], acc.status_codes)
     error_codes = sorted({code for codes in codes_by_bucket.values() for code in codes if code >= "400"})
-    fig = new_figure("Errors by status code", "requests", barmode="stack")
+    # The legend names the code even when there is one (plotly hides a lone trace's legend).
+    fig = new_figure("Errors by status code", "requests", barmode="stack", showlegend=True)
     for i, code in enumerate(error_codes):
         shades = CLIENT_ERROR_COLORS if code < "500" else SERVER_ERROR_COLORS
         y = [codes_by_bucket[b].get(code, 0) if b in codes_by_bucket else 0 for b in buckets]

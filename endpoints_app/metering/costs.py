@@ -282,6 +282,13 @@ def cost_lines(
 def batch_job_cost(job_id: int, now: datetime | None = None) -> tuple[Decimal, Decimal]:
     """(instance-hours, cost) of one batch job: the uptime of the model servers started for it
     (Instance.batch_job) x their instance type's price, with price history, unrounded."""
+    hours, cost, _prices, _final = batch_job_charges(job_id, now)
+    return hours, cost
+
+
+def batch_job_charges(job_id: int, now: datetime | None = None) -> tuple[Decimal, Decimal, list[Decimal], bool]:
+    """batch_job_cost() with the prices per hour it was charged at (in order, each once) and whether it is
+    final: every model server of the job has stopped, so its uptime, and so its cost, no longer grows."""
     now = now or timezone.now()
     rows = list(
         Instance.objects.filter(batch_job_id=job_id).values_list(
@@ -295,7 +302,11 @@ def batch_job_cost(job_id: int, now: datetime | None = None) -> tuple[Decimal, D
         history[change.instance_type_id].append(change)
     micros = 0
     cost = Decimal(0)
+    prices: list[Decimal] = []
+    final = True
     for started_at, stopped_at, state, type_id, type_price in rows:
+        if stopped_at is None and state not in (InstanceState.STOPPED, InstanceState.FAILED):
+            final = False
         span = _uptime(started_at, stopped_at, state, now)
         if span is None or span[0] >= span[1]:
             continue
@@ -305,4 +316,6 @@ def batch_job_cost(job_id: int, now: datetime | None = None) -> tuple[Decimal, D
             us = _micros(hi) - _micros(lo)
             micros += us
             cost += Decimal(us) * Decimal(price)
-    return Decimal(micros) / MICROS_PER_HOUR, cost / MICROS_PER_HOUR
+            if us > 0 and Decimal(price) not in prices:
+                prices.append(Decimal(price))
+    return Decimal(micros) / MICROS_PER_HOUR, cost / MICROS_PER_HOUR, prices, final

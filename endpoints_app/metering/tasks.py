@@ -10,8 +10,11 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from endpoints_app.controller.tasks import paused
+from endpoints_app.gateway.metering import prune_segment_names
 from endpoints_app.metering.rollup import rollup_usage
 from endpoints_app.models import Instance, InstanceSample, InstanceState
+from endpoints_app.services.usage import check_all_budgets
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +25,11 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 @shared_task(name="metering.rollup", ignore_result=True)
 def rollup() -> None:
-    from endpoints_app.controller.tasks import paused
-    from endpoints_app.services.usage import check_all_budgets
-
     if paused():  # the first rollup after resuming catches up from its cursor
         return
     cursor = rollup_usage()
     log.debug("usage rolled up until %s", cursor)
+    prune_segment_names()
     check_all_budgets()
 
 
@@ -48,7 +49,7 @@ def _cpu_seconds_and_rss(pid: int) -> tuple[float, float] | None:
 
 def sample_instances(interval: float = 1.0) -> int:
     """Sample the live instances on this node: CPU over `interval` seconds and resident memory."""
-    node = getattr(settings, "STUDIO_NODE_NAME", None)
+    node = settings.STUDIO_NODE_NAME
     live = Instance.objects.filter(pid__isnull=False).exclude(state__in=[InstanceState.STOPPED, InstanceState.FAILED])
     if node:
         live = live.filter(node__name=node)
@@ -73,7 +74,5 @@ def sample_instances(interval: float = 1.0) -> int:
 
 @shared_task(name="metering.sample_instances", ignore_result=True)
 def sample() -> None:
-    from endpoints_app.controller.tasks import paused
-
     if not paused():
         sample_instances()

@@ -7,6 +7,8 @@ from endpoints_app.models.batch import (
     datastore_root,
 )
 from endpoints_app.models.catalog import CatalogModel, InstanceType
+from endpoints_app.models.computes import LOCAL_COMPUTE, Compute
+from endpoints_app.models.datastores import BUILTIN_DATASTORE, AllowedFolder, Datastore
 from endpoints_app.models.endpoints import (
     Deployment,
     Endpoint,
@@ -18,12 +20,15 @@ from endpoints_app.models.endpoints import (
     ProvisioningState,
     RouteVersion,
 )
-from endpoints_app.models.serverless import MarketplaceSubscription, ServerlessRateLimit, effective_rate_limits
+from endpoints_app.models.environments import BuildState, Environment, EnvironmentBuild, environments_root
+from endpoints_app.models.identity import GroupRoleMapping, OidcIdentity, ServicePrincipal
+from endpoints_app.models.serverless import MarketplaceSubscription, ServerlessRateLimit
 from endpoints_app.models.tokens import ApiToken
 from endpoints_app.models.usage import (
     InstanceSample,
     PriceChange,
     RollupCursor,
+    UsageJournalSegment,
     UsageMinute,
     UsageRollup,
     WorkspaceCost,
@@ -31,7 +36,14 @@ from endpoints_app.models.usage import (
 from endpoints_app.models.workspaces import AuditLog, Membership, QuotaLimit, Role, Workspace
 
 __all__ = [
+    "AllowedFolder",
+    "BUILTIN_DATASTORE",
+    "Datastore",
     "ApiToken",
+    "BuildState",
+    "Environment",
+    "EnvironmentBuild",
+    "environments_root",
     "AuditLog",
     "BatchJob",
     "DataAsset",
@@ -40,13 +52,17 @@ __all__ = [
     "MiniBatchStatus",
     "datastore_root",
     "CatalogModel",
+    "Compute",
+    "LOCAL_COMPUTE",
     "Deployment",
     "Endpoint",
     "GatewayWorker",
+    "GroupRoleMapping",
+    "OidcIdentity",
+    "ServicePrincipal",
     "Instance",
     "MarketplaceSubscription",
     "ServerlessRateLimit",
-    "effective_rate_limits",
     "InstanceState",
     "InstanceType",
     "Membership",
@@ -56,6 +72,7 @@ __all__ = [
     "QuotaLimit",
     "Role",
     "RouteVersion",
+    "UsageJournalSegment",
     "UsageMinute",
     "UsageRollup",
     "RollupCursor",

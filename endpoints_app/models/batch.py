@@ -60,6 +60,10 @@ class DataAsset(models.Model):
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    # An asset that points at storage: the datastore and the path in it (nothing copied); path is then "".
+    datastore = models.ForeignKey("endpoints_app.Datastore", null=True, blank=True, on_delete=models.PROTECT,
+                                  related_name="data_assets")
+    datastore_path = models.CharField(max_length=1000, blank=True)
 
     class Meta:
         ordering = ["name", "-version"]
@@ -78,8 +82,19 @@ class DataAsset(models.Model):
     def absolute_path(self) -> Path:
         return datastore_root() / self.path
 
+    @property
+    def uri(self) -> str:
+        """Where its files are, as azureml://datastores/<name>/paths/<path>."""
+        if self.datastore_id:
+            return f"azureml://datastores/{self.datastore.name}/paths/{self.datastore_path}"
+        relative = self.path.split("/", 1)[1] if "/" in self.path else ""
+        return f"azureml://datastores/workspaceblobstore/paths/{relative}"
+
     def files(self) -> list[Path]:
-        """The asset's files, sorted by relative path (the order jobs read them in)."""
+        """The asset's files, sorted by relative path (the order jobs read them in); none for an asset
+        that points at another datastore (its files stay there)."""
+        if self.datastore_id:
+            return []
         root = self.absolute_path
         if self.kind == self.Kind.URI_FILE:
             return [root] if root.is_file() else []
@@ -145,6 +160,13 @@ class BatchJob(models.Model):
     output_dir = models.CharField(max_length=500, blank=True)
     instance_seconds = models.FloatField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    # outputs: the invocation's `outputs` as checked ({"score": {"type", "path"}}); output_uri: where the
+    # merged output is written once the job completes (empty: only the job's own output folder).
+    outputs = models.JSONField(default=dict, blank=True)
+    output_uri = models.CharField(max_length=1000, blank=True)
+    # False while the worker still has to fetch the job's inputs from their datastores (into
+    # `<workspace>/.job-inputs/<job>/`) and split them into mini-batches.
+    inputs_staged = models.BooleanField(default=True)
     created_by = models.ForeignKey(conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -178,6 +200,12 @@ class BatchJob(models.Model):
             models.Q(created_at__lt=self.created_at) | models.Q(created_at=self.created_at, pk__lt=self.pk)
         )
         return earlier.count() + 1
+
+    def progress(self) -> float:
+        """Settled mini-batches over the total, 0-100 (what the API and the job's page show)."""
+        if not self.mini_batches_total:
+            return 100.0 if self.status == JobStatus.COMPLETED else 0.0
+        return round(100.0 * (self.mini_batches_done + self.mini_batches_failed) / self.mini_batches_total, 1)
 
     @property
     def instance_minutes(self) -> float:

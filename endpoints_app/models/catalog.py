@@ -5,6 +5,15 @@ from django.db import models
 from endpoints_app.models.workspaces import Workspace
 
 
+class LiveManager(models.Manager):
+    """Deleted endpoints, deployments and registered models stay in the database, because usage and
+    instance-hours are billed from them (and deleted deployments still name their model); everyday
+    queries never see them. `all_objects` sees them (the meters use it)."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(deleted_at__isnull=True)
+
+
 class InstanceType(models.Model):
     name = models.CharField(max_length=64, unique=True)
     family = models.CharField(max_length=40, help_text="Quota family, e.g. DSv2")
@@ -39,6 +48,7 @@ class CatalogModel(models.Model):
         SENTENCE_TRANSFORMERS = "sentence-transformers", "sentence-transformers"
         CUSTOM = "custom", "Custom (score.py)"
         GGUF = "gguf", "GGUF (llama.cpp)"
+        MLFLOW = "mlflow", "MLflow model"
 
     class Task(models.TextChoices):
         CLASSIFICATION = "classification"
@@ -80,11 +90,21 @@ class CatalogModel(models.Model):
     # Where the artifact lives: relative to MEDIA_ROOT, or absolute for files a package ships.
     artifact_path = models.CharField(max_length=500, blank=True)
     scoring_script = models.CharField(max_length=200, blank=True)
+    # The packages the model needs (models/environments.py); MLflow models get one from their requirements.
+    environment = models.ForeignKey(
+        "endpoints_app.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="models"
+    )
     tags = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A workspace's own model version that was deleted: hidden everywhere, kept for its deployments' history.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LiveManager()
+    all_objects = models.Manager()
 
     class Meta:
+        base_manager_name = "all_objects"
         ordering = ["name", "-version"]
         constraints = [
             models.UniqueConstraint(fields=["registry", "name", "version"], name="unique_model_version"),
@@ -121,10 +141,14 @@ class CatalogModel(models.Model):
         return self.is_foundation and "serverless" in (self.deployment_kinds or [])
 
     def effective_rate_limits(self, workspace: Workspace) -> tuple[int, int]:
-        """(requests per minute, tokens per minute) for `workspace`'s serverless endpoint on this model."""
-        from endpoints_app.models.serverless import effective_rate_limits
-
-        return effective_rate_limits(self, workspace)
+        """(requests per minute, tokens per minute) for `workspace`'s serverless endpoint on this model:
+        the workspace's override (ServerlessRateLimit) where it sets one, else the offer's own."""
+        requests, tokens = self.rate_limit_requests_per_minute, self.rate_limit_tokens_per_minute
+        override = self.serverless_rate_limits.filter(workspace=workspace).first()
+        if override is not None:
+            requests = override.requests_per_minute or requests
+            tokens = override.tokens_per_minute or tokens
+        return requests, tokens
 
     def clean(self) -> None:
         """The rules every writer (admin, API, services) runs, through full_clean()."""

@@ -5,7 +5,8 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from endpoints_app.models.catalog import CatalogModel, InstanceType
+from endpoints_app.models.catalog import CatalogModel, InstanceType, LiveManager
+from endpoints_app.models.computes import Compute, local_compute_id
 from endpoints_app.models.workspaces import DNS_LABEL, Workspace
 
 DEPLOYMENT_NAME = RegexValidator(
@@ -20,15 +21,6 @@ class ProvisioningState(models.TextChoices):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     DELETING = "Deleting"
-
-
-class LiveManager(models.Manager):
-    """Deleted endpoints and deployments stay in the database, because their usage
-    and instance-hours are billed from them; everyday queries never see them.
-    `all_objects` sees them (the meters use it)."""
-
-    def get_queryset(self):
-        return super().get_queryset().filter(deleted_at__isnull=True)
 
 
 class Endpoint(models.Model):
@@ -61,6 +53,7 @@ class Endpoint(models.Model):
     class AuthMode(models.TextChoices):
         KEY = "key"
         AML_TOKEN = "aml_token"
+        AAD_TOKEN = "aad_token"  # identity tokens from the configured OpenID provider
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="endpoints")
     # Unique among live endpoints (see Meta); a deleted endpoint's name may be used again.
@@ -145,6 +138,13 @@ class Deployment(models.Model):
     request_settings = models.JSONField(default=dict, blank=True)
     liveness_probe = models.JSONField(default=dict, blank=True)
     readiness_probe = models.JSONField(default=dict, blank=True)
+    # The packages its model server runs with (models/environments.py); None: the model's own, or the studio's.
+    environment = models.ForeignKey(
+        "endpoints_app.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )
+    # Where its instances run (models/computes.py): `local` unless the spec names another compute. No
+    # field default (a callable one would read the database whenever a Deployment is built): save() fills it.
+    compute = models.ForeignKey(Compute, on_delete=models.PROTECT, related_name="deployments")
     # Batch deployments: mini_batch_size, max_concurrency_per_instance, error_threshold,
     # retry_settings{max_retries, timeout}, output_action, output_file_name (services/batch.py).
     batch_settings = models.JSONField(default=dict, blank=True)
@@ -179,6 +179,11 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint.name}/{self.name}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.compute_id is None:
+            self.compute_id = local_compute_id()
+        super().save(*args, **kwargs)
 
     @property
     def is_pool(self) -> bool:
@@ -287,11 +292,14 @@ class RouteVersion(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     @classmethod
-    def bump(cls, acknowledge: bool = False) -> None:
+    def bump(cls, acknowledge: bool = True) -> None:
         """Tell every gateway worker to reload its route table (visible when the caller's transaction commits).
 
-        With `acknowledge`, the commit is followed by a wait (at most ACK_TIMEOUT_SECONDS) until every live
-        gateway worker has loaded the new table: a traffic or key change is in force when the caller returns."""
+        The one mechanism behind "created", "deleted" and "Succeeded" meaning routed: the commit is followed by a
+        wait (at most GatewayWorker.ACK_TIMEOUT_SECONDS, then logged) until every live gateway worker has loaded
+        the new table, so whatever the caller changed (an endpoint, a key, a subscription, a split) is in force
+        when it returns. Only the controller's own passes skip the wait (`acknowledge=False`): what they change
+        takes instances out of routing, and a rollout's Succeeded waits in refresh_deployment_state instead."""
         with transaction.atomic():
             if not cls.objects.filter(pk=1).update(version=F("version") + 1):
                 cls.objects.get_or_create(pk=1, defaults={"version": 1})

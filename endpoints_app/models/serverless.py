@@ -68,13 +68,3 @@ class ServerlessRateLimit(models.Model):
             errors["model"] = "This model is not offered serverless."
         if errors:
             raise ValidationError(errors)
-
-
-def effective_rate_limits(model: CatalogModel, workspace: Workspace) -> tuple[int, int]:
-    """(requests per minute, tokens per minute) for `workspace`'s serverless endpoint on `model`."""
-    requests, tokens = model.rate_limit_requests_per_minute, model.rate_limit_tokens_per_minute
-    override = ServerlessRateLimit.objects.filter(workspace=workspace, model=model).first()
-    if override is not None:
-        requests = override.requests_per_minute or requests
-        tokens = override.tokens_per_minute or tokens
-    return requests, tokens

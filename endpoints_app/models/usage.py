@@ -40,6 +40,21 @@ class UsageMinute(UsageCounters):
         indexes = [models.Index(fields=["endpoint", "minute"])]
 
 
+class UsageJournalSegment(models.Model):
+    """A gateway worker's usage journal segment (endpoints_app/gateway/metering.py) whose counts are in
+    UsageMinute: written in the same transaction as those counts, so a segment is added exactly once
+    whether its own worker flushes it or, after that worker was killed, another worker drains it."""
+
+    name = models.CharField(max_length=200, unique=True)
+    applied_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = "usage journal segment"
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class UsageRollup(UsageCounters):
     """UsageMinute rows summed per hour, per 6 hours or per day, so reads over long ranges stay fast.
     Written only by endpoints_app.metering.rollup (recomputed, so it may run twice)."""

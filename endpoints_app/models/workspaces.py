@@ -1,3 +1,4 @@
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -46,7 +47,7 @@ class Workspace(models.Model):
     endpoint keys do). A call presenting a key of workspace W routes by the body's `model` (or
     the `<name>` in the path) to W's live serverless endpoint of that name, case-insensitively.
     Both nonces are blank until the workspace first asks for its keys
-    (services.serverless.get_inference_keys), so a workspace has no key before then."""
+    (services.serverless.do_ensure_inference_keys), so a workspace has no key before then."""
 
     name = models.CharField(max_length=32, unique=True, validators=[DNS_LABEL])
     display_name = models.CharField(max_length=100, blank=True)
@@ -108,9 +109,9 @@ class QuotaLimit(models.Model):
         return f"{self.workspace}: {self.family} ≤ {self.max_cores} core{'' if self.max_cores == 1 else 's'}"
 
     def clean(self) -> None:
-        from endpoints_app.models.catalog import InstanceType
-
-        families = sorted(set(InstanceType.objects.values_list("family", flat=True)))
+        # By name: models/catalog.py imports this module (a catalog model may belong to a workspace).
+        instance_types = apps.get_model("endpoints_app", "InstanceType")
+        families = sorted(set(instance_types.objects.values_list("family", flat=True)))
         if self.family not in families:
             raise ValidationError(
                 {"family": f"No instance type is in family {self.family!r}: choose one of {', '.join(families)}."}

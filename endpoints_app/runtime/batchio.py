@@ -148,23 +148,30 @@ def read_table(path: str | Path, start: int = 0, stop: int | None = None) -> tup
 def read_matrix(path: str | Path, start: int, stop: int | None, feature_names: list[str] | None, dtype=float):
     """A numeric 2-D array of rows [start, stop), with columns in the model's feature order when
     both the file and the model name them."""
+
+    columns, rows = read_table(path, start, stop)
+    return table_matrix(Path(path).name, columns, rows, feature_names, dtype)
+
+
+def table_matrix(name: str, columns: list[str] | None, rows: list, feature_names: list[str] | None, dtype=float):
+    """read_matrix() of rows already read (read_table())."""
     import numpy as np
 
-    name = Path(path).name
-    columns, rows = read_table(path, start, stop)
     if not rows:
         return np.zeros((0, len(feature_names or columns or [])), dtype=dtype)
+    if columns is not None and feature_names is not None and columns != feature_names:
+        missing = [f for f in feature_names if f not in columns]
+        if missing:
+            raise InputError(f"{name}: missing columns {', '.join(missing)} (it has {', '.join(columns)})")
+        # The model's columns first, so other columns (an id, text) never have to be numbers.
+        at = [columns.index(f) for f in feature_names]
+        rows = [[row[i] for i in at] if isinstance(row, list) and len(row) == len(columns) else row for row in rows]
     try:
         matrix = np.asarray(rows, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name}: rows must hold numbers only, of the same length ({exc})") from None
     if matrix.ndim != 2:
         raise InputError(f"{name}: rows must be lists of feature values")
-    if columns is not None and feature_names is not None and columns != feature_names:
-        missing = [f for f in feature_names if f not in columns]
-        if missing:
-            raise InputError(f"{name}: missing columns {', '.join(missing)} (it has {', '.join(columns)})")
-        matrix = matrix[:, [columns.index(f) for f in feature_names]]
     return matrix
 
 
@@ -217,3 +224,10 @@ class BatchAnswer:
     csv: bytes
     rows_in: int
     rows_out: int
+    # A score.py's output folder: a tar holding ROWS_MEMBER (the CSV above) and `output/<path>` for
+    # each file run() wrote (runtime/batch.py); the worker reads it (controller/outputs.py). None: no folder.
+    tar: bytes | None = None
+
+
+ROWS_MEMBER = "rows.csv"
+OUTPUT_MEMBER = "output"

@@ -6,7 +6,9 @@ worker processes): it unpickles models and imports users' score.py files.
 
 Request conventions (the same as the model cards document):
 - tabular (sklearn, onnx): {"input_data": {"columns": [...], "data": [[...], ...]}},
-  {"input_data": [[...], ...]} or {"data": [[...], ...]};
+  {"input_data": [[...], ...]}, {"data": [[...], ...]} or records {"input_data": [{"col": value}, ...]};
+  a scikit-learn model fitted on a DataFrame (it has feature_names_in_) is scored with a DataFrame
+  built from them, so string and category columns reach its ColumnTransformer as they were fitted;
 - embeddings: {"input_data": ["text", ...]}, {"inputs": [...]} or {"input": "text" | [...]};
 - custom: the raw request body goes to the user's run(raw_data) unchanged.
 """
@@ -58,6 +60,8 @@ def _tabular_rows(payload: Any) -> tuple[list, list[str] | None]:
 def _to_matrix(rows: list, columns: list[str] | None, feature_names: list[str] | None, dtype) -> Any:
     import numpy as np
 
+    if feature_names is not None and all(isinstance(row, dict) for row in rows):
+        rows, columns = _records_to_rows(rows, feature_names), feature_names
     if columns is not None and feature_names is not None and columns != feature_names:
         missing = [f for f in feature_names if f not in columns]
         if missing:
@@ -73,6 +77,104 @@ def _to_matrix(rows: list, columns: list[str] | None, feature_names: list[str] |
     if matrix.ndim > 2:
         matrix = matrix.reshape(matrix.shape[0], -1)
     return matrix
+
+
+def _records_to_rows(records: list[dict], names: list[str]) -> list[list]:
+    """Records ({"column": value} per row) as lists in the model's column order."""
+    missing = [n for n in names if any(n not in record for record in records)]
+    if missing:
+        raise ModelInputError(f"Missing columns: {', '.join(missing)}.")
+    return [[record[n] for n in names] for record in records]
+
+
+def _encoders(estimator: Any, found: list[tuple[list[str] | None, list[list]]],
+              text_columns: list[str]) -> None:
+    """Encoders inside the model (OneHotEncoder, OrdinalEncoder...) as (their column names, or None when
+    fitted on an array, and their categories), found through pipelines, column transformers and feature
+    unions; and columns a transformer reads as text by name (a vectoriser given one column)."""
+    categories = getattr(estimator, "categories_", None)
+    if categories is not None:
+        names = getattr(estimator, "feature_names_in_", None)
+        found.append(([str(n) for n in names] if names is not None else None,
+                      [[_jsonable(v) for v in values] for values in categories]))
+    for attr in ("steps", "transformers_", "transformer_list"):
+        for part in getattr(estimator, attr, None) or []:
+            if not isinstance(part, tuple) or len(part) < 2 or isinstance(part[1], str):
+                continue  # "drop" / "passthrough"
+            if attr == "transformers_" and len(part) > 2 and isinstance(part[2], str):
+                text_columns.append(part[2])
+            _encoders(part[1], found, text_columns)
+
+
+def frame_columns(model: Any) -> list[dict] | None:
+    """[{name, type, categories?}] of a model fitted on a DataFrame, or None for a model fitted on
+    arrays. A column an encoder knows is a string column (or a number column when its categories
+    are numbers); any other column is a number."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return None
+    found: list[tuple[list[str] | None, list[list]]] = []
+    text_columns: list[str] = []
+    _encoders(model, found, text_columns)
+    encoded: dict[str, list] = {name: [] for name in text_columns}
+    for encoder_columns, categories in found:
+        if encoder_columns is not None and len(encoder_columns) == len(categories):
+            encoded.update(zip(encoder_columns, categories, strict=True))
+    columns = []
+    for name in (str(n) for n in names):
+        if name not in encoded:
+            columns.append({"name": name, "type": "number"})
+            continue
+        values = encoded[name]
+        numeric = bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        column: dict[str, Any] = {"name": name, "type": "number" if numeric else "string"}
+        if values:
+            column["categories"] = values[:50]
+        columns.append(column)
+    return columns
+
+
+def unscorable_reason(model: Any) -> str | None:
+    """Why the studio could never score this model, or None. Requests are JSON rows: a model fitted on
+    a DataFrame gets a DataFrame, one fitted on arrays gets numbers, so an array model whose encoders
+    learnt text categories can never be given them."""
+    if getattr(model, "feature_names_in_", None) is not None:
+        return None
+    found: list[tuple[list[str] | None, list[list]]] = []
+    _encoders(model, found, [])
+    text = [v for _names, categories in found for values in categories for v in values if isinstance(v, str)]
+    if text:
+        return ("It was fitted on an array holding text (categories such as "
+                f"{text[0]!r}); requests reach a model as JSON numbers unless it was fitted on a pandas "
+                "DataFrame: fit it on a DataFrame so its columns have names, then register it again.")
+    return None
+
+
+def frame_sample_and_schema(columns: list[dict]) -> tuple[dict, dict]:
+    """A sample request (each column's first category, or 0) and the JSON schema naming each
+    column and its type, for a model scored with a DataFrame."""
+    row = [(c.get("categories") or [0.0 if c["type"] == "number" else ""])[0] for c in columns]
+    names = [c["name"] for c in columns]
+    described = ", ".join(f"{c['name']} ({c['type']})" for c in columns)
+    items = []
+    for c in columns:
+        item: dict[str, Any] = {"type": c["type"]}
+        if c["type"] == "string" and c.get("categories"):
+            item["enum"] = c["categories"]
+        items.append(item)
+    schema = {
+        "type": "object",
+        "description": f'POST /score with {{"input_data": {{"columns": [...], "data": [[...]]}}}} or records '
+                       f'{{"input_data": [{{"column": value, ...}}]}}: rows of {len(columns)} columns: {described}.',
+        "properties": {"input_data": {"type": "object", "properties": {
+            "columns": {"type": "array", "items": {"type": "string"}, "example": names},
+            "data": {"type": "array", "items": {"type": "array", "prefixItems": items,
+                                                "minItems": len(columns), "maxItems": len(columns)}}},
+            "required": ["data"]}},
+        "required": ["input_data"],
+        "x-columns": columns,
+    }
+    return {"input_data": {"columns": names, "data": [row]}}, schema
 
 
 def _refuse_constant(name: str) -> Any:
@@ -139,6 +241,8 @@ class SklearnHandler(Handler):
             # Set by the studio's seed: names known without fitting on a DataFrame.
             names = getattr(model, "studio_feature_names", None)
         self.feature_names = [str(n) for n in names] if names is not None else None
+        # Fitted on a DataFrame: score with one (its ColumnTransformer selects columns by name).
+        self.columns = frame_columns(model)
         classes = getattr(model, "classes_", None)
         self.classes = _jsonable(classes) if classes is not None else None
         self.proba = self.classes is not None and callable(getattr(model, "predict_proba", None))
@@ -148,7 +252,10 @@ class SklearnHandler(Handler):
     def predict(self, rows: list, columns: list[str] | None) -> dict:
         import sklearn
 
-        matrix = _to_matrix(rows, columns, self.feature_names, float)
+        if self.columns is not None:
+            matrix = self.frame(rows, columns)
+        else:
+            matrix = _to_matrix(rows, columns, self.feature_names, float)
         try:
             # Inputs are finite (parse() refuses NaN and Infinity), so sklearn's finiteness scan is skipped.
             with warnings.catch_warnings(), sklearn.config_context(assume_finite=True,
@@ -169,6 +276,30 @@ class SklearnHandler(Handler):
             "classes": self.classes,
             "probabilities": [[round(p, 6) for p in row] for row in proba.tolist()],
         }
+
+    def frame(self, rows: list, columns: list[str] | None) -> Any:
+        """The DataFrame the model was fitted on: its columns, in its order, number columns as numbers
+        (CSV cells arrive as text)."""
+        import pandas as pd
+
+        names = [c["name"] for c in self.columns]
+        if all(isinstance(row, dict) for row in rows):
+            rows, columns = _records_to_rows(rows, names), names
+        columns = columns if columns is not None else names
+        if not all(isinstance(row, list) and len(row) == len(columns) for row in rows):
+            raise ModelInputError(f"Each row must be a list of {len(columns)} values ({', '.join(columns)}), "
+                                  "or a record {column: value}.")
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise ModelInputError(f"Missing columns: {', '.join(missing)}.")
+        frame = pd.DataFrame(rows, columns=columns)[names]
+        for column in self.columns:
+            if column["type"] == "number":
+                try:
+                    frame[column["name"]] = pd.to_numeric(frame[column["name"]])
+                except (TypeError, ValueError) as exc:
+                    raise ModelInputError(f"Column {column['name']} takes numbers: {exc}") from None
+        return frame
 
     def score(self, body: bytes) -> Any:
         rows, columns = _tabular_rows(self.parse(body))
@@ -356,4 +487,8 @@ def make_handler(fmt: str, artifact: str | None, name: str = "", code_dir: str |
         return EmbeddingsHandler(artifact, name)
     if fmt == "custom":
         return CustomHandler(artifact, name, code_dir=code_dir, scoring_script=scoring_script)
+    if fmt == "mlflow":
+        from endpoints_app.runtime.mlflow_handler import MlflowHandler
+
+        return MlflowHandler(artifact, name)
     raise ValueError(f"Unknown format {fmt!r}")

@@ -4,16 +4,19 @@ and which paths tell the controller that the process is alive and ready.
 The controller (endpoints_app.controller) owns processes; this module only
 describes them, so it never imports a model runtime.
 
-    spec = launch_spec(deployment, port=8123)
-    subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT)
-    # poll http://127.0.0.1:8123{spec.live_path} and {spec.ready_path}
+    spec = launch_spec(deployment, port=8123, name="ep-blue-0")
+    sandbox.prepare(spec.sandbox)
+    proc = sandbox.popen(spec.sandbox, spec.argv, spec.env, spec.cwd, stdout=log, stderr=subprocess.STDOUT)
+    # GET {spec.live_path} and {spec.ready_path} over the instance's socket (runtime/channel.py)
 
-`env` is the COMPLETE environment for the child (pass it as `env=`): it does not
-inherit the web or worker environment, so SECRET_KEY, DATABASE_URL and friends
-never reach user code. `sandbox` says where the process lives and what it may see
-(runtime/sandbox.py): argv and cwd already name the sandbox's links to the model's
-artifacts; `sandbox.prepare(spec.sandbox)` creates them and `spec.sandbox.popen_kwargs()`
-drops privileges. `secret` is the per-instance secret the gateway must present.
+`env` is the COMPLETE environment of the model server inside its sandbox: it does
+not inherit the web or worker environment, so SECRET_KEY, DATABASE_URL and friends
+never reach user code, and sandbox.popen hands it to bubblewrap as options, so no
+privileged process ever runs with the user's variables. `sandbox` says where the
+process lives and what it may see (runtime/sandbox.py): argv and cwd already name
+the sandbox's links to the model's artifacts and its socket. The port only names the
+instance (and derives its secret, which the gateway presents): the server listens
+on its Unix socket only.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from pathlib import Path
 
 from django.conf import settings
 
+from endpoints_app.envvars import refused_variable_names
 from endpoints_app.instance_auth import ENV_NAME as SECRET_ENV
 from endpoints_app.instance_auth import auth_header, instance_secret
 from endpoints_app.models.batch import datastore_root
 from endpoints_app.runtime import sandbox as sb
+from endpoints_app.runtime.environments import sandbox_python
 
 # Variables a model server may legitimately need from the parent environment.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LD_LIBRARY_PATH")
@@ -43,7 +48,16 @@ OFFLINE_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
-GENERIC_FORMATS = {"sklearn", "onnx", "sentence-transformers", "custom"}
+def user_variables(deployment) -> dict[str, str]:
+    """The deployment's own variables, without any name the services refuse (services/specs.py): a
+    deployment stored before that rule must not bring PYTHONPATH or LD_PRELOAD to its server either."""
+    variables = {str(k): str(v) for k, v in (deployment.environment_variables or {}).items()}
+    for name in refused_variable_names(variables):
+        del variables[name]
+    return variables
+
+
+GENERIC_FORMATS = {"sklearn", "onnx", "sentence-transformers", "custom", "mlflow"}
 
 
 @dataclass
@@ -59,8 +73,8 @@ class LaunchSpec:
 
     @property
     def command(self) -> list[str]:
-        """The model server's own command line, without the sandbox wrapper in front."""
-        return self.argv[self.argv.index("--") + 1:] if "--" in self.argv else self.argv
+        """The model server's own command line (sandbox.popen puts bubblewrap in front)."""
+        return self.argv
 
 
 def resolve_artifact(path: str) -> Path:
@@ -105,10 +119,10 @@ def _code_configuration(deployment, model) -> tuple[Path | None, str]:
     return None, ""
 
 
-def _sandbox(deployment, port: int, name: str) -> sb.SandboxSpec:
+def _sandbox(deployment, name: str) -> sb.SandboxSpec:
     itype = getattr(deployment, "instance_type", None)
     limits = sb.instance_limits(getattr(itype, "cores", None), getattr(itype, "memory_gb", None))
-    return sb.instance_sandbox(name, port, Path(settings.DATA_DIR), limits)
+    return sb.instance_sandbox(name, Path(settings.DATA_DIR), limits)
 
 
 def batch_input_path(instance_name: str, relative: str) -> Path:
@@ -119,11 +133,12 @@ def batch_input_path(instance_name: str, relative: str) -> Path:
 
 
 def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None = None) -> LaunchSpec:
-    """How to start one instance; `name` (the instance's) names its sandbox folder."""
+    """How to start one instance; `name` (the instance's) names its sandbox folder. `host` is unused by
+    the server (it listens on its socket only) and kept for callers that name the node."""
     model = deployment.model
     env = _base_env(deployment)
     name = name or f"{_display_name(deployment)}-{port}"
-    box = _sandbox(deployment, port, name)
+    box = _sandbox(deployment, name)
     secret = instance_secret(name, port)
     artifact = resolve_artifact(model.artifact_path) if model.artifact_path else None
     artifact_is_dir = artifact is not None and artifact.is_dir()
@@ -135,21 +150,20 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
             sys.executable, "-m", "endpoints_app.runtime.llama_server",
             "--model", str(artifact),
             "--model_alias", model.name,
-            "--host", host,
-            "--port", str(port),
+            "--uds", box.socket_inside,
             "--n_ctx", "2048",
             "--n_threads", str(_threads(deployment)),
             "--n_threads_batch", str(_threads(deployment)),
         ]
         # User variables last so they can tune the runtime, but never the offline flags.
-        env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
+        env.update(user_variables(deployment))
         env.update(OFFLINE_ENV)
         env.update(box.env())
         # llama.cpp's --api-key, from the environment (never argv: /proc/<pid>/cmdline is public).
         env["API_KEY"] = secret
         # The server loads the model before it binds, so any answer means ready.
         return LaunchSpec(
-            argv=box.wrap(argv, str(box.home)), env=env, ready_path="/v1/models", live_path="/v1/models",
+            argv=argv, env=env, ready_path="/v1/models", live_path="/v1/models",
             cwd=str(box.home), sandbox=box, probe_headers=auth_header(name, port),
         )
 
@@ -160,12 +174,12 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
     if code_dir is not None:
         code_dir = box.expose(code_dir, "code")
     fmt = "custom" if code_dir is not None else model.format
-    argv = [sys.executable, "-m", "endpoints_app.runtime.server", "--format", fmt]
+    argv = [sandbox_python(deployment, box), "-m", "endpoints_app.runtime.server", "--format", fmt]
     if artifact is not None:
         argv += ["--artifact", str(artifact)]
     if code_dir is not None:
         argv += ["--code-dir", str(code_dir), "--scoring-script", script]
-    argv += ["--host", host, "--port", str(port), "--name", _display_name(deployment)]
+    argv += ["--uds", box.socket_inside, "--name", _display_name(deployment)]
     if artifact is not None:
         # The convention users' score.py files follow: init() finds the model here.
         env["AZUREML_MODEL_DIR"] = str(artifact if artifact_is_dir else artifact.parent)
@@ -178,11 +192,20 @@ def launch_spec(deployment, port: int, host: str = "127.0.0.1", name: str | None
         workspace_data = datastore_root() / deployment.endpoint.workspace.name
         workspace_data.mkdir(parents=True, exist_ok=True)
         box.expose(workspace_data, BATCH_DATA_UNDER)
-    env.update({str(k): str(v) for k, v in (deployment.environment_variables or {}).items()})
+        if code_dir is not None:
+            # A score.py's output folder (runtime/batch.py): it reads the path from here, as in the cloud.
+            box.output_dir = sb.OUTPUT_INSIDE
+    env.update(user_variables(deployment))
     env.update(OFFLINE_ENV)
     env.update(box.env())
+    if box.output_dir:
+        # A score.py's output folder (runtime/batch.py): it reads the path from here, as in the cloud.
+        env["AZUREML_BI_OUTPUT_PATH"] = box.output_dir
+    level = (deployment.batch_settings or {}).get("logging_level") if deployment.endpoint_id else None
+    if level:
+        env["STUDIO_LOG_LEVEL"] = str(level).upper()  # a batch deployment's logging_level
     env[SECRET_ENV] = secret
     # score.py files open their own files by relative path, as they would in their folder.
     cwd = str(code_dir) if code_dir is not None else str(box.home)
-    return LaunchSpec(argv=box.wrap(argv, cwd), env=env, ready_path="/health/ready", live_path="/health/live", cwd=cwd,
+    return LaunchSpec(argv=argv, env=env, ready_path="/health/ready", live_path="/health/live", cwd=cwd,
                       sandbox=box, probe_headers=auth_header(name, port))

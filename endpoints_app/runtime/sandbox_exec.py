@@ -1,34 +1,31 @@
-"""Enter a sandbox, then exec the real command (run with `python -S`, before any user code).
+"""The shim in front of bubblewrap (runtime/sandbox.py):
 
-    python -S sandbox_exec.py --nproc=128 --nofile=4096 [--as=BYTES] [--cpu=SECONDS]
-        [--uid=N] [--cwd=DIR] [--mask=DIR:KEEP[,KEEP...]]... [--no-network | --no-outbound] -- argv...
-    python -S sandbox_exec.py --probe        # exit 0 if a private mount namespace can be made
+    python -I -S sandbox_exec.py [--uid=N [--cgroup=DIR]... [--mask=DIR:KEEP,...]...] [rlimits] -- bwrap ARGS...
 
-Started as root (the studio is root) with --uid, it first makes a private mount namespace in
-which each --mask DIR is covered by an empty tmpfs holding only its KEEP paths (bound back at
-their place): the data dir then shows only this sandbox's folder, and a directory the sandbox
-uid cannot enter (/root, where pyenv keeps the interpreter) shows only the interpreter. Then it
-drops to --uid (gid the same, no groups), sets rlimits and no_new_privs, and execs argv.
---no-network (upload checks, which need none) also gives it an empty network namespace: it
-cannot reach the database, Redis or anything else listening on this host. --no-outbound (model
-servers, which must accept the gateway's connections but make none) loads a seccomp filter under
-which connect() fails with EACCES and io_uring (a way around it) does not exist: no TCP connection
-to the database, Redis or anything else, on this host or another.
+It runs with an empty environment and `-I` (no PYTHON* variable, no user site, no cwd on sys.path),
+from /, and reads nothing a user controls: its options are the studio's, and bwrap's own options
+(with the user's variables) stay in a memory file that only bwrap reads, after this process dropped
+every privilege. In order:
+1. (root) joins the sandbox's cgroups (so every process it will have is counted there);
+2. (root) in a private mount namespace, covers each --mask DIR (a folder the sandbox uid cannot enter,
+   such as /root where pyenv keeps the interpreter, or the data dir) with an empty tmpfs holding only
+   its KEEP paths bound back at their place, so that bwrap, running as the sandbox uid, can bind them;
+3. (root) drops to --uid (gid the same, no groups); sets rlimits and no core files;
+4. starts bwrap (argv after --), which builds the sandbox from nothing, and stays its parent: a
+   SIGTERM (SIGINT, SIGHUP) to this process or its group is passed on to the server inside (which
+   lives in a session and PID namespace of its own, out of reach of a group signal), and when this
+   process dies, bwrap and everything in the sandbox die with it (`--die-with-parent`, then the PID
+   namespace's end). It exits with the server's status.
 Standard library only, no project import: it must start fast and trust nothing on sys.path."""
 
 import ctypes
-import errno
 import os
 import resource
+import signal
 import sys
 
-PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
-SCMP_ACT_ALLOW, SCMP_ACT_ERRNO = 0x7FFF0000, 0x00050000
-# What a process that only accepts connections is refused, and the errno it gets.
-NO_OUTBOUND = ((b"connect", errno.EACCES), (b"io_uring_setup", errno.ENOSYS))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -44,8 +41,7 @@ def _enc(text: str | None) -> bytes | None:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = _enc
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+    _check(_libc.mount(_enc(source), _enc(target), _enc(fstype), ctypes.c_ulong(flags), _enc(data)),
            f"mount {target}")
 
 
@@ -75,80 +71,104 @@ def mask(directory: str, keep: list[str]) -> None:
         os.close(fd)
 
 
-def block_outbound() -> None:
-    """Load a seccomp filter (libseccomp) refusing NO_OUTBOUND's system calls; kept across exec."""
-    lib = ctypes.CDLL("libseccomp.so.2")
-    lib.seccomp_init.restype = ctypes.c_void_p
-    lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
-    lib.seccomp_load.argtypes = [ctypes.c_void_p]
-    lib.seccomp_release.argtypes = [ctypes.c_void_p]
-    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
-    if not ctx:
-        raise OSError(errno.ENOMEM, "seccomp_init failed")
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (orphans in a sandbox are re-parented to its init, so none escapes)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                continue
+            ppid = int(data[data.rfind(b")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _command(pid: int) -> bytes:
     try:
-        for name, err in NO_OUTBOUND:
-            rc = lib.seccomp_rule_add(ctx, SCMP_ACT_ERRNO | err, lib.seccomp_syscall_resolve_name(name), 0)
-            if rc != 0:
-                raise OSError(-rc, f"seccomp_rule_add({name.decode()}): {os.strerror(-rc)}")
-        rc = lib.seccomp_load(ctx)
-        if rc != 0:
-            raise OSError(-rc, f"seccomp_load: {os.strerror(-rc)}")
-    finally:
-        lib.seccomp_release(ctx)
+        with open(f"/proc/{pid}/comm", "rb") as fh:
+            return fh.read().strip()
+    except OSError:
+        return b""
 
 
-def main(args: list[str]) -> None:
-    if args == ["--probe"]:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        private_namespace()
-        return
+def supervise(argv: list[str]) -> int:
+    """Run bwrap as a child, pass stop signals on to the sandbox's processes, return its status."""
+    child = os.fork()
+    if child == 0:
+        os.setpgid(0, 0)  # out of the shim's group: a signal to that group is the shim's to pass on
+        os.execve(argv[0], argv, os.environ)
+
+    def forward(sig: int, _frame) -> None:
+        # To the server and its children, not to bwrap: its monitor would die of it and its init (PID 1
+        # of the sandbox) ignores signals it has no handler for.
+        for pid in descendants(child):
+            if _command(pid) != b"bwrap":
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def main(args: list[str]) -> int:
     sep = args.index("--")
     options, argv = args[:sep], args[sep + 1:]
     limits = {"--nproc": resource.RLIMIT_NPROC, "--nofile": resource.RLIMIT_NOFILE,
-              "--as": resource.RLIMIT_AS, "--cpu": resource.RLIMIT_CPU}
-    uid, cwd, masks, network, outbound = None, None, [], True, True
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+              "--as": resource.RLIMIT_AS, "--cpu": resource.RLIMIT_CPU, "--fsize": resource.RLIMIT_FSIZE}
+    uid, masks, cgroups, rlimits = None, [], [], []
     for option in options:
         key, _, value = option.partition("=")
         if key == "--uid":
             uid = int(value)
-        elif key == "--cwd":
-            cwd = value
-        elif key == "--no-network":
-            network = False
-        elif key == "--no-outbound":
-            outbound = False
+        elif key == "--cgroup":
+            cgroups.append(value)
         elif key == "--mask":
             directory, _, keep = value.partition(":")
             masks.append((directory, [k for k in keep.split(",") if k]))
-        elif key == "--cpu":
-            # The soft limit sends SIGXCPU (a clean exit); the hard one, a second later, SIGKILL.
-            resource.setrlimit(limits[key], (int(value), int(value) + 1))
+        elif key in limits:
+            rlimits.append((limits[key], int(value), key == "--cpu"))
         else:
-            resource.setrlimit(limits[key], (int(value), int(value)))
+            raise OSError(22, f"unknown option {option}")
+    if uid == 0 or (os.geteuid() == 0 and uid is None):
+        raise OSError(22, "run as root, --uid (not 0) is required")
+    for path in cgroups:
+        with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+    if masks:
+        private_namespace()
+        for directory, keep in masks:
+            mask(directory, keep)
     if uid is not None:
-        if not network:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        if masks:
-            private_namespace()
-            for directory, keep in masks:
-                mask(directory, keep)
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    if cwd:
-        os.chdir(cwd)
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if not outbound:
-        block_outbound()  # after no_new_privs: an unprivileged process may load a filter only then
-    os.execv(argv[0], argv)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for which, value, cpu in rlimits:
+        # CPU: the soft limit sends SIGXCPU (a clean exit); the hard one, a second later, SIGKILL.
+        resource.setrlimit(which, (value, value + 1) if cpu else (value, value))
+    return supervise(argv)
 
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1:])
+        sys.exit(main(sys.argv[1:]))
     except OSError as exc:
         print(f"sandbox: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(126)

@@ -1,7 +1,7 @@
 """The studio's generic model server: one process serves one model.
 
     python -m endpoints_app.runtime.server --format sklearn --artifact model.joblib --port 8123
-    python -m endpoints_app.runtime.server --format custom --code-dir ./src --scoring-script score.py --port 8123
+    python -m endpoints_app.runtime.server --format custom --code-dir ./src --scoring-script score.py --uds s.sock
 
 Routes: GET /health/live (200 while serving), GET /health/ready (503 until the
 model is loaded, then 200), POST /score, for embeddings POST /embeddings and
@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from endpoints_app.asgi_io import read_body
 from endpoints_app.runtime.batchio import BatchAnswer
 from endpoints_app.runtime.handlers import BadRequest, EmbeddingsHandler, Handler, ModelInputError, make_handler
+from endpoints_app.runtime.listen import serve
 
 log = logging.getLogger("studio.model_server")
 
@@ -145,9 +146,10 @@ class ModelServer:
         content = _JSON_HEADERS
         if isinstance(body, BatchAnswer):
             # A mini-batch's output rows go back as CSV text, counts in headers: no JSON round trip.
-            content = [(b"content-type", b"text/csv; charset=utf-8"), (b"x-rows-in", str(body.rows_in).encode()),
+            kind = b"application/x-tar" if body.tar is not None else b"text/csv; charset=utf-8"
+            content = [(b"content-type", kind), (b"x-rows-in", str(body.rows_in).encode()),
                        (b"x-rows-out", str(body.rows_out).encode())]
-            body = body.csv
+            body = body.tar if body.tar is not None else body.csv
         # An explicit length spares the client chunked decoding.
         headers = [*content, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -201,20 +203,25 @@ class ModelServer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The studio's generic model server")
-    parser.add_argument("--format", required=True, choices=["sklearn", "onnx", "sentence-transformers", "custom"])
+    parser.add_argument("--format", required=True,
+                        choices=["sklearn", "onnx", "sentence-transformers", "custom", "mlflow"])
     parser.add_argument("--artifact", help="Model file or folder")
     parser.add_argument("--code-dir", help="Folder holding the scoring script (custom format)")
     parser.add_argument("--scoring-script", default="score.py")
     parser.add_argument("--name", default="", help="Deployment name, for logs and the OpenAI 'model' field")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, help="TCP port (by hand only: the controller gives --uds)")
+    parser.add_argument("--uds", help="Unix socket to listen on")
     parser.add_argument("--threads", type=int, default=0,
                         help="Scoring threads (default: 1 for a user's score.py, which may not be thread-safe; else 4)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A batch deployment's logging_level: this server's lines and its score.py's `logging` calls.
+    level = os.environ.get("STUDIO_LOG_LEVEL", "INFO")
+    level = level if level in logging.getLevelNamesMapping() else "INFO"
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.format != "custom" and not args.artifact:
         parser.error(f"--artifact is required for --format {args.format}")
     if args.format == "custom" and not args.code_dir:
@@ -229,13 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     if not secret:
         log.warning("no STUDIO_INSTANCE_SECRET: scoring routes are open to anyone who reaches the port")
     app = ModelServer(handler, threads=threads, secret=secret)
-    print(f"Model server {args.name or args.format} on {args.host}:{args.port} (pid {os.getpid()})", flush=True)
-
-    import uvicorn
-
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level="warning", timeout_keep_alive=30, server_header=False,
-                date_header=False)
+    where = " and ".join(filter(None, [args.uds, args.port and f"{args.host}:{args.port}"]))
+    print(f"Model server {args.name or args.format} on {where} (pid {os.getpid()})", flush=True)
+    serve(app, args.uds, args.host, args.port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
+          log_level="warning", timeout_keep_alive=30, server_header=False, date_header=False)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ def get_keys(endpoint: Endpoint) -> dict:
     """{primary_key, secondary_key} of a key-auth endpoint (derived again; never stored)."""
     if endpoint.auth_mode != Endpoint.AuthMode.KEY:
         raise InvalidInput(
-            f"Endpoint '{endpoint.name}' uses aml_token auth: get a token instead of keys.", field="auth_mode"
+            f"Endpoint '{endpoint.name}' uses {endpoint.auth_mode} auth: "
+            + ("get a token instead of keys." if endpoint.auth_mode == Endpoint.AuthMode.AML_TOKEN
+               else "callers present identity tokens from the identity provider; it has no keys."),
+            field="auth_mode",
         )
     return {
         "primary_key": keys.derive_key(endpoint.primary_key_nonce),
@@ -39,7 +42,7 @@ def do_regenerate_key(actor: Actor, endpoint: Endpoint, key_type: str) -> str:
     endpoint.save(update_fields=[f"{key_type}_key_nonce", "token_generation", "updated_at"])
     record(actor, "endpoint.regenerate_key", endpoint, endpoint.workspace, key_type=key_type)
     # Returns once every live gateway worker takes the new key and refuses the old one.
-    RouteVersion.bump(acknowledge=True)
+    RouteVersion.bump()
     return keys.derive_key(nonce)
 
 
@@ -62,7 +65,10 @@ def issue_endpoint_token(actor: Actor, endpoint: Endpoint) -> dict:
     """{access_token, expiry_time_utc (Unix seconds), token_type} for an aml_token endpoint."""
     if endpoint.auth_mode != Endpoint.AuthMode.AML_TOKEN:
         raise InvalidInput(
-            f"Endpoint '{endpoint.name}' uses key auth; tokens are for aml_token endpoints.", field="auth_mode"
+            f"Endpoint '{endpoint.name}' uses {endpoint.auth_mode} auth; studio tokens are for aml_token endpoints"
+            + (" (aad_token endpoints take tokens from the identity provider)."
+               if endpoint.auth_mode == Endpoint.AuthMode.AAD_TOKEN else "."),
+            field="auth_mode",
         )
     token, expiry = keys.issue_token(endpoint.pk, endpoint.token_generation)
     record(actor, "endpoint.token", endpoint, endpoint.workspace, expiry_time_utc=expiry)

@@ -119,7 +119,3 @@ def do_delete_subscription(actor: Actor, subscription: MarketplaceSubscription) 
     RouteVersion.bump()
     return broken
 
-
-def subscribed_names(workspace: Workspace) -> set[str]:
-    return set(list_subscriptions(workspace).values_list("name", flat=True))
-

@@ -10,7 +10,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from endpoints_app import keys
+from endpoints_app import wakeup
+from endpoints_app.controller import tasks
 from endpoints_app.errors import Conflict, InvalidInput
 from endpoints_app.models import (
     Deployment,
@@ -22,22 +23,19 @@ from endpoints_app.models import (
     Workspace,
 )
 from endpoints_app.services.audit import Actor, record
-from endpoints_app.services.specs import parse_auth_mode, parse_endpoint_name, parse_mapping, validate_traffic
+from endpoints_app.services.endpoints import create_endpoint
+from endpoints_app.services.specs import parse_mapping, validate_traffic
 
 LIVE_INSTANCE_STATES = (InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.STOPPING)
 
 
 def enqueue_provision(deployment_id: int) -> None:
-    from endpoints_app.controller import tasks
-
-    transaction.on_commit(lambda: tasks.provision_deployment.delay(deployment_id))
+    wakeup.after_commit(tasks.provision_deployment, deployment_id)
 
 
 def enqueue_reconcile(deployment_ids: list[int]) -> None:
-    from endpoints_app.controller import tasks
-
     for deployment_id in deployment_ids:
-        transaction.on_commit(lambda d=deployment_id: tasks.reconcile_deployment.delay(d))
+        wakeup.after_commit(tasks.reconcile_deployment, deployment_id)
 
 
 def live_deployments(endpoint: Endpoint) -> dict[str, Deployment]:
@@ -46,41 +44,10 @@ def live_deployments(endpoint: Endpoint) -> dict[str, Deployment]:
 
 
 @transaction.atomic
-def do_create_endpoint(
-    actor: Actor,
-    workspace: Workspace,
-    *,
-    name: str,
-    auth_mode: str = "key",
-    description: str = "",
-    tags: dict | None = None,
-    kind: str = "online",
-) -> Endpoint:
-    parse_endpoint_name(name)
-    parse_auth_mode(auth_mode)
-    if kind not in Endpoint.Kind.values:
-        raise InvalidInput(f"kind must be online, batch or serverless, not {kind!r}.", field="kind")
-    if description is not None and not isinstance(description, str):
-        raise InvalidInput("description must be a string.", field="description")
-    tags = parse_mapping(tags, "tags")
-    primary, secondary = keys.new_nonce(), keys.new_nonce()
-    endpoint = Endpoint.objects.create(
-        workspace=workspace,
-        name=name,
-        kind=kind,
-        auth_mode=auth_mode,
-        description=description or "",
-        tags=tags,
-        traffic={},
-        mirror_traffic={},
-        # An endpoint is a name, keys and a route: nothing to provision until a deployment.
-        provisioning_state=ProvisioningState.SUCCEEDED,
-        primary_key_nonce=primary,
-        secondary_key_nonce=secondary,
-    )
-    record(actor, "endpoint.create", endpoint, workspace, kind=kind, auth_mode=auth_mode)
-    RouteVersion.bump()
-    return endpoint
+def do_create_endpoint(actor: Actor, workspace: Workspace, *, name: str, auth_mode: str = "key",
+                       description: str = "", tags: dict | None = None) -> Endpoint:
+    return create_endpoint(actor, workspace, Endpoint.Kind.ONLINE, name=name, auth_mode=auth_mode,
+                           description=description, tags=tags)
 
 
 def lock_endpoint(endpoint: Endpoint) -> Endpoint:
@@ -142,7 +109,7 @@ def do_update_endpoint(
         )
         if {"traffic", "mirror_traffic"} & set(changed):
             # Returns once every live gateway worker routes by the new split (bounded wait, then logged).
-            RouteVersion.bump(acknowledge=True)
+            RouteVersion.bump()
     return endpoint
 
 

@@ -7,10 +7,10 @@ with the endpoint's own key (views/playground.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
+from endpoints_app import jsonbody
 from endpoints_app.errors import InvalidInput
 from endpoints_app.models import CatalogModel, Endpoint
 
@@ -66,8 +66,8 @@ def parse_chat_form(data) -> dict:
     if len(message) > MAX_MESSAGE_CHARS:
         raise InvalidInput(f"The message is longer than {MAX_MESSAGE_CHARS} characters.", field="message")
     try:
-        history = json.loads(data.get("history") or "[]")
-    except json.JSONDecodeError:
+        history = jsonbody.loads(data.get("history") or "[]")
+    except jsonbody.JSONError:
         raise InvalidInput("history must be a JSON list of messages.", field="history") from None
     if not isinstance(history, list) or len(history) > MAX_HISTORY:
         raise InvalidInput(f"history must be a list of at most {MAX_HISTORY} messages.", field="history")

@@ -3,7 +3,7 @@
 A serverless endpoint is a name, two keys and a model; no quota, no instance choice. It is
 served by the model's **pool**: a Deployment of the hidden platform workspace (see
 Workspace.is_platform), shared by every workspace, which the controller starts on first need,
-scales with load and stops when idle (controller/reconcile.py `_plan_pool`)."""
+scales with load and stops when idle (controller/reconcile.py `_scale_pool`)."""
 
 from __future__ import annotations
 
@@ -212,8 +212,9 @@ def _set_inference_key(workspace: Workspace, slot: str) -> str:
 
 
 @transaction.atomic
-def get_inference_keys(actor: Actor, workspace: Workspace) -> dict:
-    """{primary_key, secondary_key} of the workspace's unified endpoint; made (and audited) on first ask."""
+def do_ensure_inference_keys(actor: Actor, workspace: Workspace) -> dict:
+    """{primary_key, secondary_key} of the workspace's unified endpoint. A write: the keys are
+    made (audited, and the gateways told) on the first ask, as Azure's listKeys is a POST."""
     check_actor(actor.user, workspace, Role.CONTRIBUTOR)
     locked = Workspace.all_objects.select_for_update().get(pk=workspace.pk)
     missing = [slot for slot in SLOTS if not getattr(locked, f"inference_{slot}_key_nonce")]
@@ -231,7 +232,7 @@ def do_regenerate_inference_key(actor: Actor, workspace: Workspace, key_type: st
     check_actor(actor.user, workspace, Role.CONTRIBUTOR)
     if key_type not in SLOTS:
         raise InvalidInput(f"key_type must be primary or secondary, not {key_type!r}.", field="key_type")
-    get_inference_keys(actor, workspace)
+    do_ensure_inference_keys(actor, workspace)  # the other slot exists too once one is regenerated
     locked = Workspace.all_objects.select_for_update().get(pk=workspace.pk)
     key = _set_inference_key(locked, key_type)
     locked.save(update_fields=[f"inference_{key_type}_key_nonce"])

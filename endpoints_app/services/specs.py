@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import F
 
+from endpoints_app.envvars import refused_variable_names
 from endpoints_app.errors import Conflict, InvalidInput
 from endpoints_app.models import (
     CatalogModel,
@@ -25,6 +26,9 @@ from endpoints_app.models.workspaces import DNS_LABEL
 
 MODEL_ID = re.compile(r"^studio://registries/(?P<registry>[^/]+)/models/(?P<name>[^/]+)/versions/(?P<version>\d+)$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_VARIABLES = 100
+MAX_ENV_NAME_CHARS = 128
+MAX_ENV_VALUE_CHARS = 32 * 1024
 MAX_INSTANCES = 20
 MAX_MIRROR_PERCENT = 50
 
@@ -50,13 +54,24 @@ SCALE_DEFAULTS = {"target_utilization_percentage": 70, "polling_interval": 5, "c
 
 DEPLOYMENT_FIELDS = {
     "name", "model", "code_configuration", "environment_variables", "instance_type", "instance_count",
-    "scale_settings", "request_settings", "liveness_probe", "readiness_probe",
+    "scale_settings", "request_settings", "liveness_probe", "readiness_probe", "environment", "compute",
 }
-# Keys of deployment.yml that the studio accepts and ignores (the CLI sends them).
-IGNORED_FIELDS = {"$schema", "endpoint_name", "type", "description", "tags", "app_insights_enabled", "environment"}
-UPDATABLE_FIELDS = DEPLOYMENT_FIELDS - {"name"}
+# Keys of deployment.yml that carry no setting: the file's schema URL, and the endpoint it names (checked).
+IGNORED_FIELDS = {"$schema", "endpoint_name"}
+# Keys the cloud CLI's files carry that hold only one value here; any other value is a 400 naming the key
+# (nothing is accepted and ignored).
+ONE_VALUE_FIELDS: dict[str, tuple[Any, str]] = {
+    "type": ("managed", "the studio runs managed deployments only (type: managed)"),
+    "app_insights_enabled": (False, "Application Insights is not available; the Monitoring and Logs tabs show "
+                                    "a deployment's traffic and logs"),
+}
+NOT_KEPT_FIELDS = {
+    "description": "a deployment keeps no description; describe its endpoint instead",
+    "tags": "a deployment keeps no tags; tag its endpoint instead",
+}
+UPDATABLE_FIELDS = DEPLOYMENT_FIELDS - {"name"}  # compute: only its current value (services/computes.py)
 # Changes that need new processes: the controller replaces instances with a surge.
-NEW_PROCESS_FIELDS = ("model", "code_configuration", "environment_variables", "instance_type")
+NEW_PROCESS_FIELDS = ("model", "code_configuration", "environment_variables", "instance_type", "environment")
 def clean_or_refuse(obj) -> None:
     """Run the model's own rules (Model.clean(), which the admin's forms run too) and refuse what
     they refuse with InvalidInput naming the first field."""
@@ -115,7 +130,10 @@ def parse_endpoint_name(value: Any) -> str:
 
 def parse_auth_mode(value: Any) -> str:
     if value not in Endpoint.AuthMode.values:
-        raise InvalidInput(f"auth_mode must be key or aml_token, not {value!r}.", field="auth_mode")
+        raise InvalidInput(f"auth_mode must be key, aml_token or aad_token, not {value!r}.", field="auth_mode")
+    if value == Endpoint.AuthMode.AAD_TOKEN and not settings.STUDIO_OIDC_ISSUER:
+        raise InvalidInput("auth_mode aad_token needs the studio's identity provider (STUDIO_OIDC_ISSUER), "
+                           "which IT has not configured.", field="auth_mode")
     return value
 
 
@@ -252,10 +270,11 @@ def parse_scale_settings(value: Any) -> dict:
     return result
 
 
-def parse_code_configuration(value: Any, workspace: Workspace | None = None) -> dict:
+def parse_code_configuration(value: Any, workspace: Workspace) -> dict:
     """`code` names a folder inside the artifacts of a model the workspace may use (its own models, the
     shared catalog), relative to the artifact store; `scoring_script` a file relative to `code`. Neither
-    may be absolute or climb out with `..` (a deployment must not serve another team's files)."""
+    may be absolute or climb out with `..` (a deployment must not serve another team's files). One rule
+    for online and batch deployments: the workspace is required."""
     given = parse_mapping(value, "code_configuration")
     unknown = set(given) - {"code", "scoring_script"}
     if unknown:
@@ -277,7 +296,7 @@ def parse_code_configuration(value: Any, workspace: Workspace | None = None) -> 
                 f"code_configuration.{key} must be {what}, as a relative path without '..'.",
                 field=f"code_configuration.{key}",
             )
-    if "code" in result and workspace is not None and not _inside_usable_artifacts(result["code"], workspace):
+    if "code" in result and not _inside_usable_artifacts(result["code"], workspace):
         raise InvalidInput(
             "code_configuration.code must be a folder inside the artifacts of a model this workspace can use.",
             field="code_configuration.code",
@@ -309,16 +328,40 @@ def _inside_usable_artifacts(code: str, workspace: Workspace) -> bool:
 
 
 def parse_environment_variables(value: Any) -> dict:
+    """A deployment's own variables for its model server: names of 1-128 letters, digits and '_', values
+    strings or numbers (at most 32 KiB each, no NUL), at most 100 of them; never a name in
+    refused_variable_names()."""
     given = parse_mapping(value, "environment_variables")
+    if len(given) > MAX_ENV_VARIABLES:
+        raise InvalidInput(f"environment_variables holds at most {MAX_ENV_VARIABLES} variables; got {len(given)}.",
+                           field="environment_variables")
     result = {}
     for key, raw in given.items():
-        if not isinstance(key, str) or not ENV_NAME.match(key):
-            raise InvalidInput(f"environment_variables: {key!r} is not a variable name.", field="environment_variables")
+        if not isinstance(key, str) or not ENV_NAME.match(key) or len(key) > MAX_ENV_NAME_CHARS:
+            shown = key if not isinstance(key, str) or len(key) <= 64 else key[:64] + "..."
+            raise InvalidInput(
+                f"environment_variables: {shown!r} is not a variable name (1-{MAX_ENV_NAME_CHARS} letters, digits "
+                "or '_', not starting with a digit).", field="environment_variables",
+            )
         if isinstance(raw, (dict, list)) or raw is None:
             raise InvalidInput(
                 f"environment_variables.{key} must be a string or a number.", field=f"environment_variables.{key}"
             )
-        result[key] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+        text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+        if "\x00" in text or len(text) > MAX_ENV_VALUE_CHARS:
+            raise InvalidInput(
+                f"environment_variables.{key} must be at most {MAX_ENV_VALUE_CHARS} characters, without NUL.",
+                field=f"environment_variables.{key}",
+            )
+        result[key] = text
+    refused = refused_variable_names(result)
+    if refused:
+        raise InvalidInput(
+            f"environment_variables: {', '.join(refused)} cannot be set by a deployment: variables that change how "
+            "the loader, an interpreter or a shell starts (LD_*, PYTHON* and the like) or that the studio sets for "
+            "the model server itself (PATH, HOME, STUDIO_* and the like) are refused.",
+            field=f"environment_variables.{refused[0]}",
+        )
     return result
 
 
@@ -334,10 +377,28 @@ def parse_instance_count(spec: dict, scale: dict, current: int | None = None) ->
     return count
 
 
-def check_fields(spec: dict, allowed: set[str]) -> None:
+def check_fields(spec: dict, allowed: set[str], what: str = "deployment",
+                 one_value: dict[str, tuple[Any, str]] | None = None) -> None:
+    """Every key is one the studio acts on, or a 400 naming it (and why, for the cloud CLI's keys)."""
+    one_value = ONE_VALUE_FIELDS if one_value is None else one_value
     for key in spec:
-        if key not in allowed and key not in IGNORED_FIELDS:
-            raise InvalidInput(f"Unknown deployment field {key!r}.", field=str(key))
+        if key in allowed or key in IGNORED_FIELDS:
+            continue
+        if key in one_value:
+            value, why = one_value[key]
+            if spec[key] in (None, value):
+                continue
+            raise InvalidInput(f"{key} {spec[key]!r} is not supported: {why}.", field=str(key))
+        if key in NOT_KEPT_FIELDS:
+            raise InvalidInput(f"{key} is not supported: {NOT_KEPT_FIELDS[key]}.", field=str(key))
+        raise InvalidInput(f"Unknown {what} field {key!r}.", field=str(key))
+
+
+def check_endpoint_fields(body: dict, allowed: set[str]) -> None:
+    """An endpoint's body: its own fields only (a deployment's or an unknown one is a 400 naming it)."""
+    for key in body:
+        if key not in allowed and key != "$schema":
+            raise InvalidInput(f"Unknown endpoint field {key!r}.", field=str(key))
 
 
 def validate_traffic(endpoint: Endpoint, traffic: Any, mirror_traffic: Any, names: set[str]) -> tuple[dict, dict]:

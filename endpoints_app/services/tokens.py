@@ -21,7 +21,7 @@ def parse_expires_in_days(value: Any) -> int:
     return parse_int(value, "expires_in_days", 1, MAX_TOKEN_DAYS)
 
 
-def tokens_of(user):
+def api_tokens_of(user):
     return ApiToken.objects.filter(user=user)
 
 
@@ -41,7 +41,7 @@ def do_revoke_api_token(actor: Actor, user, token_id: Any) -> None:
         pk = int(token_id)
     except (TypeError, ValueError):
         raise Http404("No such token.") from None
-    token = tokens_of(user).filter(pk=pk).first()
+    token = api_tokens_of(user).filter(pk=pk).first()
     if token is None:
         raise Http404("No such token.")
     record(actor, "api_token.revoke", token, for_user=user.get_username())

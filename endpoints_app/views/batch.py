@@ -12,19 +12,21 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from endpoints_app.api.batch import BatchJobSerializer
-from endpoints_app.api.endpoints import inference_base_url
+from endpoints_app.downloads import file_download
 from endpoints_app.errors import StudioError
+from endpoints_app.filters import latest_versions, visible_models
+from endpoints_app.inference_urls import inference_base_url
 from endpoints_app.models import (
     BatchJob,
     CatalogModel,
+    Compute,
     DataAsset,
     Deployment,
     Endpoint,
@@ -36,19 +38,20 @@ from endpoints_app.models import (
 )
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services import batch as batch_svc
+from endpoints_app.services import computes as compute_svc
 from endpoints_app.services import data as data_svc
 from endpoints_app.services import deployments as deployment_svc
 from endpoints_app.services import keys as key_svc
 from endpoints_app.services.audit import Actor
-from endpoints_app.views.catalog import wants_partial
-from endpoints_app.views.home import require_workspace
+from endpoints_app.views.common import require_workspace, wants_partial
 
 # Form fields of a batch deployment, as the services' spec keys (retry settings are nested).
-DEPLOYMENT_FIELDS = ("name", "model", "instance_type", "instance_count", "mini_batch_size",
-                     "max_concurrency_per_instance", "error_threshold", "output_action", "output_file_name")
+DEPLOYMENT_FIELDS = ("name", "model", "compute", "instance_type", "instance_count", "mini_batch_size",
+                     "max_concurrency_per_instance", "error_threshold", "output_action", "output_file_name",
+                     "output_columns")
 RETRY_FIELDS = ("max_retries", "timeout")
 # Settings an invocation may override from the Invoke form (empty = the deployment's).
-INVOKE_SETTINGS = ("mini_batch_size", "instance_count", "error_threshold", "output_file_name")
+INVOKE_SETTINGS = ("mini_batch_size", "instance_count", "error_threshold", "output_file_name", "output_columns")
 JOB_PAGE_SIZE = 100
 ENDPOINT_JOBS_SHOWN = 10
 
@@ -74,8 +77,6 @@ def _job(request, name: str, need: Role = Role.READER) -> BatchJob:
 
 
 def _batch_models(workspace) -> list[CatalogModel]:
-    from endpoints_app.filters import latest_versions, visible_models
-
     rows = latest_versions(visible_models(workspace)).filter(deployment_kinds__icontains='"batch"')
     return list(rows.order_by("name"))
 
@@ -84,7 +85,8 @@ def _deployment_values(post=None, model: str = "") -> dict:
     """The deployment form's values: what was posted, else the services' defaults."""
     defaults = batch_svc.BATCH_DEFAULTS
     values = {
-        "name": "blue", "model": model, "instance_type": "", "instance_count": "1",
+        "name": "blue", "model": model, "compute": "local", "instance_type": "", "instance_count": "1",
+        "output_columns": "",
         **{key: str(defaults[key]) for key in ("mini_batch_size", "max_concurrency_per_instance", "error_threshold",
                                                 "output_action", "output_file_name")},
         **{key: str(defaults["retry_settings"][key]) for key in RETRY_FIELDS},
@@ -109,6 +111,9 @@ def _form_context(workspace, values: dict) -> dict:
         "values": values,
         "models": _batch_models(workspace),
         "instance_types": list(InstanceType.objects.filter(is_active=True)),
+        # Batch jobs run on the local compute only for now (controller/jobs.py fails a job on a Ray compute):
+        # the form offers no choice that cannot run.
+        "computes": [c for c in compute_svc.deployable_computes() if c.type == Compute.Type.LOCAL],
         "output_actions": batch_svc.OUTPUT_ACTIONS,
     }
 
@@ -116,7 +121,7 @@ def _form_context(workspace, values: dict) -> dict:
 def _job_view(job: BatchJob) -> BatchJob:
     """Adds what the progress display shows: percent (the API's own figure), elapsed seconds,
     rows per second and an estimate of the time left from the pace so far."""
-    job.percent = BatchJobSerializer().get_progress(job)
+    job.percent = job.progress()
     # The bar shows done and failed mini-batches apart.
     total = job.mini_batches_total or 1
     job.done_percent = 100.0 * job.mini_batches_done / total if job.mini_batches_total else job.percent
@@ -138,7 +143,7 @@ def _job_view(job: BatchJob) -> BatchJob:
 
 def _endpoint_context(request, endpoint: Endpoint) -> dict:
     deployments = list(
-        endpoint.deployments.select_related("model", "instance_type")
+        endpoint.deployments.select_related("model", "instance_type", "compute")
         .exclude(provisioning_state=ProvisioningState.DELETING).order_by("name")
     )
     jobs = [
@@ -349,13 +354,17 @@ def _job_context(request, job: BatchJob) -> dict:
     job = _job_view(job)
     output = job.output_file_name
     has_output = job.status == JobStatus.COMPLETED and batch_svc.output_file(job, output) is not None
+    # The files its score.py wrote to its output folder (the job page lists the first ones).
+    written = [f for f in batch_svc.output_files(job) if f != output] if job.status == JobStatus.COMPLETED else []
     return {
+        "written_files": written[:50],
+        "written_more": max(0, len(written) - 50),
         "job": job,
         "can_write": can(request.user, job.workspace, Role.CONTRIBUTOR),
         "failures": batch_svc.job_failures(job) if job.mini_batches_failed else [],
         "output": output if has_output else "",
         "instances": list(batch_svc.active_job_instances(job).order_by("name")),
-        "price_per_hour": job.deployment.instance_type.price_per_hour,
+        **batch_svc.job_charges(job),
     }
 
 
@@ -395,8 +404,7 @@ def job_output(request, name: str, file: str):
         path = None
     if path is None:
         raise Http404(f"Job {job.name} has no output {file!r} (it is {job.status}).")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name,
-                        content_type="text/csv" if path.suffix == ".csv" else "application/octet-stream")
+    return file_download(request, path, "text/csv" if path.suffix == ".csv" else "application/octet-stream")
 
 
 @login_required

@@ -3,7 +3,6 @@
 The filter form is a plain GET form; with htmx it swaps only the results and
 pushes the URL, without JavaScript it reloads the page with the same URL."""
 
-import json
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -11,15 +10,17 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_POST
 
 from endpoints_app.catalog.runtimes import runtime_status
 from endpoints_app.errors import InvalidInput, StudioError
 from endpoints_app.filters import filter_catalog, find_model, licence_choices
 from endpoints_app.models import CatalogModel, Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
+from endpoints_app.services import models as model_svc
 from endpoints_app.services.audit import Actor
 from endpoints_app.services.models import do_register_model
-from endpoints_app.views.home import require_workspace
+from endpoints_app.views.common import pretty_json, require_workspace, wants_partial
 
 PAGE_SIZE = 24
 # Deployment kinds with a way to deploy in the UI.
@@ -31,12 +32,6 @@ KIND_LABELS = {
 }
 FILTER_LABELS = {"search": "Search", "task": "Task", "format": "Format", "license": "Licence",
                  "deployment_kind": "Deployment"}
-
-
-def wants_partial(request) -> bool:
-    """An htmx swap of part of the page (not a boosted link, and not htmx restoring a
-    pushed URL from history, which needs the whole page)."""
-    return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
 
 
 def _active_filters(form) -> list[dict]:
@@ -74,30 +69,8 @@ def _wizard_url() -> str | None:
         return None
 
 
-def pretty_json(value) -> str:
-    """Indented JSON, with lists of plain values kept on one line (rows of features stay readable)."""
-    if value in (None, {}, []):
-        return ""
-
-    def scalar(item) -> bool:
-        return not isinstance(item, (dict, list))
-
-    def dump(item, depth: int) -> str:
-        pad, inner = "  " * depth, "  " * (depth + 1)
-        if isinstance(item, dict) and item:
-            body = ",\n".join(
-                f"{inner}{json.dumps(k, ensure_ascii=False)}: {dump(v, depth + 1)}" for k, v in item.items()
-            )
-            return "{\n" + body + "\n" + pad + "}"
-        if isinstance(item, list) and item and not all(scalar(x) for x in item):
-            return "[\n" + ",\n".join(inner + dump(x, depth + 1) for x in item) + "\n" + pad + "]"
-        return json.dumps(item, ensure_ascii=False)
-
-    return dump(value, 0)
-
-
 @login_required
-def model_page(request, name: str):
+def model_page(request, name: str, error: str = "", sample_text: str | None = None, status: int = 200):
     workspace = require_workspace(request)
     version = request.GET.get("version")
     model = find_model(
@@ -143,15 +116,56 @@ def model_page(request, name: str):
         "input_schema": pretty_json(model.input_schema),
         "output_schema": pretty_json(model.output_schema),
         "api_url": f"/api/v1/workspaces/{workspace.name}/models/{model.name}/versions/{model.version}",
+        # A workspace's own model: its Contributors attach a sample and delete versions no deployment uses.
+        "own": model.workspace_id == workspace.pk and can_deploy,
+        "delete_refusal": model_svc.delete_refusal(model) if model.workspace_id == workspace.pk else None,
+        "error": error,
+        "sample_text": sample_text if sample_text is not None else pretty_json(model.sample_request),
     }
-    return render(request, "catalog/model.html", context)
+    return render(request, "catalog/model.html", context, status=status)
+
+
+def _own_version(request, name: str, version: int) -> CatalogModel:
+    workspace = require_workspace(request)
+    check_workspace(request.user, workspace.name, Role.CONTRIBUTOR)  # 403 for Readers
+    return find_model(workspace, name, version, workspace.name)
+
+
+@login_required
+@require_POST
+def model_sample(request, name: str, version: int):
+    """Attach a sample request to a registered model version (what its Test tab opens with)."""
+    model = _own_version(request, name, version)
+    text = request.POST.get("sample_request", "")
+    try:
+        model_svc.do_update_model(Actor.from_request(request), request.workspace, model, sample_request=text)
+    except StudioError as exc:
+        request.GET = request.GET.copy()
+        request.GET["version"] = str(version)
+        return model_page(request, name, error=exc.message, sample_text=text, status=exc.status)
+    messages.success(request, f"Saved the sample request of {model.name} version {model.version}.")
+    return redirect(reverse("catalog-model", args=[model.name]) + f"?version={model.version}")
+
+
+@login_required
+@require_POST
+def model_delete(request, name: str, version: int):
+    model = _own_version(request, name, version)
+    try:
+        model_svc.do_delete_model(Actor.from_request(request), request.workspace, model)
+    except StudioError as exc:
+        request.GET = request.GET.copy()
+        request.GET["version"] = str(version)
+        return model_page(request, name, error=exc.message, status=exc.status)
+    messages.success(request, f"Deleted {model.name} version {model.version}.")
+    return redirect("catalog")
 
 
 @login_required
 def register(request):
     workspace = require_workspace(request)
     allowed = can(request.user, workspace, Role.CONTRIBUTOR)
-    values = {"name": "", "format": "", "task": "", "description": ""}
+    values = {"name": "", "format": "", "task": "", "description": "", "sample_request": "", "environment": ""}
     error = None
     status = 200
     if request.method == "POST":
@@ -168,9 +182,13 @@ def register(request):
                 workspace,
                 name=values["name"],
                 file=upload,
-                format=values["format"] or None,
+                # An MLflow model is a type of its own (the API's type=mlflow_model), not a file format.
+                format=values["format"] if values["format"] not in ("", "mlflow") else None,
+                type="mlflow_model" if values["format"] == "mlflow" else None,
                 task=values["task"] or None,
                 description=values["description"],
+                sample_request=values["sample_request"] or None,
+                environment=values["environment"] or None,
             )
         except StudioError as exc:
             error = exc
@@ -183,7 +201,8 @@ def register(request):
         "values": values,
         "error": error,
         "formats": [("", "Detect from the file"), ("sklearn", "scikit-learn (joblib / pickle)"),
-                    ("onnx", "ONNX"), ("custom", "Custom: zip with score.py")],
+                    ("onnx", "ONNX"), ("custom", "Custom: zip with score.py"),
+                    ("mlflow", "MLflow model: zip of the folder save_model wrote")],
         "tasks": [("", "Choose later / custom"), *CatalogModel.Task.choices],
     }
     return render(request, "catalog/register.html", context, status=status)

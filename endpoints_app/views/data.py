@@ -15,7 +15,7 @@ from endpoints_app.models import DataAsset, Role
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services import data as data_svc
 from endpoints_app.services.audit import Actor
-from endpoints_app.views.home import require_workspace
+from endpoints_app.views.common import require_workspace
 
 FILES_SHOWN = 200
 PREVIEW_ROWS = 20
@@ -23,7 +23,7 @@ PREVIEW_ROWS = 20
 
 def _list_context(request, workspace) -> dict:
     return {
-        "assets": list(DataAsset.objects.filter(workspace=workspace).select_related("created_by")
+        "assets": list(DataAsset.objects.filter(workspace=workspace).select_related("created_by", "datastore")
                        .order_by("name", "-version")),
         "can_write": can(request.user, workspace, Role.CONTRIBUTOR),
         "limit_mb": data_svc.upload_limit() // (1024 * 1024),

@@ -1,13 +1,14 @@
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from endpoints_app.api.endpoints import inference_base_url
+from endpoints_app.filters import filter_catalog
+from endpoints_app.inference_urls import inference_base_url
 from endpoints_app.middleware import SESSION_KEY
 from endpoints_app.models import CatalogModel, Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
+from endpoints_app.services.deployments import node_capacity
 from endpoints_app.services.serverless import inference_base_uri, list_serverless_endpoints
 
 
@@ -18,7 +19,10 @@ def overview_context(request) -> dict:
     names = list(list_serverless_endpoints(workspace).values_list("name", flat=True)) if workspace else []
     return {
         "endpoint_count": Endpoint.objects.filter(workspace=workspace).count() if workspace else 0,
-        "model_count": CatalogModel.objects.filter(workspace__isnull=True).count(),
+        # What the catalog page lists for this workspace (shared and own models, latest versions).
+        "model_count": filter_catalog(workspace, {})[1].count() if workspace else
+        CatalogModel.objects.filter(workspace__isnull=True).count(),
+        "capacity": node_capacity() if workspace else None,
         "unified_url": inference_base_uri(base),
         "studio_url": base,
         "serverless_names": names,
@@ -43,7 +47,3 @@ def switch_workspace(request):
     return redirect(target)
 
 
-def require_workspace(request):
-    if request.workspace is None:
-        raise Http404("You are not a member of any workspace yet; ask an Owner to add you.")
-    return request.workspace

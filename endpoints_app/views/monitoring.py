@@ -1,35 +1,18 @@
 """The endpoint Monitoring tab: a partial for htmx (and a page of its own without it)."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
-from django.utils.safestring import mark_safe
 
 from endpoints_app.metering.charts import RANGES, default_range, monitoring_figures
-from endpoints_app.models import Endpoint
-from endpoints_app.permissions import check_workspace
+from endpoints_app.views.common import endpoint_for, script_safe
 
 CHART_ORDER = ["requests", "latency", "errors", "traffic", "tokens", "cost", "cpu", "memory"]
 
 
-def script_safe(text: str) -> str:
-    """JSON made safe inside <script>: these characters only occur inside JSON strings,
-    where their \\u escapes mean the same."""
-    return mark_safe(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
-def endpoint_for(user, name: str) -> Endpoint:
-    endpoint = Endpoint.objects.select_related("workspace").filter(name=name).first()
-    if endpoint is None:
-        raise Http404("No such endpoint.")
-    check_workspace(user, endpoint.workspace.name)
-    return endpoint
-
-
 @login_required
 def monitoring(request, name: str):
-    endpoint = endpoint_for(request.user, name)
+    endpoint = endpoint_for(request, name)
     now = timezone.now()
     range_key = request.GET.get("range", "")
     if range_key not in RANGES:

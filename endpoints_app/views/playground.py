@@ -9,7 +9,6 @@ generation. Under WSGI (the test server) the same chunks go out through a plain 
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -21,12 +20,13 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
-from endpoints_app import keys
+from endpoints_app import jsonbody, keys
 from endpoints_app.errors import InvalidInput, StudioError
+from endpoints_app.inference_urls import gateway_base
 from endpoints_app.models import Endpoint, Role
 from endpoints_app.services import keys as key_svc
 from endpoints_app.services import playground
-from endpoints_app.views.endpoints import _endpoint_for, _gateway_base
+from endpoints_app.views.common import endpoint_for
 
 CONNECT_TIMEOUT_S = 5
 # Between two chunks of a stream (a cold serverless pool answers 503 at once, not slowly).
@@ -52,8 +52,8 @@ def _upstream_error(response: requests.Response) -> HttpResponse:
     """The gateway's own error (403 unsubscribed, 429 limits, 503 starting...), passed on."""
     body = response.content[:100_000]
     try:
-        json.loads(body)
-    except ValueError:
+        jsonbody.loads(body)
+    except jsonbody.JSONError:
         return _error(body.decode(errors="replace") or response.reason, response.status_code, "UpstreamError")
     relayed = HttpResponse(body, status=response.status_code, content_type="application/json")
     if response.headers.get("Retry-After"):
@@ -101,7 +101,7 @@ async def _async_chunks(response: requests.Response) -> AsyncIterator[bytes]:
 @login_required
 @require_POST
 def playground_chat(request, name: str):
-    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    endpoint = endpoint_for(request, name, Role.CONTRIBUTOR)
     if playground.playground_kind(endpoint) != "chat":
         return _error(f"Endpoint '{endpoint.name}' does not serve a chat model.", 400)
     try:
@@ -110,7 +110,7 @@ def playground_chat(request, name: str):
         return JsonResponse(exc.as_dict(), status=exc.status)
     try:
         upstream = requests.post(
-            f"{_gateway_base()}/inference/{endpoint.name}/chat/completions", json=body, headers=_headers(endpoint),
+            f"{gateway_base()}/inference/{endpoint.name}/chat/completions", json=body, headers=_headers(endpoint),
             stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
         )
     except requests.RequestException as exc:
@@ -131,14 +131,14 @@ def playground_chat(request, name: str):
 @require_POST
 def playground_embeddings(request, name: str):
     """Embeds two texts and shows the dimensions and their cosine similarity (an htmx partial)."""
-    endpoint = _endpoint_for(request, name, Role.CONTRIBUTOR)
+    endpoint = endpoint_for(request, name, Role.CONTRIBUTOR)
     context = {"endpoint": endpoint, "text_a": request.POST.get("text_a", ""), "text_b": request.POST.get("text_b", "")}
     try:
         if playground.playground_kind(endpoint) != "embeddings":
             raise InvalidInput(f"Endpoint '{endpoint.name}' does not serve an embeddings model.")
         body = playground.parse_embeddings_form(request.POST)
         try:
-            upstream = requests.post(f"{_gateway_base()}/inference/{endpoint.name}/embeddings", json=body,
+            upstream = requests.post(f"{gateway_base()}/inference/{endpoint.name}/embeddings", json=body,
                                      headers=_headers(endpoint), timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
         except requests.RequestException as exc:
             raise InvalidInput(f"Could not reach the gateway: {exc.__class__.__name__}.") from None

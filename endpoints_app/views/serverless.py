@@ -18,9 +18,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from endpoints_app.api.endpoints import inference_base_url
 from endpoints_app.catalog.runtimes import runtime_status
 from endpoints_app.errors import InvalidInput, StudioError
+from endpoints_app.inference_urls import inference_base_url
 from endpoints_app.models import Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services import keys as key_svc
@@ -28,8 +28,8 @@ from endpoints_app.services import marketplace as market_svc
 from endpoints_app.services import playground
 from endpoints_app.services import serverless as serverless_svc
 from endpoints_app.services.audit import Actor
-from endpoints_app.views.endpoints import _default_endpoint_name, _endpoint_for
-from endpoints_app.views.home import overview_context, require_workspace
+from endpoints_app.views.common import default_endpoint_name, endpoint_for, require_workspace
+from endpoints_app.views.home import overview_context
 
 DEFAULT_TERMS = (
     "By subscribing, your workspace accepts the model's licence ({license}) and agrees to pay for the tokens its "
@@ -65,7 +65,7 @@ def serverless_wizard(request):
     step = request.POST.get("step") or request.GET.get("step", "terms")
     available, reason = runtime_status(model)
     error, status = None, 200
-    name = request.POST.get("name", "").strip() or _default_endpoint_name(model)
+    name = request.POST.get("name", "").strip() or default_endpoint_name(model)
     if request.method == "POST":
         check_workspace(request.user, workspace.name, Role.CONTRIBUTOR)
         actor = Actor.from_request(request)
@@ -124,7 +124,7 @@ def by_kind(serverless_view, online_view):
 
 
 def _serverless_for(request, name: str, need: Role = Role.READER) -> Endpoint:
-    endpoint = _endpoint_for(request, name, need)
+    endpoint = endpoint_for(request, name, need)
     if endpoint.kind != Endpoint.Kind.SERVERLESS or endpoint.model is None:
         raise Http404("No such serverless endpoint.")
     return endpoint
@@ -230,7 +230,7 @@ def inference_keys(request):
         if key_type:
             serverless_svc.do_regenerate_inference_key(actor, workspace, key_type)
             context["regenerated"] = key_type
-        context["inference_keys"] = serverless_svc.get_inference_keys(actor, workspace)
+        context["inference_keys"] = serverless_svc.do_ensure_inference_keys(actor, workspace)
     except StudioError as exc:
         context["error"] = exc.message
     if request.htmx:

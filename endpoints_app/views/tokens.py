@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from endpoints_app.errors import StudioError
 from endpoints_app.services.audit import Actor
-from endpoints_app.services.tokens import do_create_api_token, do_revoke_api_token, tokens_of
+from endpoints_app.services.tokens import api_tokens_of, do_create_api_token, do_revoke_api_token
 
 
 @never_cache
@@ -27,7 +27,7 @@ def tokens_page(request):
         else:
             # Rendered into this response only: never stored in the session or a message.
             context.update(new_token=token, new_value=value)
-    context["tokens"] = tokens_of(request.user)
+    context["tokens"] = api_tokens_of(request.user)
     return render(request, "tokens/index.html", context, status=400 if context["error"] else 200)
 
 

@@ -3,7 +3,10 @@ from django.urls import path
 from endpoints_app.views import batch as batch_views
 from endpoints_app.views import catalog, home
 from endpoints_app.views import data as data_views
+from endpoints_app.views import datastores as datastore_views
+from endpoints_app.views import deploy as deploy_views
 from endpoints_app.views import endpoints as endpoint_views
+from endpoints_app.views import environments as environment_views
 from endpoints_app.views import monitoring as monitoring_views
 from endpoints_app.views import playground as playground_views
 from endpoints_app.views import serverless as serverless_views
@@ -18,11 +21,13 @@ urlpatterns = [
     path("catalog/", catalog.catalog, name="catalog"),
     path("catalog/register/", catalog.register, name="catalog-register"),
     path("catalog/<str:name>/", catalog.model_page, name="catalog-model"),
+    path("catalog/<str:name>/versions/<int:version>/sample/", catalog.model_sample, name="catalog-model-sample"),
+    path("catalog/<str:name>/versions/<int:version>/delete/", catalog.model_delete, name="catalog-model-delete"),
     path("endpoints/", endpoint_views.endpoint_list, name="endpoints"),
-    path("endpoints/new/", endpoint_views.deploy_wizard, name="deploy-wizard"),
-    path("endpoints/new/check-name/", endpoint_views.check_endpoint_name, name="endpoint-name-check"),
+    path("endpoints/new/", deploy_views.deploy_wizard, name="deploy-wizard"),
+    path("endpoints/new/check-name/", deploy_views.check_endpoint_name, name="endpoint-name-check"),
     path("endpoints/new/batch/", batch_views.create_batch_endpoint, name="batch-endpoint-create"),
-    path("endpoints/new/check-resources/", endpoint_views.check_resources, name="endpoint-resource-check"),
+    path("endpoints/new/check-resources/", deploy_views.check_resources, name="endpoint-resource-check"),
     path("serverless/new/", serverless_views.serverless_wizard, name="serverless-wizard"),
     path("inference-keys/", serverless_views.inference_keys, name="inference-keys"),
     path("endpoints/<str:name>/", by_kind(serverless_views.detail, endpoint_views.endpoint_detail),
@@ -63,9 +68,16 @@ urlpatterns = [
     path("jobs/<str:name>/cancel/", batch_views.cancel_job, name="job-cancel"),
     path("jobs/<str:name>/logs/", batch_views.job_log, name="job-log"),
     path("jobs/<str:name>/outputs/<path:file>", batch_views.job_output, name="job-output"),
+    path("environments/", environment_views.environment_list, name="environments"),
+    path("environments/create/", environment_views.create, name="environment-create"),
+    path("environments/<str:name>/versions/<str:version>/", environment_views.environment_page, name="environment"),
     path("data/", data_views.data_list, name="data"),
     path("data/upload/", data_views.upload, name="data-upload"),
     path("data/<str:name>/versions/<int:version>/", data_views.asset_page, name="data-asset"),
+    path("datastores/", datastore_views.datastore_list, name="datastores"),
+    path("datastores/new/", datastore_views.create, name="datastore-create"),
+    path("datastores/<str:name>/", datastore_views.detail, name="datastore-detail"),
+    path("datastores/<str:name>/delete/", datastore_views.delete, name="datastore-delete"),
     path("usage/", usage_views.usage_page, name="usage"),
     path("usage/export.csv", usage_views.usage_csv, name="usage-csv"),
     path("usage/budget/", usage_views.set_budget, name="usage-budget"),

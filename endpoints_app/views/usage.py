@@ -1,6 +1,5 @@
 """The workspace Usage page: cost by endpoint, model and day, CSV export, monthly budget."""
 
-import csv
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from endpoints_app import csvsafe
 from endpoints_app.errors import StudioError
 from endpoints_app.metering import costs
 from endpoints_app.metering.charts import PALETTE, bar, new_figure
@@ -20,8 +20,7 @@ from endpoints_app.models import BatchJob, Endpoint, Role
 from endpoints_app.permissions import can, check_workspace
 from endpoints_app.services.audit import Actor
 from endpoints_app.services.usage import budget_status, check_budget, do_set_budget, month_start, parse_month
-from endpoints_app.views.home import require_workspace
-from endpoints_app.views.monitoring import script_safe
+from endpoints_app.views.common import require_workspace, script_safe
 
 JOBS_SHOWN = 50
 
@@ -106,14 +105,14 @@ def usage_csv(request):
     lines = sorted(_lines(workspace, start, end, now), key=lambda ln: (ln.bucket, ln.endpoint, ln.deployment, ln.kind))
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="usage-{workspace.name}-{start:%Y-%m}.csv"'
-    writer = csv.writer(response)
-    writer.writerow(["date", "endpoint", "deployment", "model", "meter", "instance_type", "instance_hours",
-                     "tokens_in", "tokens_out", "cost"])
-    for ln in lines:
-        writer.writerow([
-            datetime.fromtimestamp(ln.bucket, UTC).date().isoformat(), ln.endpoint, ln.deployment, ln.model, ln.kind,
-            ln.instance_type, f"{ln.instance_hours:.6f}", ln.tokens_in, ln.tokens_out, f"{ln.cost:.6f}",
-        ])
+    # Names users chose (endpoints, deployments, models) reach a spreadsheet: formula-safe cells (csvsafe).
+    response.write(csvsafe.row(["date", "endpoint", "deployment", "model", "meter", "instance_type",
+                                "instance_hours", "tokens_in", "tokens_out", "cost"]))
+    response.write(csvsafe.rows(
+        [datetime.fromtimestamp(ln.bucket, UTC).date().isoformat(), ln.endpoint, ln.deployment, ln.model, ln.kind,
+         ln.instance_type, f"{ln.instance_hours:.6f}", ln.tokens_in, ln.tokens_out, f"{ln.cost:.6f}"]
+        for ln in lines
+    ))
     return response
 
 

@@ -134,6 +134,27 @@ def endpoint_cmd(client: StudioClient, args, kind: str) -> Any:
     raise UsageError(f"unknown action {action}")
 
 
+def local_cmd(args) -> Any:
+    """`online-deployment create --local` and `online-endpoint invoke --local`: no studio, no token."""
+    from studio_client import local
+
+    if args.group == "online-endpoint" and args.action == "invoke":
+        name = _need(args.name, "give the endpoint's name with -n/--name")
+        request_file = _need(args.request_file, "invoke needs --request-file FILE (the JSON body to score)")
+        try:
+            body = Path(request_file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {request_file}: {exc.strerror}") from None
+        return local.invoke(name, body, args.route)
+    if args.group == "online-deployment" and args.action == "create":
+        spec = _load(args, "online-deployment", for_create=True)
+        specs.read_environment_files(spec.get("environment"), args.file)
+        spec["endpoint_name"] = args.endpoint_name or spec.get("endpoint_name") or "local"
+        local.run(specs.plain(spec), args.file, args.port)
+        return None
+    raise UsageError("--local goes with online-deployment create and online-endpoint invoke")
+
+
 def batch_invoke(client: StudioClient, args) -> Any:
     """`batch-endpoint invoke -n E --input DATA_ID [...]` or `-f job.yml` (a batch-job spec)."""
     job: dict = specs.MarkedDict()
@@ -148,10 +169,12 @@ def batch_invoke(client: StudioClient, args) -> Any:
     for key in specs.JOB_SETTINGS.fields:
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
+    others = {k: v for k, v in specs.plain(job.get("inputs") or {}).items() if k != "input_data"}
+    outputs = specs.plain(job.get("outputs") or {})
     poller = client.jobs.begin_create(name, input_path=input_path,
                                       input_type=data_input.get("type") or args.input_type,
                                       deployment_name=args.deployment_name or job.get("deployment_name"),
-                                      settings=settings or None)
+                                      settings=settings or None, inputs=others or None, outputs=outputs or None)
     return _finish(poller, args)
 
 
@@ -181,6 +204,8 @@ def deployment_cmd(client: StudioClient, args, kind: str) -> Any:
             return f"(no log: {exc})"
 
     if action in ("create", "update"):
+        if isinstance(spec.get("environment"), dict):
+            specs.read_environment_files(spec["environment"], args.file)
         if action == "create":
             poller = ops.begin_create(endpoint, specs.body(spec))
         else:
@@ -236,7 +261,7 @@ def _output_files(job: dict) -> list[str]:
         missing = [name for name, url in outputs.items() if not url]
         if missing:
             raise UsageError(f"job {job.get('name')} is {job.get('status')}: no {', '.join(missing)} to download yet")
-        outputs = list(outputs)
+        return list(outputs)  # every file the job wrote (none for summary_only without a score.py folder)
     names = []
     for item in outputs:
         if isinstance(item, str):
@@ -256,6 +281,11 @@ def data_cmd(client: StudioClient, args) -> Any:
     spec = _load(args, "data", for_create=not args.path) if args.file or args.set else specs.MarkedDict()
     name = _need(args.name or spec.get("name"), "give the data asset's name with -n/--name or in the file (-f)")
     paths = list(args.path)
+    target = spec.get("path") or (paths[0] if len(paths) == 1 else "")
+    if str(target).startswith("azureml://"):
+        # A version that points at a datastore path: nothing to upload.
+        return client.data.create_reference(name, str(target), spec.get("type") or "uri_folder",
+                                            spec.get("description") or "")
     if spec.get("path"):
         base = Path(args.file).parent if args.file else Path.cwd()
         paths.append(str(base / spec["path"]))
@@ -265,6 +295,82 @@ def data_cmd(client: StudioClient, args) -> Any:
         if not os.path.exists(p):
             raise UsageError(f"no such file or folder: {p}")
     return client.data.create(name, paths)
+
+
+def datastore_cmd(client: StudioClient, args) -> Any:
+    ops = client.datastores
+    if args.action == "list":
+        return ops.list()
+    if args.action == "create":
+        spec = specs.body(_load(args, "datastore", for_create=True))
+        if spec.get("type") == "local" and spec.get("path") and not os.path.isabs(spec["path"]):
+            base = Path(args.file).parent if args.file else Path.cwd()
+            spec["path"] = str((base / spec["path"]).resolve())  # paths in a YAML are relative to it
+        return ops.create(spec)
+    name = _need(args.name, "give the datastore's name with -n/--name")
+    if args.action == "show":
+        return ops.get(name)
+    if args.action == "browse":
+        return ops.browse(name, args.path)
+    if args.action == "delete":
+        _confirm(args, f"Delete datastore '{name}' (its files stay where they are)?")
+        ops.delete(name)
+        return {"name": name, "deleted": True}
+    raise UsageError(f"unknown action {args.action}")
+
+
+COMPUTE_TYPES = ("ray", "local")
+
+
+def compute_cmd(client: StudioClient, args) -> Any:
+    ops = client.computes
+    if args.action == "list":
+        return ops.list()
+    if args.action in ("create", "update"):
+        spec = _load(args, "compute", for_create=args.action == "create")
+        kind = spec.get("type")
+        if kind is not None and kind not in COMPUTE_TYPES:
+            raise specs.SpecError(f"{kind!r} is not supported: the studio scales out on Ray (type: ray, with the "
+                                  "address of a Ray cluster's head; Ray runs on Kubernetes too, with KubeRay)",
+                                  "type", specs._line_of(spec, "type"), args.file or "--set")
+        body = specs.body(spec)
+        if args.action == "create":
+            return ops.create(body)
+        name = _need(body.pop("name", None) or args.name, "give the compute's name with -n/--name or in the spec")
+        return ops.update(name, body)
+    name = _need(args.name, "give the compute's name with -n/--name")
+    if args.action == "show":
+        return ops.get(name)
+    if args.action == "delete":
+        _confirm(args, f"Delete compute '{name}'?")
+        ops.delete(name)
+        return {"name": name, "deleted": True}
+    raise UsageError(f"unknown action {args.action}")
+
+
+def environment_cmd(client: StudioClient, args) -> Any:
+    ops = client.environments
+    if args.action == "list":
+        return ops.list(args.name)
+    if args.action == "create":
+        spec = specs.read_environment_files(_load(args, "environment", for_create=True), args.file)
+
+        def log_tail() -> str:
+            try:
+                return "\n".join(ops.build_log(spec["name"], version).splitlines()[-20:])
+            except Exception as exc:  # the failure itself matters more than its log
+                return f"(no log: {exc})"
+
+        poller = ops.begin_create(specs.body(spec))
+        version = (poller.resource or {}).get("version")
+        return _finish(poller, args, log_tail)
+    name = _need(args.name, "give the environment's name with -n/--name")
+    if args.action == "show":
+        return ops.get(name, args.version)
+    if args.action == "get-build-log":
+        version = args.version or ops.get(name)["version"]
+        return ops.build_log(name, version)
+    raise UsageError(f"unknown action {args.action}")
 
 
 # -- serverless, subscriptions, models, members, the rest ----------------------------------------------------
@@ -315,14 +421,42 @@ def model_cmd(client: StudioClient, args) -> Any:
     if args.action == "list":
         return client.models.list(search=args.search, task=args.task, format=args.format,
                                   deployment_kind=args.deployment_kind, name=args.name)
-    name = _need(args.name, "give the model's name with -n/--name")
+    spec: dict = {}
+    if args.action == "create" and args.file:
+        spec = _load(args, "model", for_create=True)
+        if spec.get("path"):
+            spec["path"] = str(Path(args.file).parent / spec["path"])
+    name = _need(args.name or spec.get("name"), "give the model's name with -n/--name (or name: in -f FILE)")
     if args.action == "show":
         return client.models.get(name, args.version)
-    path = _need(args.path, "model create needs --path FILE")
-    if not os.path.isfile(path):
-        raise UsageError(f"no such file: {path}")
-    return client.models.create(name, path, format=args.format, task=args.task, description=args.description,
-                                scoring_script=args.scoring_script)
+    sample = _sample_request(args.sample_request)
+    if args.action in ("update", "delete"):
+        version = args.version or client.models.get(name)["version"]
+        if args.action == "delete":
+            _confirm(args, f"Delete model {name} version {version}?")
+            client.models.delete(name, version)
+            return {"name": name, "version": version, "deleted": True}
+        if sample is None and args.description is None:
+            raise UsageError("model update needs --sample-request FILE or --description TEXT")
+        return client.models.update(name, version, sample_request=sample, description=args.description)
+    path = _need(args.path or spec.get("path"), "model create needs --path FILE_OR_FOLDER (or path: in -f FILE)")
+    if not os.path.exists(path):
+        raise UsageError(f"no such file or folder: {path}")
+    return client.models.create(name, path, format=args.format, task=args.task,
+                                description=args.description or spec.get("description"),
+                                scoring_script=args.scoring_script, sample_request=sample,
+                                type=args.type or spec.get("type"),
+                                environment=args.environment or spec.get("environment"))
+
+
+def _sample_request(path: str | None) -> str | None:
+    """The JSON text of --sample-request FILE (the studio checks it)."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read --sample-request {path}: {exc.strerror}") from None
 
 
 def members_cmd(client: StudioClient, args) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 
 from studio_client import config as config_mod
@@ -21,6 +22,8 @@ def _login(args) -> dict:
     from studio_client.errors import ConfigurationError
 
     current = config_mod.read_config()
+    if args.client_id or args.issuer:
+        return _login_service_principal(args, current)
     settings = config_mod.resolve(args.url, args.token, args.workspace)
     token = args.token or settings.token
     if not token:
@@ -39,6 +42,42 @@ def _login(args) -> dict:
     return {"url": client.url, "workspace": settings.workspace, "config": str(path)}
 
 
+def _login_service_principal(args, current: dict) -> dict:
+    """`studio login --issuer URL --client-id ID --client-secret SECRET`: prove the credentials get a
+    token the studio takes, then store them (mode 0600); later commands fetch tokens as they expire."""
+    import os
+
+    from studio_client.client import StudioClient
+    from studio_client.errors import ConfigurationError
+
+    if not (args.issuer and args.client_id):
+        raise ConfigurationError("a service principal's login needs both --issuer and --client-id")
+    secret = args.client_secret or os.environ.get("STUDIO_CLIENT_SECRET")
+    if not secret:
+        if not sys.stdin.isatty():
+            raise ConfigurationError("give --client-secret (or STUDIO_CLIENT_SECRET); there is no terminal to ask on")
+        secret = getpass.getpass("Client secret: ").strip()
+    url = args.url or os.environ.get("STUDIO_URL") or current.get("url") or config_mod.DEFAULT_URL
+    workspace = args.workspace or os.environ.get("STUDIO_WORKSPACE") or current.get("workspace") \
+        or config_mod.DEFAULT_WORKSPACE
+    credentials = {"issuer": args.issuer.rstrip("/"), "client_id": args.client_id, "client_secret": secret,
+                   "scope": args.scope or None}
+    from studio_client.identity import ClientCredentials
+
+    client = StudioClient(url, workspace=workspace, user_agent=USER_AGENT,
+                          token_provider=ClientCredentials(**credentials))
+    names = [w.get("name") for w in client.workspaces.list()]
+    if workspace not in names:
+        raise ConfigurationError(
+            f"service principal '{args.client_id}' has no role in workspace '{workspace}'; its workspaces: "
+            f"{', '.join(names) or 'none'}"
+        )
+    values = {k: v for k, v in current.items() if k != "token"}
+    values.update({"url": client.url, "workspace": workspace, **{k: v for k, v in credentials.items() if v}})
+    path = config_mod.write_config(values)
+    return {"url": client.url, "workspace": workspace, "client_id": args.client_id, "config": str(path)}
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here, after parsing: `studio --help` and argument errors need none of it.
@@ -50,6 +89,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         if args.group == "login":
             result = _login(args)
+        elif getattr(args, "local", False):
+            result = commands.local_cmd(args)
         else:
             client = StudioClient(workspace=args.workspace, on_progress=output.progress, user_agent=USER_AGENT)
             if args.group == "apply":
@@ -64,6 +105,9 @@ def run(argv: list[str] | None = None) -> int:
                     "batch-deployment": lambda: commands.deployment_cmd(client, args, "batch"),
                     "job": lambda: commands.job_cmd(client, args),
                     "data": lambda: commands.data_cmd(client, args),
+                    "datastore": lambda: commands.datastore_cmd(client, args),
+                    "compute": lambda: commands.compute_cmd(client, args),
+                    "environment": lambda: commands.environment_cmd(client, args),
                     "serverless-endpoint": lambda: commands.serverless_cmd(client, args),
                     "marketplace-subscription": lambda: commands.subscription_cmd(client, args),
                     "model": lambda: commands.model_cmd(client, args),
@@ -75,7 +119,8 @@ def run(argv: list[str] | None = None) -> int:
                 }[args.group]
                 result = handler()
     except specs.SpecError as exc:
-        print(f"studio: invalid spec: {exc}", file=sys.stderr)
+        for problem in getattr(exc, "errors", [exc]):
+            print(f"studio: invalid spec: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except (commands.UsageError, ConfigurationError) as exc:
         print(f"studio: {exc}", file=sys.stderr)
@@ -111,5 +156,17 @@ def run(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended, as `yes | head` does
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run(argv)
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader left (`studio ... | head`): no traceback; stdout goes to /dev/null so the interpreter's
+        # own flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

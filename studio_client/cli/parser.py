@@ -11,12 +11,15 @@ GROUPS = {
     "batch-deployment": ["create", "update", "show", "list", "delete", "get-logs"],
     "job": ["show", "list", "cancel", "download", "wait"],
     "data": ["create", "list", "show"],
+    "datastore": ["create", "show", "list", "delete", "browse"],
+    "environment": ["create", "list", "show", "get-build-log"],
     "serverless-endpoint": ["create", "show", "list", "delete", "get-credentials", "regenerate-keys"],
     "marketplace-subscription": ["create", "show", "list", "delete"],
-    "model": ["list", "show", "create"],
+    "model": ["list", "show", "create", "update", "delete"],
     "members": ["list", "show", "add", "update", "remove"],
     "workspace": ["list", "list-inference-keys"],
     "instance-type": ["list"],
+    "compute": ["create", "update", "show", "list", "delete"],
     "token": ["list", "create", "delete"],
 }
 
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--route", default="score",
                    help="invoke: the route to call (score, chat/completions, completions, embeddings)")
     p.add_argument("--key-type", default="primary", choices=["primary", "secondary"])
+    p.add_argument("--local", action="store_true", help="invoke: the deployment running here (create --local)")
     p.add_argument("--traffic", help='update: live traffic, e.g. "blue=90 green=10"')
     p.add_argument("--mirror-traffic", help='update: mirror traffic, e.g. "green=10" (or "" for none)')
 
@@ -71,17 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--instance", help="get-logs: one instance's log")
         if kind == "online":
             p.add_argument("--all-traffic", action="store_true", help="send 100%% of live traffic to it once ready")
+            p.add_argument("--local", action="store_true",
+                           help="create: build the environment and run the model server here, in the foreground")
+            p.add_argument("--port", type=int, default=5001, help="create --local: the local port (default 5001)")
         else:
             p.add_argument("--set-default", action="store_true", help="make it the endpoint's default deployment")
 
     p = group("batch-endpoint", "batch endpoints and their invocation")
     _spec_flags(p)
-    p.add_argument("--input", help="invoke: a data asset id (studio:data/<name>/versions/<n>)")
+    p.add_argument("--input", help="invoke: a data asset id (studio:data/<name>/versions/<n>, azureml:<name>:<v>) "
+                                   "or a datastore path (azureml://datastores/<ds>/paths/<path>)")
     p.add_argument("--input-type", default="uri_folder", choices=["uri_folder", "uri_file"])
     p.add_argument("-d", "--deployment-name", help="invoke: this deployment instead of the default")
     for flag in ("--mini-batch-size", "--instance-count", "--max-concurrency-per-instance", "--error-threshold"):
         p.add_argument(flag, type=int)
     p.add_argument("--output-file-name")
+    p.add_argument("--output-columns", help="invoke: input columns to keep in the output, comma-separated "
+                                             "(e.g. customer_id,date)")
 
     p = group("job", "batch jobs")
     p.add_argument("-e", "--endpoint-name", help="the batch endpoint (optional: job names are unique)")
@@ -99,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="append", default=[], help="create: a file or folder to upload (repeatable)")
     p.add_argument("--set", action="append", metavar="PATH=VALUE", default=[])
 
+    p = group("datastore", "datastores: Azure Blob containers, S3 buckets, allowed folders")
+    p.add_argument("-f", "--file", help="YAML spec (name, type, and the type's fields)")
+    p.add_argument("-n", "--name")
+    p.add_argument("--path", default="", help="browse: a folder in the datastore (default: its root)")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE", default=[])
+    p.add_argument("--yes", "-y", action="store_true", help="delete without asking")
+    p = group("compute", "computes: where deployments run (local, Ray clusters); IT creates them")
+    p.add_argument("-f", "--file", help="YAML spec (name, type: ray, address host:port of the Ray head)")
+    p.add_argument("-n", "--name")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE", default=[])
+    p.add_argument("--yes", "-y", action="store_true", help="delete without asking")
+    p = group("environment", "environments: the packages a model needs (built once, shared)")
+    _spec_flags(p)
+    p.add_argument("-v", "--version", help="show, get-build-log: a version (default: the latest)")
+
     for name, help_text in (("serverless-endpoint", "serverless (pay-per-token) endpoints"),
                             ("marketplace-subscription", "marketplace subscriptions of model offers")):
         p = group(name, help_text)
@@ -110,9 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = group("model", "catalog and registered models")
     p.add_argument("-n", "--name")
     p.add_argument("-v", "--version", type=int)
-    p.add_argument("--path", help="create: file to upload (joblib/pickle, .onnx, or a zip with score.py)")
-    for flag in ("--format", "--task", "--description", "--search", "--deployment-kind", "--scoring-script"):
+    p.add_argument("--path", help="create: file to upload (joblib/pickle, .onnx, a zip with score.py, or an MLflow "
+                                  "model's folder or zip with --type mlflow_model)")
+    p.add_argument("-f", "--file", help="create: model.yml (name, path, type, description, environment)")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE", default=[])
+    for flag in ("--format", "--task", "--description", "--search", "--deployment-kind", "--scoring-script",
+                 "--type", "--environment"):
         p.add_argument(flag)
+    p.add_argument("--sample-request", help="create, update: a JSON file, the request the model's Test tab opens with")
+    p.add_argument("--yes", "-y", action="store_true", help="delete without asking")
 
     p = group("members", "members of the workspace and their roles")
     p.add_argument("-u", "--user", help="username")
@@ -137,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                        parents=[common])
     p.add_argument("--url", help="the studio's base URL (default STUDIO_URL or http://127.0.0.1:8000)")
     p.add_argument("--token", help="an API token (else STUDIO_TOKEN, else asked for on the terminal)")
+    p.add_argument("--issuer", help="a service principal's OpenID provider (issuer URL); with --client-id and "
+                   "--client-secret the CLI fetches and refreshes its own tokens")
+    p.add_argument("--client-id", help="the service principal's client id at the provider")
+    p.add_argument("--client-secret", help="its client secret (else STUDIO_CLIENT_SECRET, else asked for)")
+    p.add_argument("--scope", help="scope to ask the provider for (e.g. api://studio/.default); default none")
 
     p = sub.add_parser("apply", help="make the studio match a folder of specs (create, update, leave alone)",
                        parents=[common])

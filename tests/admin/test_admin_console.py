@@ -175,7 +175,8 @@ def test_console_writes_land_in_the_audit_log(it_client, workspace, owner, insta
     quota = QuotaLimit.objects.get(workspace=workspace)
     it_client.post(f"/admin/endpoints_app/quotalimit/{quota.pk}/change/",
                    {"workspace": workspace.pk, "family": "DSv2", "max_cores": 16})
-    assert audited("admin.quotalimit.change").details["change"]
+    changed = audited("admin.quotalimit.change")
+    assert changed.details["changes"] == {"max_cores": {"old": "8", "new": "16"}}
     it_client.post(f"/admin/endpoints_app/quotalimit/{quota.pk}/delete/", {"post": "yes"})
     assert not QuotaLimit.objects.exists()
     audited("admin.quotalimit.delete")
@@ -197,11 +198,18 @@ def test_console_writes_land_in_the_audit_log(it_client, workspace, owner, insta
     assert response.status_code == 302, response.content[:2000]
     audited("admin.user.add")
     instance_type = InstanceType.objects.first()
+    old_price = f"{instance_type.price_per_hour:.4f}"
     it_client.post("/admin/endpoints_app/instancetype/", {
         "form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-0-id": instance_type.pk,
         "form-0-price_per_hour": "1.25", "form-0-is_active": "on", "_save": "Save",
     })
-    audited("admin.instancetype.change")
+    # One price edit, one entry, through the console, with the old and new price.
+    price = audited("price.change")
+    assert (price.details["old"], price.details["new"]) == (old_price, "1.25")
+    assert not AuditLog.objects.filter(action="admin.instancetype.change").exists()
+    assert AuditLog.objects.filter(object_name=instance_type.name).count() == 1
+    listed = it_client.get("/admin/endpoints_app/auditlog/").content.decode()
+    assert f"{old_price} → 1.25" in listed
 
 
 def test_bootstrap_audits_the_default_workspace(db):

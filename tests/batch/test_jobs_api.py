@@ -199,7 +199,7 @@ def test_an_update_clears_a_failed_batch_deployment(owner_api, batch_endpoint):
 
 def test_dispatch_gives_work_to_an_idle_server_while_a_chain_holds_a_mini_batch_claimed_ahead(
         owner_api, batch_endpoint, make_asset, node):
-    from endpoints_app.batch import controller
+    from endpoints_app.controller import jobs as controller
     from endpoints_app.models import Instance, InstanceState, MiniBatchStatus
 
     batch_endpoint()
@@ -214,6 +214,29 @@ def test_dispatch_gives_work_to_an_idle_server_while_a_chain_holds_a_mini_batch_
     for mb, instance in ((batches[0], busy.name), (batches[1], "")):
         MiniBatch.objects.filter(pk=mb.pk).update(status=MiniBatchStatus.RUNNING, attempts=1, instance=instance)
 
-    assert controller.dispatch(job, [busy, idle]) == 1
+    out = controller.Outbox()
+    assert controller.dispatch(job, [busy, idle], out) == 1
     assert MiniBatch.objects.get(pk=batches[2].pk).instance == idle.name
-    assert controller.dispatch(job, [busy, idle]) == 0  # one mini-batch at a time per server
+    assert out.mini_batches == [(batches[2].pk, 1)]  # the task that ran the step sends it
+    assert controller.dispatch(job, [busy, idle], out) == 0  # one mini-batch at a time per server
+
+
+def test_it_keeps_named_input_columns_and_refuses_ones_the_files_lack(owner_api, batch_endpoint, make_asset):
+    batch_endpoint(output_columns=["customer_id"])
+    deployment = owner_api.get(f"{EP}/scorer/deployments/blue").json()
+    assert deployment["output_columns"] == ["customer_id"]
+    make_asset("rows", {"a.csv": b"customer_id,sepal_length,sepal_width,petal_length,petal_width\n"
+                                 b"c-1,5.1,3.5,1.4,0.2\nc-2,6.7,3.0,5.2,2.3\n"})
+    make_asset("plain", {"a.csv": iris_csv(3)})
+    body = {"inputs": {"input_data": {"type": "uri_folder", "path": "studio:data/rows/versions/1"}}}
+    created = owner_api.post(f"{EP}/scorer/jobs", body, format="json")
+    assert created.status_code == 202 and created.json()["settings"]["output_columns"] == ["customer_id"]
+    lacking = {"inputs": {"input_data": {"type": "uri_folder", "path": "studio:data/plain/versions/1"}}}
+    refused = owner_api.post(f"{EP}/scorer/jobs", lacking, format="json")
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "settings.output_columns"
+    assert "customer_id" in refused.json()["error"]["message"]
+    per_job = {**body, "settings": {"output_columns": "customer_id, sepal_length"}}
+    overridden = owner_api.post(f"{EP}/scorer/jobs", per_job, format="json")
+    assert overridden.json()["settings"]["output_columns"] == ["customer_id", "sepal_length"]
+    reserved = owner_api.post(f"{EP}/scorer/jobs", {**body, "settings": {"output_columns": ["row"]}}, format="json")
+    assert reserved.status_code == 400 and reserved.json()["error"]["field"] == "settings.output_columns"

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -119,19 +120,18 @@ def test_it_scores_every_row_of_a_folder_with_the_catalog_model(live_worker, own
     assert float(billed["cost"]) > 0
 
 
-def test_it_loses_and_duplicates_no_row_when_a_worker_child_is_killed(live_worker, owner_api, workspace,
-                                                                      tmp_path, make_asset):
+def test_it_loses_and_duplicates_no_row_when_a_worker_process_is_killed(live_worker, owner_api, workspace,
+                                                                        tmp_path, make_asset):
     slow_endpoint(owner_api, workspace, tmp_path, delay="0.3", mini_batch_size=2, instance_count=2,
                   retry_settings={"max_retries": 3, "timeout": 4})
     files = files_of(24, 10)
     make_asset("many", files)
     job = invoke(owner_api, "slow", "studio:data/many/versions/1")
-    killed = wait_for(lambda: kill_a_child_mid_mini_batch(live_worker.proc.pid, job["name"]), timeout=60,
-                      interval=0.05, what="a worker child scoring a mini-batch")
+    killed = kill_and_restart_the_worker_mid_mini_batch(live_worker, job["name"], timeout=60)
     done = wait_job(owner_api, "slow", job["name"], timeout=120)
     assert done["status"] == "Completed", done
     assert_exactly_once(download(owner_api, done), files, "source", "index")
-    # The killed child's mini-batch ran again: one mini-batch took more than one attempt.
+    # The killed worker's mini-batch ran again: one mini-batch took more than one attempt.
     assert MiniBatch.objects.filter(job__name=job["name"], attempts__gt=1).exists(), killed
 
 
@@ -235,27 +235,50 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _socket_inodes_to(ports: set[int]) -> set[str]:
+def _socket_inodes_to(server_pids: set[int]) -> set[str]:
+    """Inodes of this host's sockets connected to the sandboxed model servers started as `server_pids`
+    (their Unix sockets: the servers' ends, read from their own fds, are the peers `ss` names)."""
+    from endpoints_app.runtime.sandbox_exec import descendants
+
+    server_side = set()
+    for pid in server_pids:
+        for proc in [pid, *descendants(pid)]:
+            try:
+                links = [os.readlink(f"/proc/{proc}/fd/{fd}") for fd in os.listdir(f"/proc/{proc}/fd")]
+            except OSError:
+                continue
+            server_side |= {link[8:-1] for link in links if link.startswith("socket:[")}
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if int(parts[2].rsplit(":", 1)[1], 16) in ports and parts[3] == "01":  # ESTABLISHED
-                inodes.add(parts[9])
+    for line in subprocess.run(["ss", "-xn"], capture_output=True, text=True).stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 6 and parts[-1] in server_side:
+            inodes.add(parts[-3])
     return inodes
 
 
+def kill_and_restart_the_worker_mid_mini_batch(live_worker, job_name: str, timeout: float) -> int:
+    """SIGKILL the worker while it scores one of the job's mini-batches (tasks run in threads: no pool child),
+    then do what `make run`'s supervisor does: what was left of its group goes too, and it starts again."""
+    killed = wait_for(lambda: kill_a_child_mid_mini_batch(live_worker.proc.pid, job_name), timeout=timeout,
+                      interval=0.05, what="the worker scoring a mini-batch")
+    live_worker.proc.wait(timeout=10)
+    try:
+        os.killpg(killed, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    live_worker.start()
+    live_worker.wait_ready()
+    return killed
+
+
 def kill_a_child_mid_mini_batch(worker_pid: int, job_name: str) -> int | None:
-    """SIGKILL the worker pool child that has a request open to one of the job's model servers."""
-    ports = set(Instance.objects.filter(batch_job__name=job_name, port__isnull=False).values_list("port", flat=True))
-    if not ports or not MiniBatch.objects.filter(job__name=job_name, status="Completed").exists():
+    """SIGKILL the worker process (or a pool child of it) that has a request open to one of the job's model
+    servers."""
+    pids = set(Instance.objects.filter(batch_job__name=job_name, pid__isnull=False).values_list("pid", flat=True))
+    if not pids or not MiniBatch.objects.filter(job__name=job_name, status="Completed").exists():
         return None
-    inodes = _socket_inodes_to(ports)
-    for child in _children(worker_pid):
+    inodes = _socket_inodes_to(pids)
+    for child in [worker_pid, *_children(worker_pid)]:
         try:
             links = {os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")}
         except OSError:

@@ -12,15 +12,23 @@ from endpoints_app.models import CatalogModel
 from tests.batch.conftest import iris_csv
 from tests.runtime.conftest import make_deployment, start_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("readable_files")]
+
+
+@pytest.fixture
+def readable_files():
+    """Files the tests write are readable by the sandbox's uid (the studio itself keeps its own private)."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
 
 
 def inputs_dir(server, tmp_path):
     """Where the server's sandboxed process can read files (as a job's are linked into its sandbox): a folder
-    in its own home; tmp_path when it runs unsandboxed."""
+    in its own sandbox folder, which it sees read-only; tmp_path when it runs unsandboxed."""
     if server.box is None:
         return tmp_path
-    folder = server.box.home / "batch-inputs"
+    folder = server.box.root / "batch-inputs"
     folder.mkdir(exist_ok=True)
     os.chmod(folder, 0o755)
     return folder
@@ -133,3 +141,19 @@ def test_it_gives_a_score_py_the_mini_batch_file_paths(tmp_path):
         assert [(r["file"], r["name"], r["lines"]) for r in rows] == [("x.txt", "x.txt", "2"), ("y.txt", "y.txt", "5")]
     finally:
         server.stop()
+
+
+def test_it_copies_named_input_columns_into_each_output_row(seeded_server, tmp_path):
+    server = seeded_server("iris-classifier")
+    tmp_path = inputs_dir(server, tmp_path)
+    path = tmp_path / "ids.csv"
+    path.write_text("customer_id,sepal_length,sepal_width,petal_length,petal_width\n"
+                    "c-1,5.1,3.5,1.4,0.2\n\"c,2\",6.7,3.0,5.2,2.3\n")
+    response = server.post("/batch", json={"items": [{"path": str(path), "file": "ids.csv", "start": 0, "stop": None}],
+                                           "output_columns": ["customer_id"]})
+    rows = rows_of(answer_of(response))
+    assert list(rows[0]) == ["file", "row", "customer_id", "prediction"]
+    assert [(r["customer_id"], r["prediction"]) for r in rows] == [("c-1", "setosa"), ("c,2", "virginica")]
+    lacking = server.post("/batch", json={"items": [{"path": str(path), "file": "ids.csv"}],
+                                          "output_columns": ["order_id"]})
+    assert lacking.status_code == 422 and "order_id" in lacking.text

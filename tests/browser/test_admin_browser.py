@@ -35,13 +35,30 @@ def test_admin_lists_fit_and_the_header_leads_back(it_page, live_server, workspa
         AuditLog.objects.create(username="olivia", workspace=workspace, action="deployment.create",
                                 object_type="deployment", object_name=f"split-{i}/blue-with-a-longer-name",
                                 via="api", details={"instance_type": "Standard_DS1_v2"})
+    # Price changes made in the console: their history rows and audit entries (old → new) fit too.
+    from decimal import Decimal
+
+    from endpoints_app.models import InstanceType
+    from endpoints_app.services.audit import Actor
+    from endpoints_app.services.usage import do_change_instance_price
+
+    for name, price in (("Standard_DS1_v2", "0.1"), ("Standard_DS3_v2", "0.35")):
+        do_change_instance_price(Actor(user=None, via="admin", name="it-admin"), InstanceType.objects.get(name=name),
+                                 Decimal(price))
     page = it_page
     for width in (1400, 1024):
         page.set_viewport_size({"width": width, "height": 900})
-        for name, path in (("auditlog", "auditlog"), ("endpoints", "endpoint"), ("workspaces", "workspace")):
+        for name, path in (("auditlog", "auditlog"), ("endpoints", "endpoint"), ("workspaces", "workspace"),
+                           ("pricechanges", "pricechange")):
             page.goto(f"{live_server.url}/admin/endpoints_app/{path}/")
             shoot(page, f"admin-{name}-{width}")
             assert _fits(page), f"{name} at {width} px scrolls sideways"
+        page.goto(f"{live_server.url}/admin/endpoints_app/auditlog/")
+        assert "0.0700 → 0.1" in page.inner_text("#result_list")
+        for column in ("Object", "Old → new", "Via"):
+            header = page.locator(f"#result_list th:has-text('{column}')").first
+            assert header.is_visible() and header.evaluate(
+                "el => el.getBoundingClientRect().right <= window.innerWidth"), column
         page.goto(f"{live_server.url}/admin/endpoints_app/endpoint/")
         # Four shares in at most three short lines (not one per word), each share whole on its line.
         cell = page.locator("td.field-traffic_display").first

@@ -5,7 +5,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from endpoints_app.models import CatalogModel, Workspace
+from endpoints_app.models import AuditLog, CatalogModel, Workspace
+from tests.live import register_test_node
 
 URL = "/api/v1/workspaces/team/models"
 
@@ -281,3 +282,45 @@ def test_register_too_large_is_413(contributor_api, catalog, settings):
     response = contributor_api.post(URL, {"name": "big", "file": sklearn_upload()}, format="multipart")
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "PayloadTooLarge"
+
+
+def test_a_registered_model_takes_a_sample_request_at_registration_and_later(contributor_api, reader_api, catalog):
+    sample = '{"input_data": {"columns": ["a", "b"], "data": [[1, 2]]}}'
+    created = contributor_api.post(URL, {"name": "echo", "file": score_zip(), "sample_request": sample},
+                                   format="multipart")
+    assert created.status_code == 201, created.content
+    assert created.json()["sample_request"] == {"input_data": {"columns": ["a", "b"], "data": [[1, 2]]}}
+    bad = contributor_api.post(URL, {"name": "echo", "file": score_zip(), "sample_request": "{nope"},
+                               format="multipart")
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "sample_request"
+
+    version = f"{URL}/echo/versions/1"
+    changed = contributor_api.patch(version, {"sample_request": {"text": "hello"}}, format="json")
+    assert changed.status_code == 200 and changed.json()["sample_request"] == {"text": "hello"}
+    assert reader_api.patch(version, {"sample_request": {"x": 1}}, format="json").status_code == 403
+    shared = contributor_api.patch(f"{URL}/iris-classifier/versions/1", {"sample_request": {"x": 1}}, format="json")
+    assert shared.status_code == 409
+    assert AuditLog.objects.filter(action="model.update", object_name__startswith="echo").exists()
+
+
+def test_a_registered_model_version_is_deleted_unless_a_deployment_uses_it(contributor_api, reader_api, catalog,
+                                                                           workspace):
+    register_test_node()
+    from endpoints_app.services import deployments as deployment_svc
+    from endpoints_app.services import online as endpoint_svc
+    from endpoints_app.services.audit import Actor
+
+    for _ in range(2):
+        assert contributor_api.post(URL, {"name": "echo", "file": score_zip()}, format="multipart").status_code == 201
+    endpoint = endpoint_svc.do_create_endpoint(Actor(user=None), workspace, name="echo-ep")
+    deployment_svc.do_create_deployment(Actor(user=None), endpoint, {"name": "blue", "model": "echo:2"})
+
+    assert reader_api.delete(f"{URL}/echo/versions/1").status_code == 403
+    refused = contributor_api.delete(f"{URL}/echo/versions/2")
+    assert refused.status_code == 409 and "echo-ep/blue" in refused.json()["error"]["message"]
+    assert contributor_api.delete(f"{URL}/echo/versions/1").status_code == 204
+    assert contributor_api.get(f"{URL}/echo/versions/1").status_code == 404
+    assert [m["version"] for m in contributor_api.get(URL, {"name": "echo"}).json()["results"]] == [2]
+    # Version numbers are never reused.
+    assert contributor_api.post(URL, {"name": "echo", "file": score_zip()}, format="multipart").json()["version"] == 3
+    assert contributor_api.delete(f"{URL}/iris-classifier/versions/1").status_code == 409

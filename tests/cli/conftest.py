@@ -20,11 +20,16 @@ from tests.live import BIN, ROOT, free_port, wait_for, worker_env
 @pytest.fixture
 def live_web(live_worker, tmp_path):
     """The whole web process (Django + the embedded gateway) on the test database."""
+    yield from start_web(tmp_path)
+
+
+def start_web(tmp_path: Path, **env: str):
+    """Start the web process with `env` added to the worker's environment; yields its URL."""
     port = free_port()
     log = open(tmp_path / "web.log", "wb")
     proc = subprocess.Popen(
         [str(BIN / "uvicorn"), "portal.asgi:application", "--port", str(port), "--lifespan", "on", "--no-access-log"],
-        cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT, env=worker_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
 

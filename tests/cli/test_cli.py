@@ -101,8 +101,10 @@ def test_it_drives_an_endpoint_through_every_online_command(owner_cli, tmp_path)
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert Endpoint.objects.filter(name="cli-demo").exists()
 
-    assert ok(cli("online-deployment", "delete", "-e", "cli-demo", "-n", "blue", "--yes"))["deleted"] is True
-    assert not Deployment.objects.filter(name="blue").exists()
+    # The only deployment, taking all live traffic, stays until the endpoint goes (the API's 409, exit 1).
+    kept = cli("online-deployment", "delete", "-e", "cli-demo", "-n", "blue", "--yes")
+    assert kept.returncode == 1 and "100% of live traffic" in kept.stderr
+    assert Deployment.objects.filter(name="blue").exists()
     assert ok(cli("online-endpoint", "delete", "-n", "cli-demo", "--yes"))["deleted"] is True
     missing = cli("online-endpoint", "show", "-n", "cli-demo")
     assert missing.returncode == 1 and "HTTP 404" in missing.stderr and "cli-demo" in missing.stderr
@@ -232,6 +234,21 @@ def test_apply_creates_then_changes_nothing_the_second_time(owner_cli, tmp_path,
     deployment.refresh_from_db()
     assert deployment.request_settings["request_timeout_ms"] == 4000
     assert ok(owner_cli("apply", "-f", str(changed)))["changes"] == 0
+
+
+def test_apply_checks_every_deployment_before_its_first_change(owner_cli, tmp_path, seeded_catalog):
+    folder = tmp_path / "too-big"
+    folder.mkdir()
+    (folder / "endpoint.yml").write_text("kind: online-endpoint\nname: too-big\n")
+    for name, count in (("blue", 2), ("green", 1)):  # 8 + 4 cores: each fits the 8-core node alone
+        (folder / f"{name}.yml").write_text(
+            f"kind: online-deployment\nname: {name}\nendpoint_name: too-big\nmodel: iris-classifier\n"
+            f"instance_type: Standard_DS3_v2\ninstance_count: {count}\n")
+    refused = owner_cli("apply", "-f", str(folder))
+    assert refused.returncode == 1 and "Not enough capacity" in refused.stderr, refused.stderr
+    assert not Endpoint.objects.filter(name="too-big").exists()
+    dry = owner_cli("apply", "-f", str(folder), "--dry-run")
+    assert dry.returncode == 1 and "Not enough capacity" in dry.stderr
 
 
 def test_it_manages_members_and_reads_usage_and_workspaces(owner_cli, tmp_path, django_user_model):

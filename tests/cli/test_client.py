@@ -156,3 +156,33 @@ def test_the_client_and_a_cli_command_import_no_django(server):
            "STUDIO_WORKSPACE": "team", "STUDIO_CONFIG": "/nonexistent/config.json"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "clean", result.stderr
+
+
+def test_a_list_piped_into_head_ends_quietly(server):
+    endpoints = [{"name": f"endpoint-{i:04d}", "provisioning_state": "Succeeded", "description": "x" * 200}
+                 for i in range(2000)]
+    server.route("GET", "/api/v1/workspaces/team/online-endpoints", (200, {}, endpoints))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "STUDIO_URL": server.url, "STUDIO_TOKEN": "t",
+           "STUDIO_WORKSPACE": "team", "STUDIO_CONFIG": "/nonexistent/config.json"}
+    piped = subprocess.run(f"{sys.executable} -m studio_client online-endpoint list | head -n 3", shell=True,
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert piped.stdout.count("\n") == 3
+    assert "Traceback" not in piped.stderr and "BrokenPipeError" not in piped.stderr, piped.stderr
+
+
+def test_a_spec_with_several_errors_names_them_all(tmp_path):
+    (tmp_path / "d.yml").write_text("name: b\nendpoint_name: a\ninstance_count: two\nowner: me\n"
+                                    "request_settings:\n  retries: 3\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "STUDIO_URL": f"http://127.0.0.1:{free_port()}",
+           "STUDIO_TOKEN": "t", "STUDIO_WORKSPACE": "team", "STUDIO_CONFIG": str(tmp_path / "none.json")}
+    result = subprocess.run([sys.executable, "-m", "studio_client", "online-deployment", "create", "-f", "d.yml"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("studio: invalid spec:")]
+    # Every problem, each with its file, line and field path, in file order.
+    assert [line.split(": ")[2:4] for line in lines] == [
+        ["d.yml:1", "model"], ["d.yml:3", "instance_count"], ["d.yml:4", "owner"],
+        ["d.yml:6", "request_settings.retries"],
+    ]
+    assert "must be a whole number, not 'two'" in lines[1] and "unknown field" in lines[2]

@@ -53,6 +53,11 @@ BROKEN = [
      "endpoint_name: e\ninputs:\n  input_data:\n    path: studio:data/x/versions/1\n"
      "settings:\n  mini_batch_size: [1]\n",
      "settings.mini_batch_size", 6, "a list"),
+    # A job takes the deployment's retry settings and output action too, checked like them.
+    (["batch-endpoint", "invoke"],
+     "endpoint_name: e\ninputs:\n  input_data:\n    path: studio:data/x/versions/1\n"
+     "settings:\n  output_action: summary_only\n  retry_settings:\n    timeout: soon\n",
+     "settings.retry_settings.timeout", 8, "whole number"),
     (["batch-endpoint", "invoke"], "endpoint_name: e\ninputs:\n  input_data:\n    type: uri_folder\n",
      "inputs.input_data.path", 4, "is required"),
     (["serverless-endpoint", "create"], "name: s\n", "model_id", 1, "is required"),

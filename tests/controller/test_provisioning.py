@@ -6,13 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from django.conf import settings
 
 from endpoints_app.controller import process
-from endpoints_app.instance_auth import auth_header
 from endpoints_app.models import Deployment, Endpoint, Instance
-from tests.live import make_custom_model, wait_for
+from endpoints_app.runtime.sandbox_exec import descendants
+from tests.live import make_custom_model, score_instance, served_by, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -43,11 +42,7 @@ def create(api, endpoint: str, name: str, model, **extra) -> dict:
 
 
 def score(instance: dict, data) -> dict:
-    # Straight to the model server, with the instance secret the gateway would send.
-    response = requests.post(f"http://127.0.0.1:{instance['port']}/score", json={"data": data}, timeout=10,
-                             headers=auth_header(instance["name"], instance["port"]))
-    assert response.status_code == 200, response.text
-    return response.json()
+    return score_instance(instance, data)
 
 
 def test_deployment_provisions_a_model_server_that_scores(live_worker, owner_api, workspace, tmp_path):
@@ -60,7 +55,7 @@ def test_deployment_provisions_a_model_server_that_scores(live_worker, owner_api
     assert deployment["provisioning_state"] == "Succeeded", deployment["error"]
     [instance] = deployment["instances"]
     assert instance["state"] == "Ready" and instance["node"] == live_worker.node_name
-    assert score(instance, [1, 2.5]) == {"result": [2.0, 5.0], "pid": instance["pid"]}
+    assert score(instance, [1, 2.5]) == {"result": [2.0, 5.0], "uid": served_by(instance)}
     logs = owner_api.get(f"{BASE}/doubler/deployments/blue/logs?lines=50")
     assert logs.status_code == 200 and logs["Content-Type"].startswith("text/plain")
     assert "score.py init done" in logs.content.decode()
@@ -92,7 +87,7 @@ def test_killed_instance_is_replaced(live_worker, owner_api, workspace, tmp_path
     assert elapsed <= 2 * 2 + start_up + 0.5, (elapsed, start_up)
     assert row.started_at < row.launched_at, "billing keeps counting from the first start"
     assert replacement["name"] == instance["name"] and replacement["restarts"] == 1
-    assert score(replacement, [3]) == {"result": [6.0], "pid": replacement["pid"]}
+    assert score(replacement, [3]) == {"result": [6.0], "uid": served_by(replacement)}
 
 
 BROKEN_SCORE_PY = '''
@@ -186,7 +181,7 @@ def test_changing_the_environment_rolls_out_new_instances_before_old_ones_stop(
     # At no moment did the deployment have fewer ready instances than asked for.
     assert min(ready_counts) >= 2, ready_counts
     assert all(i["generation"] == 2 for i in final["instances"])
-    assert score(final["instances"][0], [1]) == {"result": [3.0], "pid": final["instances"][0]["pid"]}
+    assert score(final["instances"][0], [1]) == {"result": [3.0], "uid": served_by(final["instances"][0])}
     wait_for(lambda: not (old_pids & live_pids()), timeout=30, what="old instances stopped")
 
 
@@ -235,7 +230,7 @@ def test_updating_a_failed_deployment_retries_it(live_worker, owner_api, workspa
     assert response.status_code == 202 and response.json()["provisioning_state"] == "Updating"
     fixed = wait_state(owner_api, "broken", "blue")
     assert fixed["provisioning_state"] == "Succeeded" and fixed["error"] == ""
-    assert score(fixed["instances"][0], [2]) == {"result": [4.0], "pid": fixed["instances"][0]["pid"]}
+    assert score(fixed["instances"][0], [2]) == {"result": [4.0], "uid": served_by(fixed["instances"][0])}
 
 
 def test_a_failed_rollout_keeps_the_old_instances_serving(live_worker, owner_api, workspace, tmp_path):
@@ -251,7 +246,7 @@ def test_a_failed_rollout_keeps_the_old_instances_serving(live_worker, owner_api
     assert failed["provisioning_state"] == "Failed" and "broken on purpose" in failed["error"]
     serving = [i for i in failed["instances"] if i["state"] == "Ready"]
     assert [i["pid"] for i in serving] == [old["pid"]]
-    assert score(old, [1]) == {"result": [2.0], "pid": old["pid"]}
+    assert score(old, [1]) == {"result": [2.0], "uid": served_by(old)}
     wait_for(lambda: live_pids() == {old["pid"]}, timeout=15, what="only the old instance left")
 
 
@@ -261,7 +256,9 @@ def test_a_hung_instance_fails_its_liveness_probe_and_is_restarted(live_worker, 
            liveness_probe={"period": 1, "timeout": 1, "failure_threshold": 2})
     [instance] = wait_state(owner_api, "doubler", "blue")["instances"]
 
-    os.kill(instance["pid"], signal.SIGSTOP)  # alive, but answers nothing
+    # Alive, but answers nothing: the instance's process and everything in its sandbox stopped.
+    for pid in [instance["pid"], *descendants(instance["pid"])]:
+        os.kill(pid, signal.SIGSTOP)
 
     def replaced():
         [now] = deployment_json(owner_api, "doubler", "blue")["instances"]

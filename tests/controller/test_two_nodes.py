@@ -2,11 +2,9 @@
 scheduler spreads instances and each node's worker starts its own."""
 
 import pytest
-import requests
 
-from endpoints_app.instance_auth import auth_header
 from endpoints_app.models import Instance
-from tests.live import LiveWorker, make_custom_model, wait_for
+from tests.live import LiveWorker, make_custom_model, score_instance, served_by, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -39,9 +37,7 @@ def test_instances_spread_over_nodes_and_each_worker_starts_its_own(second_node,
     assert deployment["provisioning_state"] == "Succeeded", deployment["error"]
     assert sorted(i["node"] for i in deployment["instances"]) == ["test-node", "test-node-2"]
     for instance in deployment["instances"]:
-        answer = requests.post(f"http://127.0.0.1:{instance['port']}/score", json={"data": [1]}, timeout=10,
-                               headers=auth_header(instance["name"], instance["port"]))
-        assert answer.json() == {"result": [2.0], "pid": instance["pid"]}
+        assert score_instance(instance, [1]) == {"result": [2.0], "uid": served_by(instance)}
     # Each process was started by its own node's worker.
     remote = Instance.objects.get(node__name="test-node-2")
     assert f"started {remote.name}" in second_node.log_path.read_text()

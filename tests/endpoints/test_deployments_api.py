@@ -188,20 +188,40 @@ def test_a_deployment_with_live_traffic_next_to_others_cannot_be_deleted(owner_a
     assert response.status_code == 409 and "traffic" in response.json()["error"]["message"]
 
     assert owner_api.delete(f"{BASE}/iris/deployments/green").status_code == 204
-    assert owner_api.delete(f"{BASE}/iris/deployments/blue").status_code == 204
-    assert Endpoint.objects.get(name="iris").traffic == {}
+    assert Endpoint.objects.get(name="iris").traffic == {"blue": 100}
+
+
+def test_the_only_deployment_taking_all_traffic_cannot_be_deleted(owner_api, endpoint_factory):
+    endpoint_factory("iris", deployments=("blue",))
+    response = owner_api.delete(f"{BASE}/iris/deployments/blue")
+    error = response.json()["error"]
+    assert response.status_code == 409 and error["field"] == "traffic"
+    assert "100% of live traffic" in error["message"] and "delete the endpoint" in error["message"]
+    assert Endpoint.objects.get(name="iris").traffic == {"blue": 100}
+    assert owner_api.get(f"{BASE}/iris/deployments/blue").status_code == 200
+
+
+def test_a_deployment_taking_mirror_traffic_cannot_be_deleted_until_it_is_0(owner_api, endpoint_factory):
+    endpoint_factory("iris", deployments=("blue", "green"))
+    mirrored = owner_api.patch(f"{BASE}/iris", {"mirror_traffic": {"green": 10}}, format="json")
+    assert mirrored.status_code == 200, mirrored.content
+    response = owner_api.delete(f"{BASE}/iris/deployments/green")
+    assert response.status_code == 409 and response.json()["error"]["field"] == "mirror_traffic"
+    assert "10% mirror traffic" in response.json()["error"]["message"]
+    assert owner_api.patch(f"{BASE}/iris", {"mirror_traffic": {}}, format="json").status_code == 200
+    assert owner_api.delete(f"{BASE}/iris/deployments/green").status_code == 204
 
 
 def test_deleting_a_deployment_with_instances_marks_them_stopping(owner_api, endpoint_factory, node):
-    endpoint_factory("iris", deployments=("blue",))
-    deployment = Deployment.objects.get(name="blue")
-    Instance.objects.create(deployment=deployment, name="iris-blue-1", node=node, state=InstanceState.READY, port=1)
+    endpoint_factory("iris", deployments=("blue", "green"))  # green takes no traffic
+    deployment = Deployment.objects.get(name="green")
+    Instance.objects.create(deployment=deployment, name="iris-green-1", node=node, state=InstanceState.READY, port=1)
 
-    response = owner_api.delete(f"{BASE}/iris/deployments/blue")
+    response = owner_api.delete(f"{BASE}/iris/deployments/green")
 
     assert response.status_code == 202 and response.json()["provisioning_state"] == "Deleting"
-    assert Instance.objects.get(name="iris-blue-1").state == InstanceState.STOPPING
-    assert owner_api.patch(f"{BASE}/iris/deployments/blue", {"instance_count": 2}, format="json").status_code == 409
+    assert Instance.objects.get(name="iris-green-1").state == InstanceState.STOPPING
+    assert owner_api.patch(f"{BASE}/iris/deployments/green", {"instance_count": 2}, format="json").status_code == 409
 
 
 def test_logs_are_plain_text_per_instance(owner_api, endpoint_factory, node, settings):
@@ -287,3 +307,34 @@ def test_code_resolves_only_inside_artifacts_the_workspace_may_use(owner_api, en
     assert ours.status_code == 202, ours.content
     shared = post_deployment(owner_api, spec(catalog_model, name="green", code_configuration={"code": "models"}))
     assert shared.status_code == 202, shared.content
+
+
+def test_the_plan_check_refuses_deployments_that_only_fail_together(owner_api, endpoint_factory, node):
+    check = "/api/v1/workspaces/team/deployment-check"
+    big = {"kind": "online", "endpoint_name": "new", "name": "blue", "instance_type": "Standard_DS3_v2",
+           "instance_count": 2}
+    small = {"kind": "online", "endpoint_name": "new", "name": "green", "instance_type": "Standard_DS3_v2"}
+    assert owner_api.post(check, {"deployments": [big]}, format="json").status_code == 200
+    assert owner_api.post(check, {"deployments": [small]}, format="json").status_code == 200
+    both = owner_api.post(check, {"deployments": [big, small]}, format="json")
+    assert both.status_code == 409, both.content
+    assert "Not enough capacity" in both.json()["error"]["message"]
+    assert "Nothing was changed" in both.json()["error"]["message"]
+    assert not Endpoint.objects.exists()
+
+
+def test_the_plan_check_counts_an_updated_deployment_once(owner_api, endpoint_factory, node):
+    endpoint_factory("iris", deployments=("blue",))  # 1 x Standard_DS1_v2
+    check = "/api/v1/workspaces/team/deployment-check"
+    grown = {"endpoint_name": "iris", "name": "blue", "instance_count": 8}
+    answer = owner_api.post(check, {"deployments": [grown]}, format="json")
+    assert answer.status_code == 200 and answer.json()["checked"] == ["online deployment iris/blue"]
+    too_big = owner_api.post(check, {"deployments": [{**grown, "instance_count": 9}]}, format="json")
+    assert too_big.status_code == 409
+    unknown = owner_api.post(check, {"deployments": [{**grown, "instance_type": "Huge"}]}, format="json")
+    assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "deployments[0].instance_type"
+
+
+def test_a_reader_cannot_check_a_plan(reader_api, node):
+    assert reader_api.post("/api/v1/workspaces/team/deployment-check", {"deployments": []},
+                           format="json").status_code == 403

@@ -222,6 +222,28 @@ def test_scale_and_delete_a_deployment(owner_client, iris, catalog_model):
     assert not Deployment.objects.filter(name="green").exists()
 
 
+def test_the_only_deployment_shows_the_way_out_instead_of_a_delete_button(owner_client, iris):
+    page = owner_client.get("/endpoints/iris/").content.decode()
+    assert 'data-testid="delete-refusal-blue"' in page and "delete the endpoint" in page
+    assert "/endpoints/iris/deployments/blue/delete/" not in page
+    refused = owner_client.post("/endpoints/iris/deployments/blue/delete/")
+    assert refused.status_code == 409 and "only deployment" in refused.content.decode()
+    assert Deployment.objects.filter(name="blue").exists()
+
+
+def test_a_traffic_change_is_confirmed_in_the_form_and_the_details_agree(owner_client, iris, catalog_model):
+    green = {"name": "green", "model": catalog_model.asset_id}
+    deployment_svc.do_create_deployment(audit.Actor(user=None), iris, green)
+    saved = owner_client.post("/endpoints/iris/traffic/", {"traffic-blue": "70", "traffic-green": "30"}, **HX)
+    html = saved.content.decode()
+    assert 'data-testid="traffic-saved"' in html and "Traffic saved: blue 70%, green 30%." in html
+    assert 'id="live" hx-swap-oob="true"' in html and "blue 70%, green 30%" in html.split('id="live"')[1]
+    bad = owner_client.post("/endpoints/iris/traffic/", {"traffic-blue": "80", "traffic-green": "30"}, **HX)
+    form = bad.content.decode().split('id="live"')[0]
+    assert 'data-testid="traffic-error"' in form and "adds up to 110" in form
+    assert '<strong data-testid="traffic-total">110%</strong>' in form
+
+
 def test_autoscale_is_set_and_its_decisions_are_shown(owner_client, iris):
     response = owner_client.post("/endpoints/iris/deployments/blue/scale/", {
         "mode": "autoscale", "min_instances": "1", "max_instances": "4", "target_utilization_percentage": "60",
@@ -349,3 +371,18 @@ def test_details_query_count_is_constant_as_deployments_and_instances_grow(owner
         for index in range(2):
             Instance.objects.create(deployment=deployment, name=f"iris-{name}-{index}", node=node, state="Ready")
     assert count() == few
+
+
+def test_a_failed_deployment_shows_in_the_header_its_error_keeps_its_lines_and_a_503_says_why(owner_client, iris):
+    from endpoints_app.views.endpoints import _not_serving
+
+    error = "init() failed:\nTraceback (most recent call last):\n  File \"score.py\", line 3\nKeyError: 'w'"
+    Deployment.objects.filter(name="blue").update(provisioning_state="Failed", error=error)
+    page = owner_client.get("/endpoints/iris/").content.decode()
+    assert 'data-testid="failed-deployment"' in page and "deployment blue Failed" in page
+    assert '<pre class="flash flash-error small error-text" data-testid="deployment-error">' in page
+    assert "Traceback (most recent call last):\n  File" in page
+    assert "deployment blue Failed" in owner_client.get("/endpoints/iris/test/").content.decode()
+    iris.refresh_from_db()
+    assert _not_serving(iris, None) == ("Deployment blue has Failed: KeyError: &#x27;w&#x27;. See its error on the "
+                                        "Details tab and its Logs.").replace("&#x27;", "'")

@@ -27,3 +27,32 @@ def test_it_leaves_probe_lines_out_of_a_llama_cpp_log(workspace, tmp_path):
     assert text.index("llama_model_loader") < text.index("chat request failed")
     newest_first = read_deployment_logs(deployment, lines=10, newest_first=True)
     assert newest_first.index("chat request failed") < newest_first.index("llama_model_loader")
+
+
+TRACEBACK_LOG = """server starting
+Traceback (most recent call last):
+  File "score.py", line 3, in init
+    load()
+KeyError: 'weights'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "server.py", line 9, in main
+    handler.load()
+RuntimeError: init() failed
+server exiting
+"""
+
+
+def test_newest_first_keeps_a_traceback_in_reading_order():
+    from endpoints_app.services.deployments import log_entries
+
+    lines = TRACEBACK_LOG.splitlines(keepends=True)
+    entries = log_entries(lines)
+    assert [e[0].strip() for e in entries] == ["server starting", "Traceback (most recent call last):",
+                                                "server exiting"]
+    assert "".join(entries[1]).endswith("RuntimeError: init() failed\n")
+    newest = "".join(line for entry in reversed(entries) for line in entry)
+    assert newest.index("server exiting") < newest.index("Traceback") < newest.index("KeyError") \
+        < newest.index("RuntimeError") < newest.index("server starting")

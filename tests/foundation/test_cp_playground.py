@@ -120,7 +120,7 @@ def test_leaving_the_playground_mid_answer_stops_the_generation(web, owner, foun
     request = (f"POST /endpoints/{endpoint.name}/playground/chat/ HTTP/1.1\r\nHost: {host}:{port}\r\n"
                f"Cookie: {cookies}\r\nX-CSRFToken: {token}\r\nReferer: {web}{page}\r\n"
                f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\n\r\n{form}")
-    with socket.create_connection((host, int(port))) as sock:
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
         sock.sendall(request.encode())
         received = b""
         while received.count(b"data: ") < 3:

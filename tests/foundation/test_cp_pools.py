@@ -138,7 +138,9 @@ def test_the_worker_starts_a_pool_on_create_stops_it_when_idle_and_wakes_it(
 
     first = wait_for(ready_instance, timeout=180, what="the pool's first instance")
     assert first.pid and first.port
-    assert Deployment.objects.get(pk=pool.pk).provisioning_state == "Succeeded"
+    # Ready comes first; Succeeded once every live gateway worker has loaded the route.
+    wait_for(lambda: Deployment.objects.get(pk=pool.pk).provisioning_state == "Succeeded", timeout=60,
+             what="the pool's deployment to report Succeeded")
     # Idle for longer than STUDIO_SERVERLESS_IDLE_MINUTES: the worker stops the process.
     long_ago = timezone.now() - timedelta(minutes=60)
     Deployment.objects.filter(pk=pool.pk).update(pool_wanted_at=long_ago, last_scaled_at=long_ago)

@@ -92,6 +92,9 @@ def test_openai_clients_on_serverless_and_unified_endpoints(start_studio, server
     _chat_and_stream(OpenAI(base_url=f"{studio}/inference/smol", api_key=smol_key), "smol")
     _embeddings(OpenAI(base_url=f"{studio}/inference/minilm", api_key=minilm_key), "minilm")
     unified = OpenAI(base_url=f"{studio}/models", api_key=inference_key)
+    # client.models.list(): what the key reaches, in the OpenAI list shape.
+    assert [m.id for m in unified.models.list()] == ["minilm", "smol"]
+    assert [m.id for m in OpenAI(base_url=f"{studio}/inference/smol", api_key=smol_key).models.list()] == ["smol"]
     _chat_and_stream(unified, "SMOL")
     _embeddings(unified, "MiniLM")
     azure = AzureOpenAI(azure_endpoint=studio, api_key=inference_key, api_version="2024-10-21")

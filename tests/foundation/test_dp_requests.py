@@ -83,11 +83,14 @@ def test_a_client_that_leaves_mid_stream_stops_the_generation(procs, foundation_
     request = (f"POST /inference/chat/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}")
 
-    with socket.create_connection((host, int(port))) as sock:
+    # Bounded: a closed socket reads b"" (fail with what came), a silent one times out.
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
         sock.sendall(request.encode())
         received = b""
         while received.count(b"data: ") < 3:
-            received += sock.recv(65536)
+            part = sock.recv(65536)
+            assert part, f"the gateway closed the stream after: {received!r}"
+            received += part
     began = time.monotonic()
     # The server is free again long before 1,500 tokens (about 30 s at 50 tokens/s) could be generated.
     after = requests.post(f"{url}/inference/chat/chat/completions", headers=auth(key),

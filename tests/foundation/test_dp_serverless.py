@@ -125,3 +125,20 @@ def test_serverless_chat_streams_through_the_unified_endpoint(procs, serverless_
     assert b'"usage"' in lines[-2]
     rows = _metered(endpoint, 1)
     assert sum(r.tokens_in for r in rows) > 5 and sum(r.tokens_out for r in rows) > 0
+
+
+def test_models_lists_what_the_key_reaches_in_the_openai_shape(procs, serverless_endpoint):
+    _, minilm_key, inference_key = serverless_endpoint("minilm", EMBEDDINGS)
+    url, _ = procs.gateway()
+
+    unified = requests.get(f"{url}/models/models", headers=auth(inference_key))
+    one = requests.get(f"{url}/inference/minilm/models", headers={"api-key": minilm_key})
+    wrong = requests.get(f"{url}/inference/minilm/models", headers=auth(inference_key))
+
+    assert unified.status_code == 200, unified.text
+    body = unified.json()
+    assert body["object"] == "list" and [m["id"] for m in body["data"]] == ["minilm"]
+    assert body["data"][0]["object"] == "model" and body["data"][0]["created"] > 1_700_000_000
+    assert [m["id"] for m in one.json()["data"]] == ["minilm"]
+    assert wrong.status_code == 401
+    assert requests.get(f"{url}/models/models", headers=auth("nope")).status_code == 401

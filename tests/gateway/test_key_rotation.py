@@ -18,7 +18,7 @@ from endpoints_app.models import Endpoint
 from endpoints_app.services.audit import SYSTEM
 from endpoints_app.services.keys import do_regenerate_key, get_keys, issue_endpoint_token
 from endpoints_app.services.online import do_delete_endpoint
-from endpoints_app.services.serverless import get_inference_keys
+from endpoints_app.services.serverless import do_ensure_inference_keys
 from tests.gateway.conftest import auth
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -108,9 +108,9 @@ def test_the_regenerate_command_replaces_every_key(make_endpoint):
 
 def test_unified_inference_keys_follow_the_secret_like_endpoint_keys(workspace):
     old_secret, new_secret = settings.SECRET_KEY, secrets.token_urlsafe(50)
-    held = get_inference_keys(SYSTEM, workspace)
+    held = do_ensure_inference_keys(SYSTEM, workspace)
     with override_settings(SECRET_KEY=new_secret, SECRET_KEY_FALLBACKS=[old_secret]):
-        shown_after_rotation = get_inference_keys(SYSTEM, workspace)
+        shown_after_rotation = do_ensure_inference_keys(SYSTEM, workspace)
         table = load_route_table()
     assert shown_after_rotation["primary_key"] != held["primary_key"]
     for key in (*held.values(), *shown_after_rotation.values()):

@@ -6,7 +6,8 @@ import pytest
 import requests
 from django.db.models import Sum
 
-from endpoints_app.gateway.mirror import mirror_summary, outputs_agree
+from endpoints_app.gateway.mirror import outputs_agree
+from endpoints_app.metering.mirror import mirror_summary
 from endpoints_app.models import MirrorComparison, UsageMinute
 from tests.gateway.conftest import auth
 

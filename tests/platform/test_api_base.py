@@ -52,8 +52,16 @@ def test_drf_create_token_prints_a_working_token(owner, client):
 
     from django.core.management import call_command
 
-    out = StringIO()
-    call_command("drf_create_token", "olivia", stdout=out)
-    token = out.getvalue().split()[2]
+    out, err = StringIO(), StringIO()
+    call_command("drf_create_token", "olivia", stdout=out, stderr=err)
+    # TOKEN=$(manage.py drf_create_token admin): the token alone on stdout, the sentence on stderr.
+    token = out.getvalue()
+    assert token.endswith("\n") and len(token.split()) == 1
+    token = token.strip()
+    assert "Generated a token for user olivia" in err.getvalue() and token not in err.getvalue()
+    from endpoints_app.models import AuditLog
+
+    created = AuditLog.objects.get(action="api_token.create")
+    assert (created.username, created.via, created.details["for_user"]) == ("manage.py (host)", "cli", "olivia")
     response = client.get("/api/v1/workspaces", HTTP_AUTHORIZATION=f"Token {token}")
     assert response.status_code == 200

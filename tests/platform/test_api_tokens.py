@@ -88,8 +88,8 @@ def test_it_names_a_bad_expiry(owner_api):
 
 def test_drf_create_token_prints_a_new_hashed_token(owner, client):
     out = StringIO()
-    call_command("drf_create_token", "olivia", stdout=out)
-    value = out.getvalue().split()[2]
+    call_command("drf_create_token", "olivia", stdout=out, stderr=StringIO())
+    value = out.getvalue().strip()
     assert client.get("/api/v1/workspaces", HTTP_AUTHORIZATION=f"Bearer {value}").status_code == 200
     assert not ApiToken.objects.filter(digest=value).exists()
     assert ApiToken.objects.get(user=owner).expiry is not None

@@ -103,6 +103,7 @@ def test_it_throttles_failed_sign_ins_per_username_and_address(client, owner, re
 @pytest.mark.parametrize("name,value", [
     ("STUDIO_WEB_WORKERS", "two"),
     ("STUDIO_WORKER_CONCURRENCY", "0"),
+    ("STUDIO_WORKER_PROCESSES", "17"),
     ("STUDIO_GATEWAY_CLIENT", "curl"),
     ("STUDIO_GATEWAY_POLL_SECONDS", "0"),
     ("STUDIO_GATEWAY_FLUSH_SECONDS", "0"),

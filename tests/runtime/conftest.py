@@ -1,8 +1,11 @@
-"""Real model-server processes on free ports, started the way the controller starts
-them (runtime.launch.launch_spec), and stopped after the tests."""
+"""Real model-server processes, started the way the controller starts them (runtime.launch.launch_spec,
+sandboxed, listening on their own socket), reached over that socket, and stopped after the tests.
+Each gets a free port all the same: it names the instance (and derives its secret)."""
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import subprocess
 import time
@@ -11,12 +14,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import requests
+from django.conf import settings
 
 from endpoints_app.catalog.cards import card
 from endpoints_app.catalog.seed import build_artifacts
 from endpoints_app.models import CatalogModel, Deployment, InstanceType
-from endpoints_app.runtime import sandbox
+from endpoints_app.runtime import channel, sandbox
 from endpoints_app.runtime.launch import launch_spec
 
 
@@ -24,6 +27,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Answer:
+    """What a model server answered over its socket (the bits of requests.Response the tests read)."""
+
+    def __init__(self, status_code: int, headers: dict, content: bytes) -> None:
+        self.status_code, self.headers, self.content = status_code, headers, content
+        self.text = content.decode(errors="replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
+def over_socket(name: str, method: str, path: str, headers: dict | None = None, body: bytes | None = None,
+                json_body=None, timeout: float = 30) -> Answer:
+    """One request to instance `name` over its own socket, as the gateway sends it (runtime/channel.py)."""
+    headers = dict(headers or {})
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    conn = channel.connection(Path(settings.DATA_DIR), name, timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -38,13 +68,13 @@ class Server:
     # The instance name it was launched as: the gateway derives its secret from this name and the port.
     name: str = ""
 
-    def get(self, path: str, **kw) -> requests.Response:
-        kw.setdefault("headers", self.headers)
-        return requests.get(self.base + path, timeout=kw.pop("timeout", 30), **kw)
+    def get(self, path: str, headers: dict | None = None, timeout: float = 30) -> Answer:
+        return over_socket(self.name, "GET", path, self.headers if headers is None else headers, timeout=timeout)
 
-    def post(self, path: str, **kw) -> requests.Response:
-        kw["headers"] = {**(self.headers or {}), **(kw.get("headers") or {})}
-        return requests.post(self.base + path, timeout=kw.pop("timeout", 120), **kw)
+    def post(self, path: str, headers: dict | None = None, json=None, data: bytes | None = None,
+             timeout: float = 120) -> Answer:
+        return over_socket(self.name, "POST", path, {**(self.headers or {}), **(headers or {})}, body=data,
+                           json_body=json, timeout=timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -58,21 +88,20 @@ class Server:
             try:
                 if self.get(self.ready_path, timeout=2).status_code == 200:
                     return True
-            except requests.ConnectionError:
+            except OSError:
                 pass
             time.sleep(0.2)
         return False
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            sandbox.signal_sandbox(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                sandbox.signal_sandbox(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         if self.box is not None:
-            sandbox.kill_uid(self.box.uid)
             sandbox.remove(self.box)
 
 
@@ -96,8 +125,8 @@ def start_server(deployment: Deployment, log_dir: Path) -> Server:
     log_path = log_dir / f"{deployment.model.name}-{port}.log"
     sandbox.prepare(spec.sandbox)
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, **spec.sandbox.popen_kwargs())
+        proc = sandbox.popen(spec.sandbox, spec.argv, spec.env, spec.cwd, stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
     return Server(proc=proc, base=f"http://127.0.0.1:{port}", log_path=log_path, ready_path=spec.ready_path,
                   box=spec.sandbox, headers=spec.probe_headers, name=name)
 

@@ -161,7 +161,7 @@ def test_launch_spec_gives_a_clean_offline_environment(seeded_artifacts, monkeyp
     assert spec.env["MY_SETTING"] == "42"
     assert spec.env["HF_HUB_OFFLINE"] == "1" and spec.env["TRANSFORMERS_OFFLINE"] == "1"
     assert spec.command[1:5] == ["-m", "endpoints_app.runtime.server", "--format", "sklearn"]
-    assert "8123" in spec.command
+    assert spec.command[spec.command.index("--uds") + 1] == spec.sandbox.socket_inside  # no TCP port
     assert (spec.ready_path, spec.live_path) == ("/health/ready", "/health/live")
     # The model file is seen through the sandbox's own folder, made when the process starts.
     sandbox.prepare(spec.sandbox)
@@ -170,3 +170,14 @@ def test_launch_spec_gives_a_clean_offline_environment(seeded_artifacts, monkeyp
         assert spec.env["HOME"] == str(spec.sandbox.home)
     finally:
         sandbox.remove(spec.sandbox)
+
+
+def test_a_stored_deployment_never_brings_a_refused_variable_to_its_server(seeded_artifacts):
+    # Saved before the services refused such names (services/specs.py), as a database restore could bring.
+    deployment = make_deployment(catalog_model("iris-classifier", seeded_artifacts),
+                                 environment_variables={"PYTHONPATH": ".", "ld_preload": "x.so", "MY_SETTING": "1"})
+
+    spec = launch_spec(deployment, 8123)
+
+    assert spec.env.get("PYTHONPATH") != "." and "ld_preload" not in spec.env
+    assert spec.env["MY_SETTING"] == "1"

@@ -1,5 +1,5 @@
 """`python manage.py drf_create_token <user>`: print a new API token (stored hashed, with an
-expiry). Replaces DRF's command of the same name, whose tokens were stored in clear."""
+expiry), alone on stdout. Replaces DRF's command of the same name, whose tokens were stored in clear."""
 
 import argparse
 
@@ -28,9 +28,13 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"Cannot create the Token: user {username} does not exist")
         try:
-            token, value = do_create_api_token(Actor(user=None, via=AuditLog.Via.CLI), user,
+            token, value = do_create_api_token(Actor(user=None, via=AuditLog.Via.CLI, name="manage.py (host)"), user,
                                                options["expires_in_days"])
         except StudioError as error:
             raise CommandError(error.message) from None
-        self.stdout.write(f"Generated token {value} for user {username} (expires {token.expiry:%Y-%m-%d %H:%M} UTC)")
+        # The token alone on stdout, so `TOKEN=$(python manage.py drf_create_token admin)` works; the
+        # sentence for a person goes to stderr.
+        self.stderr.write(f"Generated a token for user {username} (expires {token.expiry:%Y-%m-%d %H:%M} UTC); "
+                          "it is shown once.")
+        self.stdout.write(value)
 

@@ -41,7 +41,7 @@ class Command(BaseCommand):
         admin = User.objects.filter(username="admin").first()
         if admin is not None:
             return admin
-        password = os.environ.get("STUDIO_ADMIN_PASSWORD")
+        password = settings.STUDIO_ADMIN_PASSWORD
         generated = not password
         if generated:
             password = secrets.token_urlsafe(12)
