@@ -96,6 +96,8 @@ def evict_unused(limit_bytes: int | None = None) -> list[str]:
     in STUDIO_ENV_CACHE_GB. The rows stay (NotStarted): a later deployment builds them again."""
     import shutil
 
+    from endpoints_app.runtime import environments as envs
+
     limit = int(settings.STUDIO_ENV_CACHE_GB * 1024**3) if limit_bytes is None else limit_bytes
     built = list(EnvironmentBuild.objects.filter(state=BuildState.SUCCEEDED).order_by("last_used_at", "pk"))
     total = sum(b.size_bytes for b in built)
@@ -109,6 +111,7 @@ def evict_unused(limit_bytes: int | None = None) -> list[str]:
         if EnvironmentBuild.objects.filter(pk=build.pk, state=BuildState.SUCCEEDED).update(
                 state=BuildState.NOT_STARTED, size_bytes=0):
             shutil.rmtree(build.venv, ignore_errors=True)
+            (build.folder / envs.ARCHIVE).unlink(missing_ok=True)  # what Ray nodes fetch of it
             total -= build.size_bytes
             removed.append(build.key)
             log.info("evicted environment build %s (%s bytes)", build.key[:12], build.size_bytes)

@@ -14,7 +14,9 @@ instance out of routing at once (state Starting, the gateway reloads); when the 
 reports a new address, the row follows it and the usual readiness probe puts it back.
 
 Artifacts: the actor fetches each file of the model by content hash from the studio
-(`/internal/node-artifacts/<signed token>`, views/node_artifacts.py). Logs and CPU/memory samples
+(`/internal/node-artifacts/<signed token>`, views/node_artifacts.py), and the deployment's environment,
+if it has one, as the build's venv packed once (runtime/environments.py `packed_venv`), by the same
+route. Logs and CPU/memory samples
 come back through the actor's `status()` on every pass: appended to the studio's instance log (the
 Logs tab) and written as InstanceSample rows (the Monitoring tab).
 
@@ -161,6 +163,18 @@ def studio_url() -> str:
     return settings.STUDIO_INTERNAL_URL or gateway_base()
 
 
+def environment_entry(instance: Instance, venv: str, rel: str) -> dict:
+    """What a node needs to get the instance's environment (runtime/ray_node.py `environment`): the
+    build's venv packed once beside it, its content hash and a token for it; its name for messages."""
+    from endpoints_app.runtime import environments as envs
+
+    archive = envs.packed_venv(Path(os.path.realpath(venv)).parent)
+    digest = file_digest(str(archive))
+    env = envs.environment_of(instance.deployment)
+    name = f"{env.name}:{env.version}" if env is not None else Path(venv).parent.name[:12]
+    return {"name": name, "rel": rel, "digest": digest, "token": artifact_token(str(archive), digest)}
+
+
 def portable_spec(instance: Instance, spec: LaunchSpec) -> dict:
     """The launch spec as a node can use it: paths of the studio's sandbox folder, interpreter and
     project marked for the node to fill in, and every artifact file as (path in the sandbox, content
@@ -189,9 +203,11 @@ def portable_spec(instance: Instance, spec: LaunchSpec) -> dict:
                 .replace(str(settings.BASE_DIR), ray_node.PROJECT_MARK))
 
     files: list[list[str]] = []
+    environments: list[dict] = []
     for src, rel in links:
-        if os.path.realpath(src).startswith(data_dir + "/environments"):
-            raise ValueError("environments are not available on Ray compute yet; use the studio's runtime")
+        if os.path.realpath(src).startswith(data_dir + "/environments/"):
+            environments.append(environment_entry(instance, src, rel))
+            continue
         if os.path.isdir(src):
             for folder, _dirs, names in os.walk(src):
                 for name in names:
@@ -209,7 +225,8 @@ def portable_spec(instance: Instance, spec: LaunchSpec) -> dict:
         "env": {k: mark(v) for k, v in spec.env.items()},
         "cwd": mark(spec.cwd) if spec.cwd else None,
         "limits": limits,
-        "links": [rel for _src, rel in links],
+        "links": [rel for _src, rel in links if not any(rel == e["rel"] for e in environments)],
+        "environments": environments,
         "binds": [mark(b) for b in binds],
         "output_dir": box.output_dir,
         "files": files,

@@ -34,8 +34,10 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tarfile
 import time
 from collections import deque
 from pathlib import Path
@@ -55,6 +57,8 @@ ERROR_LINES = 15
 # The host's CA bundle, as pip would use it (the host's proxy is the egress proxy's upstream).
 INDEX_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 PYPI = "https://pypi.org/simple"
+# The built venv packed for Ray nodes (runtime/ray_node.py `environment`), beside it in the build's folder.
+ARCHIVE = "venv.tar"
 
 
 class EnvironmentPending(Exception):
@@ -220,6 +224,7 @@ def build_venv(folder: Path, requirements: list[str]) -> tuple[bool, str]:
     os.chmod(folder, 0o755)
     venv = folder / "venv"
     shutil.rmtree(venv, ignore_errors=True)
+    (folder / ARCHIVE).unlink(missing_ok=True)  # packed from the venv this build replaces
     venv.mkdir()
     cache = Path(settings.STUDIO_ENV_UV_CACHE)
     cache.mkdir(parents=True, exist_ok=True)
@@ -259,6 +264,57 @@ def build_venv(folder: Path, requirements: list[str]) -> tuple[bool, str]:
         # Read-only from now on: no sandbox (the build uid's next build included) can change it.
         _chown_tree(venv, 0)
     return True, ""
+
+
+def packed_venv(folder: Path) -> Path:
+    """`folder`/venv packed into `folder`/venv.tar for Ray nodes, once (later calls find it): written
+    aside and renamed into place under a lock, so no reader sees half of it. Members are the venv's
+    folders, regular files and symlinks as they are (no owner, no hard links, modes without setuid or
+    group/other write); the venv is root's and read-only since its build, and its files are copied as
+    bytes, never interpreted."""
+    archive = folder / ARCHIVE
+    if archive.exists():
+        return archive
+    venv = folder / "venv"
+    with open(folder / ".pack.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if archive.exists():
+            return archive
+        part = folder / f".{ARCHIVE}.{os.getpid()}.part"
+        try:
+            with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tar:
+                for path in sorted(_tree(venv)):
+                    _pack_member(tar, venv, path)
+            os.chmod(part, 0o644)
+            os.replace(part, archive)
+        finally:
+            part.unlink(missing_ok=True)
+    return archive
+
+
+def _tree(root: Path):
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            yield Path(top) / name
+
+
+def _pack_member(tar: tarfile.TarFile, venv: Path, path: Path) -> None:
+    st = os.lstat(path)
+    info = tarfile.TarInfo(str(path.relative_to(venv)))
+    info.mtime = int(st.st_mtime)
+    info.mode = stat.S_IMODE(st.st_mode) & 0o755
+    if stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        tar.addfile(info)
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            info.size = os.fstat(fd).st_size
+            tar.addfile(info, fh)
+    # Sockets, fifos and devices have no place in a venv: left out.
 
 
 class build_lock:

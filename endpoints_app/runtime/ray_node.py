@@ -13,6 +13,15 @@ is the one way in from other machines:
   fetches the file from the studio's internal route (`/internal/node-artifacts/<token>`, views/
   node_artifacts.py), checks the hash and keeps it in a cache by hash (`<node dir>/cache/`), so a
   second instance of the model on that node fetches nothing. Nothing is read from the studio's disk.
+- **Environments**: a deployment with its own environment gets the studio's built venv packed once
+  (runtime/environments.py `packed_venv`), by content hash and signed token over the same route; the
+  node unpacks it once into `<node dir>/environments/<hash>/venv` (under a lock, into a temporary
+  folder renamed into place, so concurrent instances neither fetch it twice nor see half of it),
+  and every instance there links it into its sandbox as the studio does locally. A venv moves: Python
+  finds its prefix from the `pyvenv.cfg` beside `bin/python`, whose link names the studio's Python,
+  which a node has at the same path (docs/cluster.md).
+- **Paths from the spec** (`rel`, content hashes, archive members) are checked before anything is
+  written as root: nothing absolute, no `..`, nothing that lands outside its folder through a symlink.
 - **Logs and samples**: the server's output goes to `<node dir>/logs/<name>.log`; the studio's
   controller reads it back in pieces, with CPU time and resident memory, through `status()`.
 
@@ -27,17 +36,23 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
+import fcntl
 import hashlib
 import hmac
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 ROOT_MARK = "@@ROOT@@"
 PYTHON_MARK = "@@PYTHON@@"
@@ -73,42 +88,168 @@ def _fill(value: str, root: Path) -> str:
 
 # -- artifacts ---------------------------------------------------------------------------------------
 
-def fetch(studio_url: str, token: str, digest: str, cache: Path, timeout: float = 60) -> Path:
-    """The file with content hash `digest`, from the cache or fetched from the studio (and checked)."""
-    path = cache / digest[:2] / digest
-    if path.exists():
-        return path
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    part = path.with_name(f"{digest}.{os.getpid()}.part")
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class UnsafePath(ValueError):
+    """A path from the spec or an archive that would land outside its folder: nothing is written."""
+
+
+class EnvironmentUnavailable(RuntimeError):
+    """This node could not get the instance's environment (the instance fails with this message)."""
+
+
+def checked_digest(digest: str) -> str:
+    """A sha256 hex digest (it names a path in the cache), else UnsafePath."""
+    if not isinstance(digest, str) or not DIGEST.match(digest):
+        raise UnsafePath(f"{digest!r} is not a content hash")
+    return digest
+
+
+def checked_rel(rel: str) -> str:
+    """A relative path without `..`, else UnsafePath."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise UnsafePath(f"{rel!r} is not a relative path")
+    parts = PurePosixPath(rel).parts
+    if rel.startswith("/") or ".." in parts or not parts:
+        raise UnsafePath(f"{rel!r} would land outside its folder")
+    return rel
+
+
+def inside(folder: Path, rel: str) -> Path:
+    """`folder`/`rel`, whose existing part resolves inside `folder` (no symlink on the way leads out)."""
+    dest = folder / checked_rel(rel)
+    real_folder = os.path.realpath(folder)
+    real = os.path.realpath(dest.parent)
+    if (real != real_folder and not real.startswith(real_folder + "/")) or os.path.islink(dest):
+        raise UnsafePath(f"{rel!r} would land outside its folder")
+    return dest
+
+
+def _download(studio_url: str, token: str, digest: str, part: Path, timeout: float) -> None:
+    """The file the studio signed `token` for into `part`, checked against `digest` (else removed)."""
     sha = hashlib.sha256()
     request = urllib.request.Request(f"{studio_url.rstrip('/')}/internal/node-artifacts/{token}")
-    with urllib.request.urlopen(request, timeout=timeout) as answer, open(part, "wb") as out:
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with urllib.request.urlopen(request, timeout=timeout) as answer, os.fdopen(fd, "wb") as out:
         while chunk := answer.read(1 << 20):
             sha.update(chunk)
             out.write(chunk)
     if sha.hexdigest() != digest:
         part.unlink(missing_ok=True)
         raise OSError(f"artifact {digest[:12]} arrived with another content hash; not used")
-    os.chmod(part, 0o444)
-    os.replace(part, path)
+
+
+def fetch(studio_url: str, token: str, digest: str, cache: Path, timeout: float = 60) -> Path:
+    """The file with content hash `digest`, from the cache or fetched from the studio (and checked)."""
+    path = cache / checked_digest(digest)[:2] / digest
+    if path.exists():
+        return path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    part = path.with_name(f"{digest}.{os.getpid()}.{threading.get_ident()}.part")
+    part.unlink(missing_ok=True)
+    try:
+        _download(studio_url, token, digest, part, timeout)
+        os.chmod(part, 0o444)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
     return path
 
 
-def stage(spec: dict, folder: Path) -> list[tuple[str, str]]:
-    """Hard links from the cache into `folder`, laid out as the studio's links were; the sandbox's links."""
-    import shutil
+def _place(src: Path, dest: Path) -> None:
+    """A hard link of the cached `src` at `dest` (a copy across filesystems); never through a symlink."""
+    try:
+        os.link(src, dest, follow_symlinks=False)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    with open(src, "rb") as fh, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(fh, out)
 
+
+def stage(spec: dict, folder: Path) -> list[tuple[str, str]]:
+    """Hard links from the cache into `folder`, laid out as the studio's links were; the sandbox's links
+    (the instance's environment among them). Runs as root: every `rel` and hash is checked first."""
     shutil.rmtree(folder, ignore_errors=True)
+    if folder.is_symlink():  # rmtree leaves a symlink in place of the folder
+        folder.unlink()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     cache = node_dir() / "cache"
     for rel, digest, token in spec["files"]:
-        src = fetch(spec["studio_url"], token, digest, cache)
-        dest = folder / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dest)
-        except OSError:
-            shutil.copy2(src, dest)
-    return [(str(folder / rel), rel) for rel in spec["links"]]
+        checked_digest(digest)
+        inside(folder, rel).parent.mkdir(parents=True, exist_ok=True)
+        dest = inside(folder, rel)  # again: the folders just made hold no symlink
+        _place(fetch(spec["studio_url"], token, digest, cache), dest)
+    links = [(str(inside(folder, rel)), rel) for rel in spec["links"]]
+    for env in spec.get("environments") or []:
+        rel = checked_rel(env["rel"])
+        venv, _fetched = environment(env, spec["studio_url"])
+        links.append((str(venv), rel))
+    return links
+
+
+# -- environments ------------------------------------------------------------------------------------
+
+def unpack(archive: Path, dest: Path) -> None:
+    """Unpack a venv archive into the new folder `dest`, refusing (UnsafePath, tarfile's FilterError) any
+    member with an absolute name or `..`, any but folders, regular files and symlinks, and any that
+    would be written outside `dest` through a symlink unpacked before it. Owners are not kept (root's)."""
+
+    def checked(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+        checked_rel(member.name)
+        if not (member.isreg() or member.isdir() or member.issym()):
+            raise UnsafePath(f"{member.name!r} is neither a folder, a file nor a symlink")
+        # tarfile's own check resolves the name through what is unpacked: outside `dest` is refused.
+        member = tarfile.tar_filter(member, path)
+        return member.replace(uid=None, gid=None, uname=None, gname=None, deep=False)
+
+    dest.mkdir(mode=0o755)
+    with tarfile.open(archive, "r:") as tar:
+        tar.errorlevel = 2
+        tar.extractall(dest, filter=checked)
+
+
+def environment(env: dict, studio_url: str, timeout: float = 600) -> tuple[Path, bool]:
+    """(the environment's venv on this node, whether this call fetched it): unpacked once per content hash
+    into `<node dir>/environments/<hash>/venv`. Under a lock per hash, so two instances starting here
+    at once fetch it once; unpacked into a temporary folder renamed into place, so none sees half of it.
+    EnvironmentUnavailable names the environment and the reason."""
+    name = env.get("name") or "?"
+    try:
+        digest = checked_digest(env["digest"])
+        root = node_dir() / "environments"
+        root.mkdir(mode=0o700, exist_ok=True)
+        final = root / digest
+        venv = final / "venv"
+        fetched = False
+        if not venv.is_dir():
+            with open(root / f".{digest}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not venv.is_dir():
+                    for stale in root.glob(f".{digest}.*.tmp"):  # left by an actor killed midway
+                        shutil.rmtree(stale, ignore_errors=True)
+                    shutil.rmtree(final, ignore_errors=True)
+                    work = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=root))
+                    try:
+                        _download(studio_url, env["token"], digest, work / "venv.tar", timeout)
+                        unpack(work / "venv.tar", work / "venv")
+                        (work / "venv.tar").unlink()
+                        os.rename(work, final)
+                        fetched = True
+                    finally:
+                        shutil.rmtree(work, ignore_errors=True)
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        raise EnvironmentUnavailable(f"environment {name}: this node could not get it from the studio: "
+                                     f"{exc}") from None
+    python = venv / "bin" / "python"
+    if not python.exists():
+        target = os.readlink(python) if python.is_symlink() else str(python)
+        raise EnvironmentUnavailable(f"environment {name}: its interpreter {target} is not on this node (a node "
+                                     "needs the studio's Python at the same path)")
+    return venv, fetched
 
 
 # -- the relay ---------------------------------------------------------------------------------------
