@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -101,9 +102,10 @@ def _archive(path: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> Path
     return path
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644,
+            uid: int = 0) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode = kind, link, mode
+    info.type, info.linkname, info.mode, info.uid = kind, link, mode, uid
     return info
 
 
@@ -111,12 +113,13 @@ def test_unpack_keeps_folders_files_and_symlinks_of_a_venv(tmp_path):
     archive = _archive(tmp_path / "venv.tar", (_member("bin", tarfile.DIRTYPE, mode=0o755), None),
                        (_member("bin/python", tarfile.SYMTYPE, link="/usr/bin/python3"), None),
                        (_member("lib64", tarfile.SYMTYPE, link="lib"), None),
-                       (_member("lib/six.py", mode=0o4777), b"x = 1\n"))
+                       (_member("lib/six.py", mode=0o4777, uid=4242), b"x = 1\n"))
     dest = tmp_path / "venv"
     ray_node.unpack(archive, dest)
     assert (dest / "bin" / "python").readlink() == Path("/usr/bin/python3")
     assert (dest / "lib" / "six.py").read_bytes() == b"x = 1\n"
     assert (dest / "lib" / "six.py").stat().st_mode & 0o7777 == 0o755  # no setuid, no group/other write
+    assert (dest / "lib" / "six.py").stat().st_uid == os.geteuid()  # the archive's owner is not kept
 
 
 @pytest.mark.parametrize("hostile", ["climbs", "absolute", "through_symlink", "hard_link", "device"])
