@@ -383,7 +383,10 @@ class RayBackend:
             return info["exit_code"] is None
         if problem == "pending":
             return True  # starting, or restarting on another node: the readiness deadline bounds it
-        process.note(instance.name, f"the instance's Ray actor ended: {problem[-1500:]}")
+        process.note(instance.name, "the instance's Ray actor ended:")
+        # A plain line, as the server's own output: the failure's cause (process.last_attempt) quotes it.
+        with open(process.log_path(instance.name), "a") as log:
+            log.write(_actor_error(problem).rstrip() + "\n")
         return False
 
     def exit_code(self, instance: Instance) -> int | None:
@@ -421,6 +424,16 @@ class RayBackend:
 
     def log_path(self, instance: Instance) -> str:
         return str(process.log_path(instance.name))
+
+
+def _actor_error(problem: str) -> str:
+    """Ray's words for an actor's end, as a user reads them: for an error its start raised (an artifact or
+    environment the node could not get), that error's own line without Ray's traceback."""
+    if "error raised in its creation task" not in problem:
+        return problem[-1500:]
+    last = problem.strip().splitlines()[-1]
+    kind, sep, message = last.partition(": ")
+    return f"it could not start: {kind.rpartition('.')[2]}{sep}{message}"[:1500]
 
 
 def _offset_file(name: str) -> Path:

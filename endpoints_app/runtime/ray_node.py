@@ -241,7 +241,10 @@ def environment(env: dict, studio_url: str, timeout: float = 600) -> tuple[Path,
                         fetched = True
                     finally:
                         shutil.rmtree(work, ignore_errors=True)
-    except (OSError, ValueError, tarfile.TarError) as exc:
+    except tarfile.TarError as exc:
+        raise EnvironmentUnavailable(f"environment {name}: this node could not get it from the studio: the "
+                                     f"archive it fetched is not usable ({exc})") from None
+    except (OSError, ValueError) as exc:
         raise EnvironmentUnavailable(f"environment {name}: this node could not get it from the studio: "
                                      f"{exc}") from None
     python = venv / "bin" / "python"

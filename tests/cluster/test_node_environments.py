@@ -104,4 +104,6 @@ def test_a_deployment_with_its_own_environment_answers_from_it_on_every_node(clu
         archive.unlink()
     assert failed["provisioning_state"] == "Failed"
     env_name = deployment["environment"].removeprefix("azureml:")
-    assert f"environment {env_name}: this node could not get it from the studio" in failed["error"], failed["error"]
+    assert (f"EnvironmentUnavailable: environment {env_name}: this node could not get it from the studio: the "
+            "archive it fetched is not usable") in failed["error"], failed["error"]
+    assert 'File "' not in failed["error"]  # the error's own words, not Ray's traceback
