@@ -18,6 +18,7 @@ def _build(key: str, age_minutes: int, size: int) -> EnvironmentBuild:
                                             last_used_at=timezone.now() - timedelta(minutes=age_minutes))
     (build.venv / "bin").mkdir(parents=True, exist_ok=True)
     (build.venv / "bin" / "python").write_text("")
+    (build.folder / "venv.tar").write_bytes(b"packed for Ray nodes")
     return build
 
 
@@ -40,6 +41,8 @@ def test_it_evicts_the_least_recently_used_unused_builds_and_never_one_in_use(wo
         build.refresh_from_db()
         assert build.state == state
     assert oldest_in_use.venv.exists() and recent.venv.exists() and not old.venv.exists()
+    # What Ray nodes fetch of an evicted build goes with it.
+    assert (recent.folder / "venv.tar").exists() and not (old.folder / "venv.tar").exists()
     # Within the limit, nothing goes.
     assert evict_unused(limit_bytes=10_000) == []
 
