@@ -258,9 +258,31 @@ def live_worker(live_worker_process, transactional_db):
     yield live_worker_process
     # Pause, drop the rows, then stop the processes: nothing restarts what we stop.
     pause_controller()
-    time.sleep(0.3)  # a pass in progress notices the pause at its next step
+    wait_quiet_database()
     Endpoint.objects.all().delete()
     stop_instances()
+
+
+def wait_quiet_database(timeout: float = 30) -> None:
+    """Once paused, until no other session of the test database is inside a transaction: a pass that began
+    before the pause ends before the test's flush, which it could otherwise deadlock (seen on CI with a pass
+    talking to Ray). Best effort: after `timeout` the flush goes ahead as before."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        time.sleep(0.3)  # SQLite: a pass in progress notices the pause at its next step
+        return
+
+    def quiet() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")
+            return cursor.fetchone()[0] == 0
+
+    try:
+        wait_for(quiet, timeout=timeout, what="the worker's transactions to end")
+    except TimeoutError:
+        pass
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 60, interval: float = 0.1, what: str = "condition"):
