@@ -36,6 +36,8 @@ def studio_web(live_worker_process, django_db_blocker, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     os.environ["STUDIO_INTERNAL_URL"] = url
     os.environ["STUDIO_RAY_NODE_IP"] = "127.0.0.1"
+    # Serverless pools run on the compute named `cluster` (the `cluster` fixture's) where one exists.
+    os.environ["STUDIO_SERVERLESS_COMPUTE"] = "cluster"
     log_path = tmp_path_factory.mktemp("studio-web") / "web.log"
     log = open(log_path, "wb")
     argv = [str(BIN / "uvicorn"), "portal.asgi:application", "--port", str(port), "--lifespan", "on",
