@@ -353,6 +353,9 @@ STUDIO_MAX_RESTARTS = env_int("STUDIO_MAX_RESTARTS", 3, minimum=0)
 # request, and scaled with load up to this many instances per model.
 STUDIO_SERVERLESS_IDLE_MINUTES = env_int("STUDIO_SERVERLESS_IDLE_MINUTES", 15, minimum=1)
 STUDIO_SERVERLESS_MAX_INSTANCES = env_int("STUDIO_SERVERLESS_MAX_INSTANCES", 2, minimum=1)
+# The compute (by name) serverless pools run on: new pools start there, a stopped pool moves there
+# when it is next woken (models/computes.py serverless_compute_id).
+STUDIO_SERVERLESS_COMPUTE = env_str("STUDIO_SERVERLESS_COMPUTE", "local")
 STUDIO_INSTANCE_PORTS = (
     env_int("STUDIO_INSTANCE_PORT_MIN", 20000, minimum=1024, maximum=65535),
     env_int("STUDIO_INSTANCE_PORT_MAX", 29999, minimum=1024, maximum=65535),

@@ -1,7 +1,8 @@
 """A real Ray cluster of several nodes on this one machine, bound to 127.0.0.1: a head (`ray start
 --head`) and worker nodes (`ray start --address`), each with `--node-ip-address=127.0.0.1`, a custom
 resource naming it (`node:<name>`-like `studio-node-<name>`), its own folder for the studio's node
-files (STUDIO_NODE_DIR: artifacts cache, sandboxes, logs) and its own ports.
+files (STUDIO_NODE_DIR: artifacts cache, sandboxes, logs), the instance families it offers
+(`studio-family-<family>`) and its own ports.
 
 Ports come from STUDIO_TEST_RAY_PORT_MIN..MAX (default 31800-31999, clear of the 20000-29999 the
 other test servers use): the head's GCS port first, then per node a block for its raylet, object
@@ -41,12 +42,19 @@ def _cmdlines():
                 continue
 
 
+# Instance families each node offers (`studio-family-<family>`, one per core): every node runs DSv2 (the
+# tests' Standard_DS1_v2), the last one also FSv2, so a FSv2 type is pinned to it.
+FAMILIES = ("DSv2",)
+LAST_NODE_FAMILIES = ("DSv2", "FSv2")
+
+
 @dataclass
 class RayNode:
     name: str
     base: int
     folder: Path
     head: bool = False
+    families: tuple[str, ...] = FAMILIES
 
     @property
     def relay_ports(self) -> str:
@@ -114,7 +122,9 @@ def start(names: tuple[str, ...] = ("n1", "n2", "n3"), cpus: int = 2, timeout: f
     for name in ("RAY_ADDRESS", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "DATABASE_URL"):
         env.pop(name, None)
     gcs = low
-    nodes = [RayNode(name, low + 10 + BLOCK * i, temp / f"node-{name}", head=(i == 0)) for i, name in enumerate(names)]
+    nodes = [RayNode(name, low + 10 + BLOCK * i, temp / f"node-{name}", head=(i == 0),
+                     families=LAST_NODE_FAMILIES if i == len(names) - 1 else FAMILIES)
+             for i, name in enumerate(names)]
     cluster = RayCluster(f"127.0.0.1:{gcs}", nodes, temp, env)
     try:
         for node in nodes:
@@ -131,7 +141,8 @@ def start_node(cluster: RayCluster, node: RayNode, cpus: int = 2, timeout: float
     b = node.base
     low, _ = port_range()
     args = [_ray(), "start", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", f"--memory={16 * 1024**3}",
-            f'--resources={{"studio-node-{node.name}": 1}}',
+            "--resources=" + json.dumps({f"studio-node-{node.name}": 1,
+                                         **{f"studio-family-{f}": cpus for f in node.families}}),
             f"--node-manager-port={b}", f"--object-manager-port={b + 1}",
             f"--metrics-export-port={b + 2}", f"--dashboard-agent-listen-port={b + 3}",
             f"--dashboard-agent-grpc-port={b + 4}", f"--runtime-env-agent-port={b + 5}",

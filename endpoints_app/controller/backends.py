@@ -21,6 +21,11 @@ from endpoints_app.models import Deployment, Instance, Node
 from endpoints_app.runtime.launch import LaunchSpec
 
 
+class Unplaceable(Exception):
+    """No node of the compute can take the instance as things are (its instance family is on no node,
+    or no node is large enough): it waits, and the message, shown to the user, says why."""
+
+
 class Backend(Protocol):
     kind: str
 
@@ -34,7 +39,8 @@ class Backend(Protocol):
         """The port recorded at launch."""
 
     def launch(self, instance: Instance, spec: LaunchSpec, note: str) -> int:
-        """Start the instance; returns its pid (0 while a remote start has not reported one)."""
+        """Start the instance; returns its pid (0 while a remote start has not reported one). Raises
+        Unplaceable when it cannot start anywhere yet."""
 
     def refresh(self, instance: Instance) -> Instance:
         """The row after correcting it from what runs (a no-op where nothing moves by itself)."""

@@ -1,12 +1,13 @@
 """The Ray backend (controller/backends.py): instances of deployments on a `ray` compute.
 
 Each instance is a named, detached Ray actor (runtime/ray_node.py `InstanceActor`, namespace
-`studio`, max_restarts=-1) that asks Ray for the instance type's cores and memory (and, when some
-node offers it, one `studio-family-<family>` resource per core, so a family can be pinned to the
-machines started with it), spread across nodes (scheduling strategy SPREAD). Ray decides the node;
-the actor reports its node's address, its relay's port and its server's pid, and the controller
-records them on the Instance row (its `node` a Node row per Ray node, queue `ray:<compute>`, no
-heartbeat: the studio's own placement never picks it).
+`studio`, max_restarts=-1) that asks Ray for the instance type's cores and memory (and, on a cluster
+whose nodes offer `studio-family-<family>` resources, one of its family's per core, so a family is
+pinned to the machines started with it; a family no node offers waits, saying so), spread across
+nodes (scheduling strategy SPREAD). Ray decides the node; the actor reports its node's address, its
+relay's port and its server's pid, and the controller records them on the Instance row (its `node`
+a Node row per Ray node, queue `ray:<compute>`, no heartbeat: the studio's own placement never
+picks it).
 
 Node loss: Ray restarts the actor on another node. The controller learns of the loss from the
 actor not answering while its relay refuses connections or Ray marks its node dead, and takes the
@@ -40,7 +41,7 @@ from django.conf import settings
 from django.core import signing
 from django.utils import timezone
 
-from endpoints_app.controller import process
+from endpoints_app.controller import backends, process
 from endpoints_app.instance_auth import ARTIFACT_SALT, RAY_QUEUE_PREFIX, instance_secret
 from endpoints_app.models import Deployment, Instance, InstanceSample, InstanceState, Node, RouteVersion
 from endpoints_app.runtime import ray_node
@@ -264,25 +265,41 @@ class RayBackend:
             return None
 
     def options(self, instance: Instance) -> dict:
+        """The actor's Ray options; Unplaceable when no live node could ever take it (Ray would leave it
+        pending without a word). A cluster whose nodes offer no `studio-family-*` resource runs every
+        family anywhere; once nodes offer families, an instance runs only on a node of its own."""
         itype = instance.deployment.instance_type
-        resources = {}
+        nodes = [n.get("Resources") or {} for n in _ray_nodes(self.ray).values() if n.get("Alive")]
         family = FAMILY_RESOURCE.format(itype.family)
-        if any(family in (n.get("Resources") or {}) for n in _ray_nodes(self.ray).values() if n.get("Alive")):
-            resources[family] = float(itype.cores)
+        offered = sorted({k for n in nodes for k in n if k.startswith(FAMILY_RESOURCE.format(""))})
+        asks = {"CPU": float(itype.cores), "memory": int(Decimal(itype.memory_gb) * 1024**3)}
+        resources = {}
+        if offered:
+            if family not in offered:
+                names = ", ".join(f[len(FAMILY_RESOURCE.format("")):] for f in offered)
+                raise backends.Unplaceable(
+                    f"No node of compute '{self.compute.name}' has instance family {itype.family} (its nodes "
+                    f"have {names}); the instance waits for a node started with "
+                    f"--resources='{{\"{family}\": <cores>}}'.")
+            resources[family] = asks[family] = float(itype.cores)
+        if not any(all(n.get(k, 0) >= v for k, v in asks.items()) for n in nodes):
+            raise backends.Unplaceable(
+                f"No node of compute '{self.compute.name}' is large enough for one {itype.name} instance "
+                f"({itype.cores} cores, {itype.memory_gb} GB); the instance waits for one that is.")
         return {"name": instance.name, "namespace": NAMESPACE, "lifetime": "detached", "max_restarts": -1,
-                "max_task_retries": 0, "num_cpus": float(itype.cores),
-                "memory": int(Decimal(itype.memory_gb) * 1024**3), "resources": resources,
+                "max_task_retries": 0, "num_cpus": asks["CPU"], "memory": asks["memory"], "resources": resources,
                 "scheduling_strategy": "SPREAD"}
 
     def launch(self, instance: Instance, spec: LaunchSpec, note: str) -> int:
         ray = self.ray
+        options = self.options(instance)
         old = self._actor(instance.name)
         if old is not None:
             ray.kill(old, no_restart=True)
         portable = portable_spec(instance, spec)
         process.note(instance.name, f"starting instance {instance.name} {note} as a Ray actor on compute "
                                     f"{self.compute.name}")
-        ray.remote(ray_node.InstanceActor).options(**self.options(instance)).remote(portable)
+        ray.remote(ray_node.InstanceActor).options(**options).remote(portable)
         _offset_file(instance.name).unlink(missing_ok=True)
         return 0  # the pid, node and port are recorded when the actor reports them (refresh)
 

@@ -421,6 +421,9 @@ def _launch(backend: Backend, instance: Instance) -> None:
         attempt = f"(attempt {row.restarts + 1}, port {port})"
         try:
             row.pid = backend.launch(row, spec, attempt)
+        except backends.Unplaceable as exc:
+            _wait_unplaceable(row, str(exc))
+            return
         except OSError as exc:  # the runtime's executable or working directory is missing
             process.note(row.name, f"could not start: {exc}")
             row.state = InstanceState.FAILED
@@ -436,6 +439,19 @@ def _launch(backend: Backend, instance: Instance) -> None:
             "pid", "port", "node", "log_path", "started_at", "launched_at", "probe_failures", "last_probe_at",
         ])
     log.info("started %s pid %s port %s", row.name, row.pid, row.port)
+
+
+def _wait_unplaceable(row: Instance, why: str) -> None:
+    """The instance cannot start anywhere yet: it stays Starting (a later pass tries again) and says why,
+    once, in its log and on its deployment while that is being provisioned."""
+    if row.last_error == why:
+        return
+    process.note(row.name, f"waiting: {why}")
+    log.warning("%s waits: %s", row.name, why)
+    Instance.objects.filter(pk=row.pk).update(last_error=why)
+    Deployment.objects.filter(
+        pk=row.deployment_id, provisioning_state__in=(ProvisioningState.CREATING, ProvisioningState.UPDATING)
+    ).update(error=why[:4000])
 
 
 def _converge_starting(backend: Backend, instance: Instance) -> None:

@@ -82,3 +82,9 @@ def local_compute_id() -> int:
     the table gains columns later."""
     pk = Compute.objects.filter(name=LOCAL_COMPUTE).values_list("pk", flat=True).first()
     return pk if pk is not None else Compute.local().pk
+
+
+def serverless_compute_id() -> int | None:
+    """The compute serverless pools run on (STUDIO_SERVERLESS_COMPUTE); None while no compute has that
+    name (pools stay where they are, new ones go to `local`: a missing cluster must not stop them)."""
+    return Compute.objects.filter(name=conf.STUDIO_SERVERLESS_COMPUTE).values_list("pk", flat=True).first()

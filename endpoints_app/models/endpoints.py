@@ -6,7 +6,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from endpoints_app.models.catalog import CatalogModel, InstanceType, LiveManager
-from endpoints_app.models.computes import Compute, local_compute_id
+from endpoints_app.models.computes import Compute, local_compute_id, serverless_compute_id
 from endpoints_app.models.workspaces import DNS_LABEL, Workspace
 
 DEPLOYMENT_NAME = RegexValidator(
@@ -201,6 +201,12 @@ class Deployment(models.Model):
         rows = Deployment.objects.filter(pk=self.pk).exclude(provisioning_state=ProvisioningState.DELETING)
         wanted = {"provisioning_state": ProvisioningState.UPDATING, "error": "", "pool_wanted_at": now,
                   "last_scaled_at": now, "updated_at": now}
+        # A pool with nothing running moves to the serverless compute as it starts (nothing to drain);
+        # one still stopping instances starts where it is.
+        target = serverless_compute_id()
+        if target is not None and not Instance.objects.filter(deployment_id=self.pk, state__in=(
+                InstanceState.STARTING, InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.STOPPING)).exists():
+            wanted["compute_id"] = target
         started = rows.filter(instance_count=0).exclude(provisioning_state=ProvisioningState.FAILED).update(
             instance_count=1, **wanted
         )

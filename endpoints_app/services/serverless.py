@@ -3,7 +3,9 @@
 A serverless endpoint is a name, two keys and a model; no quota, no instance choice. It is
 served by the model's **pool**: a Deployment of the hidden platform workspace (see
 Workspace.is_platform), shared by every workspace, which the controller starts on first need,
-scales with load and stops when idle (controller/reconcile.py `_scale_pool`)."""
+scales with load and stops when idle (controller/reconcile.py `_scale_pool`). Pools run on the compute
+IT names in STUDIO_SERVERLESS_COMPUTE (`local` by default, or a Ray compute); a stopped pool moves
+there when it is next woken (Deployment.wake_pool)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from endpoints_app.models import (
     RouteVersion,
     Workspace,
 )
+from endpoints_app.models.computes import serverless_compute_id
 from endpoints_app.models.workspaces import DNS_LABEL
 from endpoints_app.permissions import check_actor
 from endpoints_app.services.audit import SYSTEM, Actor, record
@@ -88,6 +91,8 @@ def ensure_pool(model: CatalogModel) -> Deployment:
         name=pool_name(model),
         model=model,
         instance_type=pool_instance_type(),
+        # Where IT runs pools (STUDIO_SERVERLESS_COMPUTE); `local` while no compute has that name.
+        compute_id=serverless_compute_id(),
         instance_count=0,
         scale_settings={
             "type": "target_utilization", "min_instances": 1,

@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-import requests
 
 from endpoints_app.models import Instance, InstanceState
 from tests import ray_cluster
-from tests.cluster.conftest import BASE, deploy_on
+from tests.cluster.conftest import BASE, Load, deploy_on
 from tests.live import make_custom_model, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-class Load:
-    """One client in a loop through the gateway (so at most one request is in flight at a time)."""
-
-    def __init__(self, url: str, key: str) -> None:
-        self.url, self.key = url, key
-        self.statuses: list[tuple[float, int, str]] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        with requests.Session() as session:
-            while not self.stopping.is_set():
-                try:
-                    r = session.post(self.url, json={"data": [1]}, headers={"Authorization": f"Bearer {self.key}"},
-                                     timeout=10)
-                    self.statuses.append((time.monotonic(), r.status_code, r.text[:200]))
-                except requests.RequestException as exc:
-                    self.statuses.append((time.monotonic(), 0, str(exc)[:200]))
-
-    def failures(self) -> list[tuple[float, int, str]]:
-        return [s for s in self.statuses if s[1] != 200]
 
 
 def test_a_killed_nodes_instance_starts_elsewhere_within_60_s_losing_at_most_the_request_in_flight(

@@ -151,3 +151,39 @@ def test_the_worker_starts_a_pool_on_create_stops_it_when_idle_and_wakes_it(
     tasks.wake_serverless_pool.delay(pool.pk)
     second = wait_for(ready_instance, timeout=180, what="the woken pool")
     assert second.pk != first.pk
+
+
+@pytest.mark.django_db
+def test_pools_start_on_the_serverless_compute_and_a_stopped_one_moves_there_when_woken(owner_api, workspace,
+                                                                                          settings):
+    from django.db import transaction
+
+    from endpoints_app.models.computes import Compute
+    from endpoints_app.services import serverless
+
+    register_test_node()
+    embeddings_offer()
+    Compute.objects.create(name="cluster", type="ray", address="127.0.0.1:1", state="Ready")
+    settings.STUDIO_SERVERLESS_COMPUTE = "elsewhere"  # no such compute: pools stay on local
+    pool = deploy_serverless(owner_api).pool
+    assert pool.compute.name == "local"
+    ready_as_if_provisioned(pool)
+    settings.STUDIO_SERVERLESS_COMPUTE = "cluster"
+    # Stopped idle, but its instance still drains: woken now, it starts where it is.
+    long_ago = timezone.now() - timedelta(minutes=60)
+    Deployment.objects.filter(pk=pool.pk).update(pool_wanted_at=long_ago, last_scaled_at=long_ago)
+    reconcile.plan_deployment(pool.pk)
+    assert Instance.objects.get(deployment=pool).state == InstanceState.STOPPING
+    assert pool.wake_pool() is True
+    assert Deployment.objects.get(pk=pool.pk).compute.name == "local"
+    # Stopped with nothing left running: woken, it moves to the serverless compute.
+    Deployment.objects.filter(pk=pool.pk).update(instance_count=0)
+    Instance.objects.filter(deployment=pool).update(state=InstanceState.STOPPED)
+    assert pool.wake_pool() is True
+    assert Deployment.objects.get(pk=pool.pk).compute.name == "cluster"
+    # A pool made from now on starts there.
+    newer = CatalogModel.objects.get(name="all-minilm-l6-v2")
+    newer.pk, newer.version = None, 2
+    newer.save()
+    with transaction.atomic():
+        assert serverless.ensure_pool(newer).compute.name == "cluster"
