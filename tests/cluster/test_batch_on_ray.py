@@ -77,6 +77,7 @@ def run(mini_batch, probe=None):
         inputs = inputs.parent
     listed = sorted(str(p.relative_to(inputs)) for p in inputs.rglob("*") if p.is_file())
     return [{"path": p, "outcome": _try(p)} for p in json.loads(probe)] + [
+        {"path": "own input", "outcome": _try(mini_batch[0])},
         {"path": "own inputs folder", "outcome": json.dumps(listed)}]
 '''
 
@@ -206,7 +207,9 @@ def test_a_sandbox_on_a_node_reads_no_other_jobs_inputs(cluster, owner_api, work
     job = _settled(owner_api, "attacker", attacker, timeout=120)
     assert job["status"] == "Completed", job
     outcomes = {r["path"]: r["outcome"] for r in _rows(owner_api, "attacker", attacker)}
-    assert set(outcomes) == {*paths, "own inputs folder"}
+    assert set(outcomes) == {*paths, "own input", "own inputs folder"}
+    # It reads its own input (so a read would show), and nothing of the victim's, wherever it lies.
+    assert outcomes.pop("own input") == "read:id\nattacker-row\n"
     read = {p: o for p, o in outcomes.items() if o.startswith("read:")}
     assert not read, read
     # Its own inputs folder holds its own mini-batch's file and nothing of the victim's.
