@@ -10,15 +10,33 @@ deployment's compute decides the backend:
   sandboxed server on the node Ray chose and a relay in front of its socket (runtime/ray_node.py).
 
 Every method takes the Instance row; `refresh()` lets a backend correct a row from what really runs
-(Ray moved an actor to another node) before the loop looks at it."""
+(Ray moved an actor to another node) before the loop looks at it.
+
+Batch jobs (jobs.py) ask a backend three more things: how many cores its compute offers (admission),
+to make a mini-batch's input files readable by the instance's server (`batch_inputs`), and a connection
+to that server (`batch_connection`)."""
 
 from __future__ import annotations
 
+import http.client
+from pathlib import Path
 from typing import Protocol
+
+from django.conf import settings
 
 from endpoints_app.controller import placement, process
 from endpoints_app.models import Deployment, Instance, Node
-from endpoints_app.runtime.launch import LaunchSpec
+from endpoints_app.runtime import channel
+from endpoints_app.runtime.launch import LaunchSpec, batch_input_path
+
+
+class InputsNotStaged(Exception):
+    """A mini-batch's inputs could not be made readable by its instance; `unreachable` when the instance
+    did not answer at all (its node or actor is gone), which costs the mini-batch none of its retries."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class Unplaceable(Exception):
@@ -58,6 +76,16 @@ class Backend(Protocol):
     def forget(self, instance: Instance) -> None: ...
 
     def log_path(self, instance: Instance) -> str: ...
+
+    def total_cores(self) -> int:
+        """Cores the compute's live nodes offer (0 while it cannot be reached)."""
+
+    def batch_inputs(self, instance: Instance, relative: list[str], timeout: float) -> dict[str, str]:
+        """Make these files of the studio's datastore (paths relative to it) readable by the instance's
+        server, and only by it; returns the path its server reads each one at (InputsNotStaged)."""
+
+    def batch_connection(self, instance: Instance, timeout: float) -> http.client.HTTPConnection:
+        """A connection to the instance's server, for one POST /batch."""
 
 
 class LocalBackend:
@@ -103,6 +131,19 @@ class LocalBackend:
     def log_path(self, instance: Instance) -> str:
         return str(process.log_path(instance.name))
 
+    def total_cores(self) -> int:
+        return sum(n.cores for n in placement.live_nodes())
+
+    def batch_inputs(self, instance: Instance, relative: list[str], timeout: float) -> dict[str, str]:
+        # Its sandbox links its workspace's data at launch (runtime/launch.py): nothing to move.
+        return {rel: str(batch_input_path(instance.name, rel)) for rel in relative}
+
+    def batch_connection(self, instance: Instance, timeout: float) -> http.client.HTTPConnection:
+        data_dir = Path(settings.DATA_DIR)
+        if channel.expected_uid(data_dir, instance.name) is not None:
+            return channel.connection(data_dir, instance.name, timeout)  # its own socket, peer checked
+        return http.client.HTTPConnection(instance.node.host, instance.port, timeout=timeout)
+
 
 LOCAL = LocalBackend()
 
@@ -112,12 +153,16 @@ def is_ray(deployment: Deployment) -> bool:
     return compute is not None and compute.type == "ray"
 
 
-def for_deployment(deployment: Deployment) -> Backend:
-    if is_ray(deployment):
+def for_compute(compute) -> Backend:
+    if compute is not None and compute.type == "ray":
         from endpoints_app.controller import ray_backend
 
-        return ray_backend.backend(deployment.compute)
+        return ray_backend.backend(compute)
     return LOCAL
+
+
+def for_deployment(deployment: Deployment) -> Backend:
+    return for_compute(getattr(deployment, "compute", None))
 
 
 def for_instance(instance: Instance) -> Backend:

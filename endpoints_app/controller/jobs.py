@@ -5,14 +5,16 @@ step is over, so this module imports no task. Instances are reconcile's (same st
 node converge): a job's instances are Instance rows with batch_job set.
 
 - admit(): Queued jobs start in order of creation while capacity lasts (at most
-  STUDIO_BATCH_MAX_RUNNING_JOBS running, and the nodes' free cores); a job that does not fit
-  holds the jobs behind it (strict order), unless no job runs at all.
+  STUDIO_BATCH_MAX_RUNNING_JOBS running, and the free cores of the job's compute: the local nodes, or
+  a Ray cluster's live nodes as Ray counts them); a job that does not fit holds the jobs behind it on
+  its compute (strict order), unless no job runs there at all.
 - advance(job): one short step of a Running job: take back mini-batches whose task died (lease
   expired), keep `instance_count` model servers for it (Instance rows with batch_job set, which the
   node's converge loop launches, probes and restarts), hand Pending mini-batches to Celery up to
   ready instances x max_concurrency_per_instance, and finish the job when every mini-batch is done
   (merge the parts, stop the servers) or when failures pass error_threshold.
-- run_mini_batch(): one mini-batch, scored by one of the job's instances (POST /batch), its output
+- run_mini_batch(): one mini-batch, scored by one of the job's instances (POST /batch, its input files
+  first made readable by that instance alone: its backend's batch_inputs), its output
   written to its own part file (temp file + rename, so a rerun rewrites the same bytes), and what a
   score.py wrote to its output folder to the part's own folder (controller/outputs.py), before the
   row says Completed. The merge reads Completed parts in index order, so a task killed at any point
@@ -20,7 +22,11 @@ node converge): a job's instances are Instance rows with batch_job set.
 - stop_idle_instances(): no batch model server runs without a running job.
 
 Every step may run twice or concurrently: claims are conditional updates. A message lost between a
-claim and its send (the task died) is taken back when the claim's lease passes (reclaim)."""
+claim and its send (the task died) is taken back when the claim's lease passes (reclaim).
+
+Backend-blind: where a job's instances run (the local compute or a Ray cluster) is the deployment's
+compute, and this module asks its backend (backends.py) to place them, count cores, move inputs and
+connect; the steps, claims and retries are the same on every compute."""
 
 from __future__ import annotations
 
@@ -44,13 +50,14 @@ from django.utils import timezone
 
 from endpoints_app import csvsafe
 from endpoints_app.audit import SYSTEM, record
-from endpoints_app.controller import outputs, placement
+from endpoints_app.controller import backends, outputs, placement
 from endpoints_app.controller import reconcile as rc
 from endpoints_app.controller.reconcile import ACTIVE
 from endpoints_app.datastores import staging
-from endpoints_app.instance_auth import auth_header
+from endpoints_app.instance_auth import RAY_QUEUE_PREFIX, auth_header, secret_port
 from endpoints_app.models import (
     BatchJob,
+    Compute,
     Deployment,
     Endpoint,
     Instance,
@@ -61,8 +68,6 @@ from endpoints_app.models import (
     Node,
     ProvisioningState,
 )
-from endpoints_app.runtime import channel
-from endpoints_app.runtime.launch import batch_input_path
 
 log = logging.getLogger("studio.batch")
 
@@ -90,25 +95,33 @@ def max_running_jobs() -> int:
 
 # -- admission ---------------------------------------------------------------------------------------
 
-def _free_cores(running: list[BatchJob]) -> int:
-    """Cores the live nodes have left once running jobs hold their full instance count (their
-    servers may not exist yet) and other instances hold theirs."""
-    nodes = placement.live_nodes()
-    total = sum(n.cores for n in nodes)
-    others = Instance.objects.filter(node__in=nodes, state__in=placement.RUNNING_STATES).exclude(
+def _free_cores(compute_id: int, total: int, running: list[BatchJob]) -> int:
+    """Cores a compute (`total`: what its live nodes offer) has left once its running jobs hold their
+    full instance count (their servers may not exist yet) and its other instances hold theirs."""
+    others = Instance.objects.filter(deployment__compute_id=compute_id, state__in=placement.RUNNING_STATES).exclude(
         batch_job__in=running
     ).values_list("deployment__instance_type__cores", flat=True)
     reserved = sum(int(j.settings.get("instance_count", 1)) * j.deployment.instance_type.cores for j in running)
     return total - sum(others) - reserved
 
 
+def _total_cores() -> dict[int, int]:
+    """Cores each compute with a queued job offers, asked of its backend before any lock is taken (a Ray
+    cluster is asked over the network)."""
+    ids = set(BatchJob.objects.filter(status=JobStatus.QUEUED).values_list("deployment__compute_id", flat=True))
+    return {c.pk: backends.for_compute(c).total_cores() for c in Compute.objects.filter(pk__in=ids)}
+
+
 def admit() -> list[int]:
     """Start Queued jobs in order while there is room; returns the ids started."""
     started: list[int] = []
+    if not BatchJob.objects.filter(status=JobStatus.QUEUED).exists():
+        return started
+    totals = _total_cores()
     with transaction.atomic():
         jobs = list(
             BatchJob.objects.select_for_update(of=("self",))
-            .select_related("deployment__instance_type")
+            .select_related("deployment__instance_type", "deployment__compute")
             .filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
             .order_by("created_at", "pk")
         )
@@ -117,22 +130,32 @@ def admit() -> list[int]:
         if not queued:
             return started
         slots = max_running_jobs() - len(running)
-        free = _free_cores(running)
+        free: dict[int, int] = {}
+        busy = {j.deployment.compute_id for j in running}
+        waiting: set[int] = set()  # computes where a job that does not fit holds the ones behind it
         types = {j.pk: j.deployment.instance_type for j in queued}
         now = timezone.now()
         for job in queued:
             if slots <= 0:
                 break
+            compute_id = job.deployment.compute_id
+            if compute_id in waiting:
+                continue
+            if compute_id not in free:
+                free[compute_id] = _free_cores(compute_id, totals.get(compute_id, 0),
+                                               [j for j in running if j.deployment.compute_id == compute_id])
             need = int(job.settings.get("instance_count", 1)) * types[job.pk].cores
-            if need > free and (running or started):
-                break  # strict order: later jobs wait behind this one
+            if need > free[compute_id] and compute_id in busy:
+                waiting.add(compute_id)  # strict order: later jobs on this compute wait behind this one
+                continue
             job.status = JobStatus.RUNNING
             job.started_at = now
             job.save(update_fields=["status", "started_at", "updated_at"])
             record(SYSTEM, "job.start", job, job.workspace)
             started.append(job.pk)
             slots -= 1
-            free -= need
+            free[compute_id] -= need
+            busy.add(compute_id)
     return started
 
 
@@ -146,7 +169,7 @@ def ensure_instances(job: BatchJob) -> list[Instance]:
         live = list(Instance.objects.filter(batch_job=job, state__in=ACTIVE).select_related("node"))
         wanted = int(job.settings.get("instance_count", 1))
         for _ in range(wanted - len(live)):
-            node = placement.choose_node(deployment.instance_type)
+            node = backends.for_deployment(deployment).place(deployment)
             if node is None:
                 log.warning("no live node for an instance of batch job %s", job.name)
                 break
@@ -159,11 +182,16 @@ def ensure_instances(job: BatchJob) -> list[Instance]:
 
 def converge(instances: list[Instance], out: Outbox) -> None:
     """Launch and probe the job's instances now rather than at the next reconcile pass: on this
-    node directly, on other nodes through their queue (the outbox)."""
+    node directly, on other nodes through their queue (the outbox), on a Ray compute through this
+    worker's driver (any worker converges those)."""
     local = settings.STUDIO_NODE_NAME
     nodes = {i.node_id: i.node for i in instances}
     deployment_ids = {i.deployment_id for i in instances}
+    for deployment_id in {i.deployment_id for i in instances if i.node.queue.startswith(RAY_QUEUE_PREFIX)}:
+        rc.converge_clusters(deployment_id=deployment_id)
     for node in nodes.values():
+        if node.queue.startswith(RAY_QUEUE_PREFIX):
+            continue
         for deployment_id in deployment_ids:
             if node.name == local:
                 rc.converge_node(node, deployment_id=deployment_id)
@@ -216,7 +244,13 @@ def finish_deletes() -> None:
 
 
 def _stop_here() -> None:
-    """Signal stopping instances on this node now (the reconcile pass would within seconds)."""
+    """Signal stopping instances on this node and on Ray computes now (the reconcile pass would within
+    seconds)."""
+    for deployment_id in set(
+        Instance.objects.filter(state=InstanceState.STOPPING, deployment__endpoint__kind="batch",
+                                deployment__compute__type=Compute.Type.RAY).values_list("deployment_id", flat=True)
+    ):
+        rc.converge_clusters(deployment_id=deployment_id)
     node = Node.objects.filter(name=settings.STUDIO_NODE_NAME).first()
     if node is None:
         return
@@ -463,13 +497,6 @@ def advance(job_id: int, out: Outbox) -> str:
         _end(job, JobStatus.COMPLETED, error)
         return "done"
 
-    compute = job.deployment.compute
-    if compute.type != compute.Type.LOCAL:
-        # Not yet: a batch server on another machine would need the job's inputs fetched there and the
-        # mini-batches' paths as that node's sandbox sees them (docs/cluster.md).
-        _end(job, JobStatus.FAILED, f"Batch jobs do not run on Ray computes yet; deployment "
-                                    f"'{job.deployment.name}' runs on compute '{compute.name}'. Use the local compute.")
-        return "done"
     gave_up = Instance.objects.filter(batch_job=job, state=InstanceState.FAILED).order_by("-pk").first()
     if gave_up is not None:
         # A model server that failed every restart will not score this job (bad model or score.py).
@@ -504,16 +531,12 @@ class ScoringError(Exception):
         self.unreachable = unreachable
 
 
-def _post(instance, body: bytes, timeout: float, auth: dict[str, str], files: Path | None = None,
-          reserved: frozenset[str] = frozenset()) -> tuple[bytes, int, int]:
-    """(output CSV bytes, rows in, rows out) of one mini-batch from a model server (`auth`: the instance's
-    secret): over its own socket when the controller started it sandboxed here (runtime/channel.py). A
-    score.py's output folder, when the answer brings one, goes into `files` (controller/outputs.py)."""
-    data_dir = Path(settings.DATA_DIR)
-    if channel.expected_uid(data_dir, instance.name) is not None:
-        conn = channel.connection(data_dir, instance.name, timeout)
-    else:
-        conn = http.client.HTTPConnection(instance.node.host, instance.port, timeout=timeout)
+def _post(conn: http.client.HTTPConnection, body: bytes, timeout: float, auth: dict[str, str],
+          files: Path | None = None, reserved: frozenset[str] = frozenset()) -> tuple[bytes, int, int]:
+    """(output CSV bytes, rows in, rows out) of one mini-batch from a model server over `conn` (its
+    backend's: its own socket here, its relay on a Ray node), `auth` being the instance's secret; `timeout`
+    (the job's) is named in the error. A score.py's output folder, when the answer brings one, goes into
+    `files` (controller/outputs.py)."""
     try:
         conn.request("POST", "/batch", body=body, headers={"Content-Type": "application/json", **auth})
         response = conn.getresponse()
@@ -566,21 +589,28 @@ class _Attempt:
     job: BatchJob
     attempt: int
     instance: Instance | None
+    backend: backends.Backend = backends.LOCAL  # the instance's
     seconds: float = 0.0  # how long the model server took, once sent
     files: Path | None = None  # what its score.py wrote to its output folder, once received
 
-    def body(self) -> bytes:
-        instance = self.instance
-        extra = staging.staged_inputs(self.job) if instance and len(self.job.inputs or {}) > 1 else {}
+    def extra_inputs(self) -> dict:
+        return staging.staged_inputs(self.job) if len(self.job.inputs or {}) > 1 else {}
+
+    def input_files(self, extra: dict) -> list[str]:
+        """Every file the attempt reads, relative to the studio's datastore (once each)."""
+        files = [item["path"] for item in self.mb.items]
+        files += [p for v in extra.values() for p in v.get("paths", ())]
+        return list(dict.fromkeys(files))
+
+    def body(self, extra: dict, seen_at: dict[str, str]) -> bytes:
+        """The request, its file paths as the instance's sandboxed server sees them (`seen_at`, from its
+        backend's batch_inputs)."""
         return json.dumps({
             # A score.py's other inputs: literal values, and file paths as its sandbox sees them.
-            **({"inputs": {k: v["value"] if "value" in v else [str(batch_input_path(instance.name, p))
-                                                            for p in v["paths"]] for k, v in extra.items()}}
-               if extra else {}),
-            # Paths as the instance's sandboxed server sees them (runtime/launch.py links its workspace's data).
-            "items": [{"path": str(batch_input_path(instance.name, item["path"])) if instance else "",
-                       "file": item["file"], "start": item.get("start", 0), "stop": item.get("stop")}
-                      for item in self.mb.items],
+            **({"inputs": {k: v["value"] if "value" in v else [seen_at[p] for p in v["paths"]]
+                           for k, v in extra.items()}} if extra else {}),
+            "items": [{"path": seen_at[item["path"]], "file": item["file"], "start": item.get("start", 0),
+                       "stop": item.get("stop")} for item in self.mb.items],
             "output_action": self.job.settings.get("output_action", "append_row"),
             "output_columns": self.job.settings.get("output_columns") or [],
         }).encode()
@@ -632,7 +662,7 @@ def _worker_stopping() -> bool:
 
 def _start(mini_batch_id: int, attempt: int) -> _Attempt | str:
     """The attempt a run_mini_batch task was sent for, or why there is nothing to do."""
-    mb = MiniBatch.objects.select_related("job").filter(pk=mini_batch_id).first()
+    mb = MiniBatch.objects.select_related("job", "job__deployment__compute").filter(pk=mini_batch_id).first()
     if mb is None or mb.status != MiniBatchStatus.RUNNING or mb.attempts != attempt:
         return "stale"
     job = mb.job
@@ -648,7 +678,7 @@ def _start(mini_batch_id: int, attempt: int) -> _Attempt | str:
     instance = Instance.objects.select_related("node").filter(
         batch_job=job, name=mb.instance, state=InstanceState.READY
     ).first() or Instance.objects.select_related("node").filter(batch_job=job, state=InstanceState.READY).first()
-    return _Attempt(mb=mb, job=job, attempt=attempt, instance=instance)
+    return _Attempt(mb=mb, job=job, attempt=attempt, instance=instance, backend=backends.for_deployment(job.deployment))
 
 
 def _claim_next(current: _Attempt) -> _Attempt | None:
@@ -665,7 +695,7 @@ def _claim_next(current: _Attempt) -> _Attempt | None:
             started_at=timezone.now(),
         ):
             mb.status, mb.attempts, mb.instance, mb.job = MiniBatchStatus.RUNNING, attempt, "", job
-            return _Attempt(mb=mb, job=job, attempt=attempt, instance=instance)
+            return _Attempt(mb=mb, job=job, attempt=attempt, instance=instance, backend=current.backend)
     return None
 
 
@@ -693,10 +723,18 @@ def _send(a: _Attempt) -> tuple[bytes, int, int]:
     root = a.job.output_root
     files = root / outputs.PARTS / f".{a.mb.index:06d}.{a.attempt}.{os.getpid()}.files.tmp"
     outputs.discard(files)
+    instance, timeout = a.instance, _timeout(a.job)
     try:
-        data, rows_in, rows_out = _post(a.instance, a.body(), _timeout(a.job),
-                                        auth_header(a.instance.name, a.instance.port), files,
-                                        frozenset({outputs.PARTS, a.job.output_file_name}))
+        extra = a.extra_inputs()
+        try:
+            seen_at = a.backend.batch_inputs(instance, a.input_files(extra), timeout)
+        except backends.InputsNotStaged as exc:
+            raise ScoringError(str(exc), unreachable=exc.unreachable) from None
+        # The attempt's timeout covers moving its inputs too.
+        conn = a.backend.batch_connection(instance, max(1.0, timeout - (time.monotonic() - began)))
+        data, rows_in, rows_out = _post(conn, a.body(extra, seen_at), timeout,
+                                        auth_header(instance.name, secret_port(instance.port, instance.node.queue)),
+                                        files, frozenset({outputs.PARTS, a.job.output_file_name}))
     except ScoringError:
         outputs.discard(files)
         raise

@@ -20,7 +20,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from endpoints_app.errors import QuotaExceeded
-from endpoints_app.models import Deployment, Instance, InstanceState, InstanceType, Node, QuotaLimit, Workspace
+from endpoints_app.models import (
+    Compute,
+    Deployment,
+    Instance,
+    InstanceState,
+    InstanceType,
+    Node,
+    QuotaLimit,
+    Workspace,
+)
 
 # A node whose worker has not checked in for this long gets no new instances.
 NODE_TIMEOUT = timedelta(seconds=90)
@@ -125,9 +134,11 @@ class Capacity:
 
 
 def capacity(exclude: list[Deployment] | None = None) -> Capacity:
+    """The local compute's: what its live nodes offer and what its deployments reserve (a Ray compute's
+    deployments hold cores of its own cluster, which Ray counts)."""
     nodes = live_nodes()
     reserved = Deployment.objects.exclude(provisioning_state="Deleting").filter(
-        endpoint__kind__in=PROVISIONED_KINDS
+        endpoint__kind__in=PROVISIONED_KINDS, compute__type=Compute.Type.LOCAL
     )
     excluded = [d.pk for d in exclude or [] if d is not None and d.pk]
     if excluded:

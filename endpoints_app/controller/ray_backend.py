@@ -45,7 +45,7 @@ from endpoints_app.controller import backends, process
 from endpoints_app.instance_auth import ARTIFACT_SALT, RAY_QUEUE_PREFIX, instance_secret
 from endpoints_app.models import Deployment, Instance, InstanceSample, InstanceState, Node, RouteVersion
 from endpoints_app.runtime import ray_node
-from endpoints_app.runtime.launch import LaunchSpec
+from endpoints_app.runtime.launch import BATCH_DATA_UNDER, LaunchSpec
 
 log = logging.getLogger("studio.controller")
 
@@ -57,6 +57,8 @@ ANSWER_SECONDS = 1.0
 NODES_TTL = 1.0
 CONNECT_CHECK_SECONDS = 2.0
 SAMPLE_SECONDS = 5.0
+# An actor answers status and probes while it fetches a batch server's inputs (calls run in threads).
+ACTOR_THREADS = 4
 
 _lock = threading.RLock()
 _connected: str | None = None
@@ -205,6 +207,12 @@ def portable_spec(instance: Instance, spec: LaunchSpec) -> dict:
 
     files: list[list[str]] = []
     environments: list[dict] = []
+    inputs_dir = None
+    for src, rel in list(links):
+        if rel.startswith(BATCH_DATA_UNDER + "/"):
+            # A batch server's inputs come per mini-batch (RayBackend.batch_inputs), not its workspace's data.
+            links.remove((src, rel))
+            inputs_dir = BATCH_DATA_UNDER
     for src, rel in links:
         if os.path.realpath(src).startswith(data_dir + "/environments/"):
             environments.append(environment_entry(instance, src, rel))
@@ -230,6 +238,7 @@ def portable_spec(instance: Instance, spec: LaunchSpec) -> dict:
         "environments": environments,
         "binds": [mark(b) for b in binds],
         "output_dir": box.output_dir,
+        "inputs_dir": inputs_dir,
         "files": files,
         "studio_url": studio_url(),
         "secret": instance_secret(instance.name, 0),
@@ -287,7 +296,8 @@ class RayBackend:
                 f"No node of compute '{self.compute.name}' is large enough for one {itype.name} instance "
                 f"({itype.cores} cores, {itype.memory_gb} GB); the instance waits for one that is.")
         return {"name": instance.name, "namespace": NAMESPACE, "lifetime": "detached", "max_restarts": -1,
-                "max_task_retries": 0, "num_cpus": asks["CPU"], "memory": asks["memory"], "resources": resources,
+                "max_task_retries": 0, "max_concurrency": ACTOR_THREADS, "num_cpus": asks["CPU"],
+                "memory": asks["memory"], "resources": resources,
                 "scheduling_strategy": "SPREAD"}
 
     def launch(self, instance: Instance, spec: LaunchSpec, note: str) -> int:
@@ -441,6 +451,57 @@ class RayBackend:
 
     def log_path(self, instance: Instance) -> str:
         return str(process.log_path(instance.name))
+
+    def total_cores(self) -> int:
+        try:
+            nodes = _ray_nodes(self.ray)
+        except Exception as exc:  # an unreachable cluster offers nothing until it answers
+            log.warning("Ray compute %s is unreachable: %s", self.compute.name, exc)
+            return 0
+        return int(sum((n.get("Resources") or {}).get("CPU", 0) for n in nodes.values() if n.get("Alive")))
+
+    def batch_inputs(self, instance: Instance, relative: list[str], timeout: float) -> dict[str, str]:
+        """A mini-batch's input files reach the node as artifacts do: the actor fetches each one its node
+        lacks by content hash over the signed internal route (cached there) and links it into its own
+        sandbox's datastore folder, which no other sandbox sees (InstanceActor.stage_inputs)."""
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+
+        from endpoints_app.controller.backends import InputsNotStaged
+        from endpoints_app.models import datastore_root
+
+        files = []
+        for rel in relative:
+            path = str(datastore_root() / rel)
+            try:
+                digest = file_digest(path)
+            except OSError as exc:
+                raise InputsNotStaged(f"{rel}: {exc.strerror or exc}") from None
+            files.append([rel, digest, artifact_token(path, digest)])
+        try:
+            actor = self._actor(instance.name)
+        except Exception as exc:  # noqa: BLE001 - the cluster itself does not answer
+            raise InputsNotStaged(f"Ray compute {self.compute.name} is unreachable: {exc}", unreachable=True) from None
+        if actor is None:
+            raise InputsNotStaged(f"the Ray actor of {instance.name} is gone", unreachable=True)
+        try:
+            return self.ray.get(actor.stage_inputs.remote(files), timeout=timeout)
+        except GetTimeoutError:
+            # Slow to fetch (counted, as a slow answer is), unless the actor itself stopped answering.
+            _, problem = self._ask(actor, "status", 0, -1, 0)
+            raise InputsNotStaged(f"its inputs did not reach its Ray node within {timeout:g} s",
+                                  unreachable=problem is not None) from None
+        except (ActorUnavailableError, RayActorError) as exc:
+            raise InputsNotStaged(f"its Ray actor does not answer: {str(exc).strip()[-300:]}",
+                                  unreachable=True) from None
+        except RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+            raise InputsNotStaged(f"its inputs could not be staged on its Ray node: {cause}") from None
+
+    def batch_connection(self, instance: Instance, timeout: float):
+        import http.client
+
+        # Through the instance's relay (the caller presents its secret, as the gateway does).
+        return http.client.HTTPConnection(instance.node.host, instance.port, timeout=timeout)
 
 
 def _actor_error(problem: str) -> str:

@@ -193,11 +193,14 @@ class BatchJob(models.Model):
         return datastore_root() / self.output_dir
 
     def queue_position(self) -> int | None:
-        """1 for the next job to start; None unless Queued. Jobs start in order of creation."""
+        """1 for the next job to start; None unless Queued. Jobs start in order of creation, each compute's
+        in its own line (controller/jobs.py admit)."""
         if self.status != JobStatus.QUEUED:
             return None
-        earlier = BatchJob.objects.filter(status=JobStatus.QUEUED).filter(
-            models.Q(created_at__lt=self.created_at) | models.Q(created_at=self.created_at, pk__lt=self.pk)
+        compute = Deployment.objects.filter(pk=self.deployment_id).values("compute_id")  # a subquery: no extra trip
+        earlier = BatchJob.objects.filter(
+            models.Q(created_at__lt=self.created_at) | models.Q(created_at=self.created_at, pk__lt=self.pk),
+            status=JobStatus.QUEUED, deployment__compute_id=models.Subquery(compute),
         )
         return earlier.count() + 1
 

@@ -399,6 +399,10 @@ class InstanceActor:
         env = {k: _fill(v, box.root) for k, v in spec["env"].items()}
         cwd = _fill(spec["cwd"], box.root) if spec.get("cwd") else None
         sb.prepare(box)
+        if spec.get("inputs_dir"):
+            # A batch server's inputs, linked in per mini-batch (stage_inputs); empty until then.
+            (box.root / spec["inputs_dir"]).mkdir()
+            os.chmod(box.root / spec["inputs_dir"], 0o755)
         with open(self.log_path, "ab") as log:
             self.proc = sb.popen(box, argv, env, cwd, marker=self.name, stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
@@ -436,6 +440,31 @@ class InstanceActor:
         uid = self.box.uid
         pids = sb.pids_of_uid(uid) if uid and uid != os.geteuid() else [self.proc.pid]
         return round(sum((_cpu_and_rss(p) or (0, 0))[1] for p in pids), 1)
+
+    def stage_inputs(self, files: list[list[str]]) -> dict[str, str]:
+        """A mini-batch's input files, each [path relative to the studio's datastore, content hash, token],
+        fetched into the node's cache (as artifacts are) and linked read-only into this sandbox's own
+        inputs folder, which only its server sees; returns where the server reads each one."""
+        inputs = self.box.root / self.spec["inputs_dir"]  # as the sandbox sees it too (bound at its own path)
+        cache = node_dir() / "cache"
+        where: dict[str, str] = {}
+        for rel, digest, token in files:
+            dest = inside(inputs, rel)  # UnsafePath: absolute, `..` or out through a symlink
+            src = fetch(self.spec["studio_url"], token, digest, cache)
+            if not (dest.exists() and os.path.samefile(src, dest)):
+                folder = inputs
+                for name in Path(rel).parent.parts:
+                    folder = folder / name
+                    folder.mkdir(exist_ok=True)
+                    os.chmod(folder, 0o755)  # the sandbox's uid traverses it
+                part = dest.with_name(f".{dest.name}.{threading.get_ident()}.part")
+                try:
+                    os.link(src, part)
+                except OSError:
+                    shutil.copy2(src, part)
+                os.replace(part, dest)
+            where[rel] = str(dest)
+        return where
 
     def probe(self, path: str, timeout: float, headers: dict[str, str]) -> bool:
         from endpoints_app.runtime import channel

@@ -99,6 +99,8 @@ def check_deployment_plan(workspace: Workspace, items: list) -> dict:
                                   "instance_count", 1, MAX_INSTANCES)
             else:
                 count = parse_instance_count(item, scale, existing.instance_count if existing else None)
+            compute = resolve_compute(item["compute"]) if item.get("compute") else (
+                existing.compute if existing else None)
         except InvalidInput as exc:
             raise InvalidInput(f"{label}: {exc.message}", field=f"deployments[{index}].{exc.field}") from None
         planned = Deployment(instance_type=instance_type, instance_count=count, scale_settings=scale)
@@ -107,8 +109,8 @@ def check_deployment_plan(workspace: Workspace, items: list) -> dict:
         quota_asks[instance_type.family] = quota_asks.get(instance_type.family, 0) + (
             instance_type.cores * (count if kind == "batch" else reserved_instances(planned)))
         family_types.setdefault(instance_type.family, instance_type)
-        if kind == "online":
-            capacity_asks.append((instance_type, count))
+        if kind == "online" and (compute is None or compute.type == Compute.Type.LOCAL):
+            capacity_asks.append((instance_type, count))  # a Ray cluster's capacity is Ray's to find
         labels.append(label)
     excluded = {d.pk for d in replaced}
     for family, asked in quota_asks.items():

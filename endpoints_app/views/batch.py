@@ -26,7 +26,6 @@ from endpoints_app.inference_urls import inference_base_url
 from endpoints_app.models import (
     BatchJob,
     CatalogModel,
-    Compute,
     DataAsset,
     Deployment,
     Endpoint,
@@ -111,9 +110,7 @@ def _form_context(workspace, values: dict) -> dict:
         "values": values,
         "models": _batch_models(workspace),
         "instance_types": list(InstanceType.objects.filter(is_active=True)),
-        # Batch jobs run on the local compute only for now (controller/jobs.py fails a job on a Ray compute):
-        # the form offers no choice that cannot run.
-        "computes": [c for c in compute_svc.deployable_computes() if c.type == Compute.Type.LOCAL],
+        "computes": compute_svc.deployable_computes(),
         "output_actions": batch_svc.OUTPUT_ACTIONS,
     }
 

@@ -48,6 +48,20 @@ def test_it_leads_the_catalogs_batch_button_to_a_working_create_form(owner_clien
     assert 'id="default-deployment">blue<' in page and 'data-deployment="blue"' in page
 
 
+def test_the_create_form_offers_ray_computes_and_makes_a_deployment_on_one(owner_client, node, iris):
+    from endpoints_app.models import Compute
+    from endpoints_app.services.computes import ray_backend_available
+
+    if not ray_backend_available():
+        pytest.skip("this studio has no Ray backend: a Ray compute is no choice")
+    Compute.objects.create(name="cluster", type="ray", address="10.0.0.5:6379", state="Ready")
+    form = owner_client.get(f"/endpoints/new/batch/?model={iris.asset_id}").content.decode()
+    assert '<option value="cluster"' in form and '<option value="local"' in form
+    response = create_form(owner_client, iris, compute="cluster")
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Endpoint.objects.get(name="scorer").deployments.get().compute.name == "cluster"
+
+
 def test_it_refuses_a_bad_deployment_naming_the_field_and_leaves_no_endpoint(owner_client, node, iris):
     response = create_form(owner_client, iris, mini_batch_size="0")
 

@@ -66,6 +66,19 @@ def test_ports_held_by_instances_are_not_handed_out_again(blue, settings):
     assert placement.pick_port(node) == 29992
 
 
+def test_deployments_on_a_ray_compute_take_none_of_the_local_nodes_capacity(blue, owner_api):
+    from endpoints_app.models import Compute
+
+    before = placement.capacity()
+    Compute.objects.create(name="far", type="ray", address="10.0.0.5:6379")
+    body = {"name": "green", "model": "doubler:1", "instance_type": "Standard_DS2_v2", "instance_count": 8,
+            "compute": "far"}
+    assert owner_api.post(f"{BASE}/spread/deployments", body, format="json").status_code == 202
+    after = placement.capacity()
+    assert (after.used_cores, after.used_memory_gb) == (before.used_cores, before.used_memory_gb) == (6, Decimal(21))
+    placement.check_capacity(InstanceType.objects.get(name="Standard_DS2_v2"), 1)
+
+
 def test_capacity_counts_what_deployments_reserve(blue):
     ds2 = InstanceType.objects.get(name="Standard_DS2_v2")
     # test-node has 8 cores; blue reserves 3 x 2.
