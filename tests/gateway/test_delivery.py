@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import sys
 import textwrap
 import time
@@ -21,7 +23,7 @@ import requests
 from django.db.models import Sum
 
 from endpoints_app.gateway import http1, proxy
-from endpoints_app.gateway.routes import InstanceRoute
+from endpoints_app.gateway.routes import DeploymentRoute, InstanceRoute
 from endpoints_app.instance_auth import instance_secret
 from endpoints_app.models import UsageMinute
 from tests.gateway.conftest import auth, child_env, free_port, wait_http
@@ -284,3 +286,81 @@ def test_a_mirror_copy_follows_the_same_rule(procs, make_endpoint, tmp_path, cli
     assert calls_of(live_calls) == ["copied"]
     assert calls_of(*(calls for _, _, calls in shadows)) == ["copied"]
     assert sum(proc.poll() is None for _, proc, _ in shadows) == 1
+
+
+def _forward_all(client, deployment: DeploymentRoute, count: int) -> list[tuple[int, str]]:
+    async def calls() -> list[tuple[int, str]]:
+        try:
+            answers = []
+            for i in range(count):
+                status, data, _, inst = await proxy.forward(client, deployment, "/score",
+                                                            json.dumps({"id": f"call-{i}"}).encode())
+                answers.append((status, inst.name))
+            return answers
+        finally:
+            await client.close()
+
+    return asyncio.run(calls())
+
+
+@pytest.mark.parametrize("client_class", [proxy.Http1Client, proxy.AiohttpClient])
+def test_a_socket_served_by_the_wrong_uid_gets_no_byte_and_the_call_goes_to_another_instance(
+        procs, tmp_path, client_class):
+    servers = Servers(procs, tmp_path)
+    port, _, calls = servers.start("squat-blue-1")
+    good = InstanceRoute(name="squat-blue-1", host="127.0.0.1", port=port, secret=instance_secret("squat-blue-1", port))
+    # A squatter on an instance's socket, running as this process's uid rather than the instance's.
+    path = tmp_path / "server.sock"
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squatter.bind(str(path))
+    squatter.listen(16)
+    squatted = InstanceRoute(name="squat-blue-0", host="127.0.0.1", port=1, socket=str(path), uid=os.getuid() + 1)
+    deployment = DeploymentRoute(name="blue", instances=[squatted, good], request_timeout_s=10,
+                                 max_concurrent_per_instance=8)
+
+    with squatter:
+        answers = _forward_all(client_class(), deployment, 4)
+        squatter.setblocking(False)
+        received = []
+        while True:
+            try:
+                conn, _ = squatter.accept()
+            except BlockingIOError:
+                break
+            with conn:
+                conn.settimeout(1)
+                received.append(conn.recv(65536))
+
+    assert answers == [(200, "squat-blue-1")] * 4
+    assert received and set(received) == {b""}  # it was connected to, and sent nothing
+    assert squatted.failed_until > 0
+    assert calls_of(calls) == [f"call-{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("client_class", [proxy.Http1Client, proxy.AiohttpClient])
+def test_a_connection_not_made_in_time_is_tried_on_another_instance(procs, tmp_path, client_class, monkeypatch):
+    servers = Servers(procs, tmp_path)
+    port, _, calls = servers.start("stuck-blue-1")
+    good = InstanceRoute(name="stuck-blue-1", host="127.0.0.1", port=port, secret=instance_secret("stuck-blue-1", port))
+    monkeypatch.setattr(http1, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(proxy, "CONNECT_TIMEOUT_S", 1.0)
+    # A listener that never accepts, its queue full: the kernel drops further SYNs, so connecting hangs.
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)
+    fillers = [socket.create_connection(stuck.getsockname(), timeout=2)]
+    hung = InstanceRoute(name="stuck-blue-0", host="127.0.0.1", port=stuck.getsockname()[1])
+    deployment = DeploymentRoute(name="blue", instances=[hung, good], request_timeout_s=10,
+                                 max_concurrent_per_instance=8)
+    try:
+        started = time.monotonic()
+        answers = _forward_all(client_class(), deployment, 3)
+        took = time.monotonic() - started
+    finally:
+        for sock in [*fillers, stuck]:
+            sock.close()
+
+    assert answers == [(200, "stuck-blue-1")] * 3
+    assert hung.failed_until > 0
+    assert 1.0 <= took < 8, took  # one connect timeout, then the instance is skipped
+    assert calls_of(calls) == [f"call-{i}" for i in range(3)]
