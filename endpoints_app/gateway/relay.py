@@ -437,10 +437,16 @@ class Relay:
             status, code, message, headers = upstream_failure(proxy.UpstreamTimeout, deployment, False)
             await error(send, status, code, message, headers, deployment_name=shown)
             return status
-        except (aiohttp.ClientError, OSError):
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, proxy.PeerRefused):
             inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
             log.warning("cannot reach %s of deployment %s", inst.url(path), dep_name)
             status, code, message, headers = upstream_failure(proxy.UpstreamUnreachable, deployment, False)
+            await error(send, status, code, message, headers, deployment_name=shown)
+            return status
+        except (aiohttp.ClientError, OSError):
+            # Written, then the connection failed before the response began: not sent again (proxy.forward).
+            log.warning("%s of deployment %s closed the connection", inst.url(path), dep_name)
+            status, code, message, headers = upstream_failure(proxy.UpstreamClosed, deployment, False)
             await error(send, status, code, message, headers, deployment_name=shown)
             return status
         named = ((b"azureml-model-deployment", shown.encode()),) if shown else ()
