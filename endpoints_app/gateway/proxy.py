@@ -2,7 +2,11 @@
 
 Two clients do the same job: `Http1Client` (default; the gateway's own small
 HTTP/1.1 client, see http1.py) and `AiohttpClient` (aiohttp's pooled session),
-chosen with STUDIO_GATEWAY_CLIENT=http1|aiohttp. bench/gateway.py measures both."""
+chosen with STUDIO_GATEWAY_CLIENT=http1|aiohttp. bench/gateway.py measures both.
+
+A request is tried on another instance only when no byte of it reached a model server (see
+`forward`); both clients tell which (UpstreamConnectionError.sent) and check a pooled connection
+before writing to it (http1.dropped, http1.MAX_IDLE_S)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import aiohttp
 from django.conf import settings
 from multidict import CIMultiDict
 
-from endpoints_app.gateway.http1 import Http1Pool, UpstreamConnectionError
+from endpoints_app.gateway.http1 import CONNECT_TIMEOUT_S, MAX_IDLE_S, Http1Pool, UpstreamConnectionError, dropped
 from endpoints_app.gateway.routes import FAILED_INSTANCE_BACKOFF_S, DeploymentRoute, InstanceRoute
 from endpoints_app.runtime import channel
 
@@ -23,19 +27,45 @@ class NoReadyInstance(Exception):
 
 
 class UpstreamUnreachable(Exception):
-    """Connection failed on the instance and on the one retry."""
+    """No connection could be made to the instance, nor to another one (nothing was sent)."""
+
+
+class UpstreamClosed(Exception):
+    """The connection closed after the request was written and before a whole response came: the model
+    server may have acted on it, so it is not sent again."""
 
 
 class UpstreamTimeout(Exception):
     pass
 
 
-class CheckedUnixConnector(aiohttp.UnixConnector):
+class PeerRefused(aiohttp.ClientConnectionError):
+    """A sandboxed instance's socket is served by another uid (nothing was sent)."""
+
+
+class _CheckedPool:
+    """aiohttp hands out a pooled connection only when it is connected and idle for less than
+    keepalive_timeout; this also asks the kernel whether the server closed it (http1.dropped), so a
+    request is never written to a connection the server already let go."""
+
+    async def _get(self, key, traces):
+        while (conn := await super()._get(key, traces)) is not None:
+            if conn.transport is not None and not dropped(conn.transport):
+                return conn
+            conn.close()
+        return None
+
+
+class CheckedTCPConnector(_CheckedPool, aiohttp.TCPConnector):
+    pass
+
+
+class CheckedUnixConnector(_CheckedPool, aiohttp.UnixConnector):
     """aiohttp over an instance's socket, checking on each new connection that its server runs as the
     instance's uid (runtime/channel.py)."""
 
     def __init__(self, path: str, uid: int | None) -> None:
-        super().__init__(path=channel.connect_path(path), limit=0, keepalive_timeout=30)
+        super().__init__(path=channel.connect_path(path), limit=0, keepalive_timeout=MAX_IDLE_S)
         self._uid = uid
 
     async def _create_connection(self, req, traces, timeout):
@@ -44,7 +74,7 @@ class CheckedUnixConnector(aiohttp.UnixConnector):
             channel.check_peer(proto.transport.get_extra_info("socket"), self._uid)
         except (OSError, channel.WrongPeer) as exc:
             proto.transport.close()
-            raise aiohttp.ClientConnectionError(str(exc)) from None
+            raise PeerRefused(str(exc)) from None
         return proto
 
 
@@ -57,7 +87,8 @@ class Sessions:
 
     @staticmethod
     def _session(connector) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+        return aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
                                      cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
                                      skip_auto_headers=("User-Agent", "Accept-Encoding"))
 
@@ -70,8 +101,8 @@ class Sessions:
             return session
         if self._tcp is None or self._tcp.closed:
             # limit=0: the gateway's own 429 bounds concurrency.
-            self._tcp = self._session(aiohttp.TCPConnector(limit=0, keepalive_timeout=30,
-                                                           enable_cleanup_closed=True))
+            self._tcp = self._session(CheckedTCPConnector(limit=0, keepalive_timeout=MAX_IDLE_S,
+                                                          enable_cleanup_closed=True))
         return self._tcp
 
     async def close(self) -> None:
@@ -92,10 +123,11 @@ class AiohttpClient:
             async with self.sessions.get(inst).post(inst.url(path), data=body, headers=headers) as resp:
                 data = await resp.read()
                 return resp.status, data, resp.headers.get("Content-Type", "application/json")
-        except aiohttp.ServerDisconnectedError as exc:
-            raise UpstreamConnectionError(str(exc), reused=True) from None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, PeerRefused) as exc:
+            # No connection was made: nothing was written.
+            raise UpstreamConnectionError(str(exc), sent=False) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise UpstreamConnectionError(str(exc)) from None
+            raise UpstreamConnectionError(str(exc) or type(exc).__name__, sent=True) from None
 
     async def close(self) -> None:
         await self.sessions.close()
@@ -132,9 +164,10 @@ async def forward(
 
     `request_id` goes upstream as `x-request-id`, so the model server's log names the request.
 
-    A connection failure (refused, reset, server gone mid-request) is retried once on
-    another ready instance, and the failed one is skipped for a few seconds; a pooled
-    connection the server had closed is retried on a fresh connection to the same one."""
+    A request that provably never reached a model server (the connection was refused, unreachable or
+    timed out, or the wrong server answered a sandboxed socket) is tried once on another ready instance,
+    and the failed one is skipped for FAILED_INSTANCE_BACKOFF_S. A connection that fails after the
+    request was written is not retried anywhere (UpstreamClosed): the server may have run it."""
     inst = deployment.pick()
     if inst is None:
         raise NoReadyInstance()
@@ -144,18 +177,18 @@ async def forward(
                 status, data, ctype = await _attempt(client, inst, path, body, request_id)
                 return status, data, ctype, inst
             except UpstreamConnectionError as exc:
-                if not exc.reused:
-                    # Refused or reset on a fresh connection: the instance is likely gone.
-                    inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
-                retry = deployment.pick(exclude=inst)
-                if retry is None and exc.reused:
-                    retry = inst
+                if exc.sent:
+                    raise UpstreamClosed(str(exc)) from None
+                inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
+            retry = deployment.pick(exclude=inst)
             if retry is None:
                 raise UpstreamUnreachable()
             try:
                 status, data, ctype = await _attempt(client, retry, path, body, request_id)
                 return status, data, ctype, retry
-            except UpstreamConnectionError:
+            except UpstreamConnectionError as exc:
+                if exc.sent:
+                    raise UpstreamClosed(str(exc)) from None
                 retry.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
                 raise UpstreamUnreachable() from None
     except TimeoutError:

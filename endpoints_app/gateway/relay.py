@@ -81,6 +81,10 @@ def upstream_failure(failure: type[Exception], deployment: DeploymentRoute, scor
         if score:
             return 503, "NoReadyInstance", f"Deployment '{name}' has no ready instance.", ()
         return 503, "NoReadyInstance", "No instance of the model is ready; retry shortly.", RETRY_SOON
+    if failure is proxy.UpstreamClosed:
+        who = f"deployment '{name}'" if score else "the model"
+        return 502, "BadGateway", (f"The model server of {who} closed the connection while handling the request; "
+                                   "it was not sent again, since the model may have acted on it."), ()
     who = f"deployment '{name}'" if score else "the model"
     return 502, "BadGateway", f"No instance of {who} could be reached.", ()
 
@@ -296,7 +300,7 @@ class Relay:
         dep_name = deployment.name
         try:
             status, data, ctype, _instance = await proxy.forward(self.client, deployment, path, body, rid or b"-")
-        except (proxy.UpstreamTimeout, proxy.NoReadyInstance, proxy.UpstreamUnreachable) as exc:
+        except (proxy.UpstreamTimeout, proxy.NoReadyInstance, proxy.UpstreamUnreachable, proxy.UpstreamClosed) as exc:
             status, code, message, headers = upstream_failure(type(exc), deployment, score)
             done(status, dep_name, bytes_in, 0)
             if rid is not None:
@@ -344,7 +348,7 @@ class Relay:
             status, data, _ctype, _inst = await proxy.forward(self.client, shadow, path, body, request_id)
         except proxy.UpstreamTimeout:
             status, data = 504, b""
-        except (proxy.NoReadyInstance, proxy.UpstreamUnreachable):
+        except (proxy.NoReadyInstance, proxy.UpstreamUnreachable, proxy.UpstreamClosed):
             status, data = 502, b""
         except Exception:
             log.exception("mirror copy failed")
@@ -433,10 +437,16 @@ class Relay:
             status, code, message, headers = upstream_failure(proxy.UpstreamTimeout, deployment, False)
             await error(send, status, code, message, headers, deployment_name=shown)
             return status
-        except (aiohttp.ClientError, OSError):
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, proxy.PeerRefused):
             inst.failed_until = time.monotonic() + FAILED_INSTANCE_BACKOFF_S
             log.warning("cannot reach %s of deployment %s", inst.url(path), dep_name)
             status, code, message, headers = upstream_failure(proxy.UpstreamUnreachable, deployment, False)
+            await error(send, status, code, message, headers, deployment_name=shown)
+            return status
+        except (aiohttp.ClientError, OSError):
+            # Written, then the connection failed before the response began: not sent again (proxy.forward).
+            log.warning("%s of deployment %s closed the connection", inst.url(path), dep_name)
+            status, code, message, headers = upstream_failure(proxy.UpstreamClosed, deployment, False)
             await error(send, status, code, message, headers, deployment_name=shown)
             return status
         named = ((b"azureml-model-deployment", shown.encode()),) if shown else ()

@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 import socket
 
+# Seconds a model server keeps an idle keep-alive connection open. The gateway reuses a pooled
+# connection only while it has been idle for less than this, minus a margin (gateway/http1.py).
+KEEP_ALIVE_S = 30
+
 
 def sockets(uds: str | None, host: str, port: int | None) -> list[socket.socket]:
     found = []
@@ -29,8 +33,8 @@ def sockets(uds: str | None, host: str, port: int | None) -> list[socket.socket]
 
 
 def serve(app, uds: str | None, host: str, port: int | None, **options) -> None:
-    """uvicorn.run, on every socket asked for."""
+    """uvicorn.run, on every socket asked for, closing idle keep-alive connections after KEEP_ALIVE_S."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, **options))
+    server = uvicorn.Server(uvicorn.Config(app, timeout_keep_alive=KEEP_ALIVE_S, **options))
     server.run(sockets=sockets(uds, host, port))

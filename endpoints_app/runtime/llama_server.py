@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     from endpoints_app.runtime.listen import serve
 
     serve(app, args.uds, args.host, args.port, loop="uvloop", http="httptools", access_log=False,
-          log_level="warning", timeout_keep_alive=30)
+          log_level="warning")
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     where = " and ".join(filter(None, [args.uds, args.port and f"{args.host}:{args.port}"]))
     print(f"Model server {args.name or args.format} on {where} (pid {os.getpid()})", flush=True)
     serve(app, args.uds, args.host, args.port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-          log_level="warning", timeout_keep_alive=30, server_header=False, date_header=False)
+          log_level="warning", server_header=False, date_header=False)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,12 @@ def test_killing_beat_and_then_a_model_server_still_gets_the_server_replaced(stu
         wait_until(lambda: studio.ready_instances().get(victim_name) not in (None, victim), PROVISION_SECONDS,
                    f"{victim_name} restarted", seen=studio.ready_instances)
         server_back = time.monotonic() - killed_at
-    # The gateway retries a refused connection on the other instance: no call failed.
-    assert load.failures() == [], load.counts()
+    # A call the killed server was handling is answered 502, not sent again (at most one per load thread,
+    # right at the kill); the gateway tries every later call that finds the server's socket refused on the
+    # other instance, so none of them fails.
+    failures = load.failures()
+    assert len(failures) <= 2 and all(outcome == "502" and at - killed_at < 1 for at, outcome in failures), \
+        (failures, load.counts())
     assert load.ok() > 0
     studio.matrix_row("SIGKILL of beat", None, beat_back)
     studio.matrix_row("SIGKILL of a model server (after beat's restart)", load, server_back)

@@ -13,7 +13,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.mark.parametrize("client", ["http1", "aiohttp"])
-def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_endpoint, client):
+def test_killing_one_of_two_instances_under_load_fails_only_the_requests_in_flight_on_it(procs, make_endpoint,
+                                                                                         client):
+    """Requests already written to the killed instance get a 502 (the gateway does not send them again: the
+    server may have acted on them); every request started after the kill is answered by the other one."""
     first, first_proc = procs.upstream(delay_ms=5)
     second, _ = procs.upstream(delay_ms=5)
     settings = {"max_concurrent_requests_per_instance": 16, "request_timeout_ms": 5000}
@@ -21,6 +24,7 @@ def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_en
     url, _ = procs.gateway(STUDIO_GATEWAY_CLIENT=client)
 
     statuses: collections.Counter = collections.Counter()
+    failed: list[tuple[float, int, str]] = []
     killed_at: list[float] = []
 
     async def load():
@@ -31,10 +35,13 @@ def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_en
                 i = 0
                 while time.monotonic() < stop:
                     i += 1
+                    started = time.monotonic()
                     async with session.post(f"{url}/inference/sturdy/score", json={"data": [n, i]},
                                             headers=auth(creds["primary"])) as r:
-                        await r.read()
+                        text = await r.text()
                         statuses[r.status] += 1
+                        if r.status != 200:
+                            failed.append((started, r.status, text))
 
             async def killer():
                 await asyncio.sleep(1.5)
@@ -47,7 +54,12 @@ def test_killing_one_of_two_instances_under_load_loses_no_request(procs, make_en
 
     assert killed_at and first_proc.wait(timeout=5) == -signal.SIGKILL
     assert statuses[200] > 50
-    assert set(statuses) == {200}, statuses
+    # At most one request per client was in flight at the kill, each started before it (or while the
+    # kernel was still tearing the process down: SIGKILL returns before its sockets are closed).
+    assert len(failed) <= 8, failed
+    for started, status, text in failed:
+        assert status == 502 and "closed the connection while handling the request" in text, text
+        assert started <= killed_at[0] + 0.25, (started - killed_at[0], text)
 
 
 def test_single_instance_restarted_on_the_same_port_is_reached_again(procs, make_endpoint):
