@@ -406,14 +406,14 @@ class RayBackend:
         if actor is None:
             return False
         info, problem = self._ask(actor, "status", *_read_offset(instance.name))
-        if info is not None:
+        if info is not None and not info.get("failure"):
             return info["exit_code"] is None
         if problem == "pending":
             return True  # starting, or restarting on another node: the readiness deadline bounds it
         process.note(instance.name, "the instance's Ray actor ended:")
         # A plain line, as the server's own output: the failure's cause (process.last_attempt) quotes it.
         with open(process.log_path(instance.name), "a") as log:
-            log.write(_actor_error(problem).rstrip() + "\n")
+            log.write((info["failure"] if info else _actor_error(problem)).rstrip() + "\n")
         return False
 
     def exit_code(self, instance: Instance) -> int | None:

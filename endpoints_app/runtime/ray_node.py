@@ -392,6 +392,21 @@ class InstanceActor:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
             log.write(f"=== {stamp} UTC starting instance {self.name} on Ray node {self.host} "
                       f"({self.node_id[:12]}) ===\n".encode())
+        self.failure = ""
+        self.proc: subprocess.Popen | None = None
+        self.relay: Relay | None = None
+        try:
+            self._start(spec, base)
+        except Exception as exc:  # noqa: BLE001 - said to the controller, which stops this actor
+            # The actor stays up to say why it could not start: once an actor dies in its constructor,
+            # Ray forgets its name, and the cause with it, before the controller next asks.
+            self.failure = f"it could not start: {type(exc).__name__}: {exc}"[:1500]
+            self.stop(grace=0)  # whatever of it did start
+
+    def _start(self, spec: dict, base: Path) -> None:
+        from endpoints_app.runtime import sandbox as sb
+
+        box = self.box
         box.links = stage(spec, base / "staged" / box.name)
         box.binds = [_fill(b, box.root) for b in spec["binds"]]
         box.output_dir = spec.get("output_dir")
@@ -409,12 +424,19 @@ class InstanceActor:
         self.relay = Relay(self.host, box.socket_path, box.uid, spec["secret"])
 
     def info(self) -> dict:
+        if self.failure:
+            return {"host": self.host, "port": 0, "pid": 0, "node_id": self.node_id, "started": self.started,
+                    "uid": None}
         return {"host": self.host, "port": self.relay.port, "pid": self.proc.pid, "node_id": self.node_id,
                 "started": self.started, "uid": self.box.uid}
 
     def status(self, log_offset: int = 0, for_pid: int | None = None, max_bytes: int = 256 * 1024) -> dict:
         """Alive or exit code, CPU seconds and resident MB of the server, and its log from `log_offset`
-        (from the start when the caller's offset was of another server process than this one)."""
+        (from the start when the caller's offset was of another server process than this one); for an
+        instance that could not start, exit code 1 and `failure`, the reason."""
+        if self.failure:
+            return {**self.info(), "exit_code": 1, "failure": self.failure, "cpu_seconds": None, "rss_mb": None,
+                    "log": b"", "log_offset": log_offset, "log_size": 0, "relayed_connections": 0}
         code = self.proc.poll()
         if for_pid != self.proc.pid:
             log_offset = 0
@@ -475,21 +497,23 @@ class InstanceActor:
     def signal(self, sig: int) -> None:
         from endpoints_app.runtime import sandbox as sb
 
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             sb.signal_sandbox(self.proc.pid, sig)
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, SIGKILL after `grace`, then everything of the sandbox goes (its folder, uid, cgroups)."""
         from endpoints_app.runtime import sandbox as sb
 
-        self.signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            time.sleep(0.05)
-        self.signal(signal.SIGKILL)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.relay.close()
+        if self.proc is not None:
+            self.signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                time.sleep(0.05)
+            self.signal(signal.SIGKILL)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.relay is not None:
+            self.relay.close()
         sb.remove(self.box)
