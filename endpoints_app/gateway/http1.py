@@ -62,7 +62,7 @@ def dropped(transport: asyncio.BaseTransport) -> bool:
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("transport", "parser", "waiter", "chunks", "content_type", "closed", "keep_alive", "pool",
-                 "idle_since")
+                 "idle_since", "undelivered")
 
     def __init__(self, pool: deque) -> None:
         self.pool = pool
@@ -74,6 +74,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.keep_alive = False
         self.idle_since = 0.0
+        self.undelivered = False
 
     # asyncio.Protocol
     def connection_made(self, transport) -> None:
@@ -103,8 +104,11 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-type":
+        name = name.lower()
+        if name == b"content-type":
             self.content_type = value
+        elif name == channel.UNDELIVERED_HEADER:
+            self.undelivered = True
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -147,6 +151,7 @@ class Http1Pool:
             conn = await self._connect(loop, idle, host, port, socket, uid)
         conn.chunks = []
         conn.content_type = b"application/json"
+        conn.undelivered = False
         waiter = conn.waiter = loop.create_future()
         conn.transport.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
         try:
@@ -158,6 +163,9 @@ class Http1Pool:
         finally:
             conn.waiter = None
         data = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
+        if conn.undelivered:
+            conn.transport.close()
+            raise UpstreamConnectionError(f"the node's relay could not reach the model server: {status}", sent=False)
         if conn.keep_alive and not conn.closed:
             conn.idle_since = loop.time()
             idle.append(conn)

@@ -21,6 +21,8 @@ from endpoints_app.gateway.http1 import CONNECT_TIMEOUT_S, MAX_IDLE_S, Http1Pool
 from endpoints_app.gateway.routes import FAILED_INSTANCE_BACKOFF_S, DeploymentRoute, InstanceRoute
 from endpoints_app.runtime import channel
 
+UNDELIVERED = channel.UNDELIVERED_HEADER.decode()
+
 
 class NoReadyInstance(Exception):
     pass
@@ -122,6 +124,8 @@ class AiohttpClient:
         try:
             async with self.sessions.get(inst).post(inst.url(path), data=body, headers=headers) as resp:
                 data = await resp.read()
+                if UNDELIVERED in resp.headers:
+                    raise UpstreamConnectionError("the node's relay could not reach the model server", sent=False)
                 return resp.status, data, resp.headers.get("Content-Type", "application/json")
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, PeerRefused) as exc:
             # No connection was made: nothing was written.

@@ -20,6 +20,9 @@ from endpoints_app.runtime import sandbox as sb
 
 # sun_path holds 108 bytes; longer paths are reached through a descriptor of their folder.
 _SUN_PATH_MAX = 100
+# A Ray node's relay answers with this header when it could not reach its model server: no byte of the
+# request got there, so the gateway may try another instance (gateway/proxy.py).
+UNDELIVERED_HEADER = b"x-studio-undelivered"
 
 
 class WrongPeer(ConnectionError):

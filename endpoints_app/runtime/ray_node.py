@@ -40,6 +40,7 @@ import errno
 import fcntl
 import hashlib
 import hmac
+import json
 import os
 import re
 import shutil
@@ -267,6 +268,32 @@ def authorized(head: bytes, secret: str) -> bool:
     return False
 
 
+async def _undelivered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, exc: Exception) -> None:
+    """Answer a request that never reached the model server (it is gone or not yet there) with a 502 the
+    gateway knows (channel.UNDELIVERED_HEADER), so it may try another instance. The request's body is read
+    first: closing with it unread would reset the connection before the answer is read."""
+    from endpoints_app.runtime import channel
+
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    try:
+        while length > 0:
+            chunk = await asyncio.wait_for(reader.read(min(length, 1 << 20)), 30)
+            if not chunk:
+                return
+            length -= len(chunk)
+    except TimeoutError:
+        return
+    body = json.dumps({"error": {"code": "BadGateway", "message": f"The model server did not take the "
+                                 f"request ({type(exc).__name__}); it was not delivered."}}).encode()
+    writer.write(b"HTTP/1.1 502 Bad Gateway\r\n%s: 1\r\nContent-Type: application/json\r\nContent-Length: %d"
+                 b"\r\nConnection: close\r\n\r\n%s" % (channel.UNDELIVERED_HEADER, len(body), body))
+    await writer.drain()
+
+
 class Relay:
     """TCP on the node -> the instance's Unix socket, for callers that present its secret."""
 
@@ -324,8 +351,12 @@ class Relay:
                 writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 await writer.drain()
                 return
-            up_reader, upstream = await asyncio.open_unix_connection(channel.connect_path(self.socket_path))
-            channel.check_peer(upstream.get_extra_info("socket"), self.uid)
+            try:
+                up_reader, upstream = await asyncio.open_unix_connection(channel.connect_path(self.socket_path))
+                channel.check_peer(upstream.get_extra_info("socket"), self.uid)
+            except (OSError, channel.WrongPeer) as exc:
+                await _undelivered(reader, writer, head, exc)
+                return
             self.connections += 1
             upstream.write(head)
             await asyncio.gather(pipe(reader, upstream), pipe(up_reader, writer))

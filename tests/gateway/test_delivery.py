@@ -364,3 +364,50 @@ def test_a_connection_not_made_in_time_is_tried_on_another_instance(procs, tmp_p
     assert hung.failed_until > 0
     assert 1.0 <= took < 8, took  # one connect timeout, then the instance is skipped
     assert calls_of(calls) == [f"call-{i}" for i in range(3)]
+
+
+@pytest.mark.parametrize("client_class", [proxy.Http1Client, proxy.AiohttpClient])
+def test_a_ray_nodes_relay_whose_model_server_is_gone_says_so_and_the_call_goes_to_another_instance(
+        procs, tmp_path, client_class, monkeypatch):
+    from endpoints_app.runtime import ray_node
+
+    servers = Servers(procs, tmp_path)
+    port, _, calls = servers.start("relay-blue-1")
+    good = InstanceRoute(name="relay-blue-1", host="127.0.0.1", port=port, secret=instance_secret("relay-blue-1", port))
+    # A node's relay (runtime/ray_node.py) in front of a socket whose server has gone: it takes the
+    # connection and the request, reaches no server and answers that nothing was delivered.
+    relay_port = free_port()
+    monkeypatch.setenv("STUDIO_NODE_RELAY_PORTS", f"{relay_port}-{relay_port}")
+    relay = ray_node.Relay("127.0.0.1", tmp_path / "gone.sock", os.getuid(), "relay-secret")
+    try:
+        gone = InstanceRoute(name="relay-blue-0", host="127.0.0.1", port=relay.port, secret="relay-secret")
+        deployment = DeploymentRoute(name="blue", instances=[gone, good], request_timeout_s=10,
+                                     max_concurrent_per_instance=8)
+        answers = _forward_all(client_class(), deployment, 3)
+    finally:
+        relay.close()
+
+    assert answers == [(200, "relay-blue-1")] * 3
+    assert gone.failed_until > 0
+    assert calls_of(calls) == [f"call-{i}" for i in range(3)]
+
+
+def test_a_relay_that_reached_no_server_answers_a_502_naming_it_after_reading_the_whole_body(tmp_path, monkeypatch):
+    from endpoints_app.runtime import ray_node
+
+    relay_port = free_port()
+    monkeypatch.setenv("STUDIO_NODE_RELAY_PORTS", f"{relay_port}-{relay_port}")
+    relay = ray_node.Relay("127.0.0.1", tmp_path / "gone.sock", os.getuid(), "relay-secret")
+    try:
+        body = b"x" * (3 << 20)  # more than the socket buffers hold: unread, it would reset the connection
+        answer = requests.post(f"http://127.0.0.1:{relay.port}/score", data=body, timeout=30,
+                               headers={"Authorization": "Bearer relay-secret", "Content-Type": "application/json"})
+        refused = requests.post(f"http://127.0.0.1:{relay.port}/score", data=b"{}", timeout=30,
+                                headers={"Authorization": "Bearer wrong"})
+    finally:
+        relay.close()
+
+    assert answer.status_code == 502
+    assert answer.headers["x-studio-undelivered"] == "1"
+    assert answer.json()["error"]["code"] == "BadGateway"
+    assert refused.status_code == 401 and "x-studio-undelivered" not in refused.headers
