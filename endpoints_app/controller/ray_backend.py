@@ -85,6 +85,10 @@ def connect(address: str, auth_env: dict[str, str] | None = None):
     """This process's driver on the cluster at `address` (host:port of the GCS, or ray://host:port);
     `auth_env`: Ray's token variables for a head that asks for them (clusters.ray_auth_env)."""
     global _connected
+    # Ray reads its token settings from the environment when it is first imported, not at ray.init: set
+    # them before (one cluster per process, so they are this one's). Set after, the studio's own head
+    # refused every worker's driver ("Authentication token is missing or incorrect") under `make run`.
+    os.environ.update(auth_env or {})
     import ray
 
     with _lock:
@@ -96,8 +100,6 @@ def connect(address: str, auth_env: dict[str, str] | None = None):
             # ray.init waits long for a head that is not there; a closed port is known at once.
             host, _, port = address.rpartition(":")
             socket.create_connection((host, int(port)), timeout=CONNECT_CHECK_SECONDS).close()
-        # Ray reads its token settings from the environment; one cluster per process, so they are this one's.
-        os.environ.update(auth_env or {})
         if not faulthandler.is_enabled():
             # ray.init enables it on sys.stderr, which Celery replaces with an object without a fileno.
             faulthandler.enable(file=sys.__stderr__, all_threads=False)

@@ -1,6 +1,6 @@
 """`make run` with a Ray compute that has no address: its supervisor starts the studio's own Ray head
-(the compute turns Ready with one live node), and Ctrl-C stops it with everything else, leaving no
-process behind."""
+(the compute turns Ready with one live node), a deployment on it answers through the gateway, and
+Ctrl-C stops it with everything else, leaving no process behind."""
 
 from __future__ import annotations
 
@@ -69,6 +69,26 @@ def test_make_run_starts_the_studios_ray_head_and_ctrl_c_stops_it(tmp_path):
         assert "started the studio's Ray head" in log_path.read_text()
         commands = [_cmdline(pid) for pid in processes_using(data_dir)]
         assert any("gcs_server" in c for c in commands) and any("raylet" in c for c in commands), commands
+
+        # A deployment on it, as a user makes one: the workers' drivers get in with the head's token.
+        endpoints = f"{base}/api/v1/workspaces/default/online-endpoints"
+        assert api.post(endpoints, json={"name": "onhead"}, timeout=30).status_code == 201
+        made = api.post(f"{endpoints}/onhead/deployments", timeout=30, json={
+            "name": "blue", "model": "studio://registries/studio/models/iris-classifier/versions/1",
+            "instance_type": "Standard_DS1_v2", "instance_count": 1, "compute": "here"})
+        assert made.status_code == 202, made.text
+        deadline, deployment = time.monotonic() + 180, {}
+        while time.monotonic() < deadline:
+            deployment = api.get(f"{endpoints}/onhead/deployments/blue", timeout=30).json()
+            if deployment.get("provisioning_state") in ("Succeeded", "Failed"):
+                break
+            time.sleep(2)
+        assert deployment.get("provisioning_state") == "Succeeded", (deployment, log_path.read_text()[-3000:])
+        key = api.post(f"{endpoints}/onhead/list-keys", timeout=30).json()["primary_key"]
+        answer = requests.post(f"{base}/inference/onhead/score", json={"data": [[5.1, 3.5, 1.4, 0.2]]},
+                               headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert "InvalidAuthToken" not in log_path.read_text()
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:
@@ -76,5 +96,8 @@ def test_make_run_starts_the_studios_ray_head_and_ctrl_c_stops_it(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
-    time.sleep(1)
-    assert processes_using(data_dir) == []
+    # The instance's Ray worker and its sandbox end a moment after the raylet that ran them.
+    deadline = time.monotonic() + 20
+    while processes_using(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [_cmdline(pid) for pid in processes_using(data_dir)] == []
