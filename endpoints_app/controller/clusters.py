@@ -37,6 +37,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from endpoints_app.controller.placement import RUNNING_STATES, live_nodes, node_loads
+from endpoints_app.instance_auth import RAY_QUEUE_PREFIX
 from endpoints_app.models import Compute, Instance, Node
 
 # Offsets from STUDIO_RAY_PORT_MIN of the ports a managed head opens; workers take the rest of the block.
@@ -96,7 +97,7 @@ def _local_view() -> ComputeView:
     """This studio's own nodes: alive while their worker checks in; resources and free resources as
     placement counts them (the node's cores and memory less its running instances')."""
     live = {n.pk for n in live_nodes()}
-    nodes = list(Node.objects.all())
+    nodes = list(Node.objects.exclude(queue__startswith=RAY_QUEUE_PREFIX))  # Ray's nodes are their compute's
     loads = {load.node.pk: load for load in node_loads(nodes)}
     running = {}
     for node_id, name in Instance.objects.filter(node__in=nodes, state__in=RUNNING_STATES).values_list(

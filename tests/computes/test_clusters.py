@@ -156,3 +156,5 @@ def test_each_node_lists_the_instances_the_ray_backend_placed_on_it(ray_head, db
 
     (shown,) = clusters.view(compute, use_cache=False).nodes
     assert shown["instances"] == ["iris-blue-1"]
+    # ...and they are that compute's nodes only, not the local compute's.
+    assert row.name not in [n["name"] for n in clusters.view(Compute.local(), use_cache=False).nodes]
