@@ -13,22 +13,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import random
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-NODE = "bench-node"
 
-from bench.common import owner_api, setup_studio, start_process, start_worker, stop_studio, wait  # noqa: E402
-from bench.gateway import free_port  # noqa: E402
-from tests import ray_cluster  # noqa: E402
+from bench.cluster import cluster_studio, write_results  # noqa: E402
+from bench.common import wait  # noqa: E402
 
 EP = "/api/v1/workspaces/bench/batch-endpoints"
 
@@ -72,27 +68,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
 
-    cluster = ray_cluster.start(("n1", "n2", "n3"))
-    web_port = free_port()
-    web = f"http://127.0.0.1:{web_port}"
-    processes = []
-    data_dir = None
     results: dict = {"machine_cores": os.cpu_count(), "args": vars(args)}
-    try:
-        data_dir = setup_studio("batch-cluster", STUDIO_NODE_NAME=NODE, STUDIO_RAY_NODE_IP="127.0.0.1",
-                                STUDIO_INTERNAL_URL=web, STUDIO_GATEWAY_URL=web)
+    with cluster_studio("batch-cluster") as (_cluster, api, _web):
         from django.core.files.uploadedfile import SimpleUploadedFile
 
         from endpoints_app.models import CatalogModel
-        from endpoints_app.models.computes import Compute
 
-        Compute.local()
-        Compute.objects.create(name="cluster", type="ray", address=cluster.address, state="Ready")
-        api = owner_api()
-        processes.append(start_process(["uvicorn", "portal.asgi:application", "--port", str(web_port),
-                                        "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-                                       data_dir / "web.log"))
-        processes.append(start_worker(data_dir, NODE))
         files = [SimpleUploadedFile(f"part-{n:03d}.csv", iris_file(args.rows, n)) for n in range(args.files)]
         assert api.post("/api/v1/workspaces/bench/data", {"name": "rows", "files": files},
                         format="multipart").status_code == 201
@@ -116,18 +97,7 @@ def main() -> None:
         print(f"batch job of {args.files * args.rows} rows ({args.files} mini-batches), 3 instances: invoke -> "
               f"Completed local {local} s, Ray {on_ray} s ({results['ray_over_local']} x; median of {args.repeat})",
               flush=True)
-    finally:
-        try:
-            ray_cluster.kill_actors(cluster.address)
-        except Exception as exc:  # the cluster goes below anyway
-            print(f"killing actors: {exc}")
-        if data_dir is not None:
-            stop_studio(data_dir, processes)
-        cluster.stop()
-    out = ROOT / "bench" / "results" / f"batch-cluster-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_results("batch-cluster", results)
 
 
 if __name__ == "__main__":
